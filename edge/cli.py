@@ -26,7 +26,7 @@ def strip_v2gtp(data: bytes) -> bytes:
 def _decode_one(proto: str | None, text: str, fragment: bool) -> tuple[str, str]:
     """(XML, the protocol it was decoded as). Without ``proto`` the protocol is found (edge.exi_detect); with a
     wrong one the error says what the bytes look like."""
-    from edge.exi_detect import check_payload_type, detect, parse_hex, split_v2gtp
+    from edge.exi_detect import check_payload_type, decodes, detect, parse_hex, split_v2gtp
 
     payload_type, payload = split_v2gtp(parse_hex(text))
     if proto is None:
@@ -39,8 +39,16 @@ def _decode_one(proto: str | None, text: str, fragment: bool) -> tuple[str, str]
         proto = found[0]
     else:
         check_payload_type(proto, payload_type)
+    found: list[exi.Deviation] = []
     try:
-        message = exi.decode(proto, payload, fragment=fragment)
+        message = exi.decode(proto, payload, fragment=fragment, deviations=found)
+        if found and not fragment:  # bytes of another protocol can pass with deviations: name it if so
+            better = [p for p in detect(payload, payload_type) if p != proto and decodes(p, payload)]
+            if better:
+                raise ValueError(f"these bytes are not {proto} EXI ({found[0]}); they decode as {better[0]}: "
+                                 f"--proto {better[0]}")
+        for deviation in found:  # decoded all the same: say what is outside the schema, on stderr
+            print(f"edge: deviation from the {proto} schema: {deviation}", file=sys.stderr)
     except exi.DecodeError as e:
         others = [] if fragment else [p for p in detect(payload, payload_type) if p != proto]
         if others:

@@ -56,25 +56,35 @@ def candidates(payload_type: int | None) -> tuple[str, ...]:
 
 def round_trips(protocol: str, payload: bytes) -> bool:
     try:
-        return exi.encode(protocol, exi.decode(protocol, payload)) == payload
+        return exi.encode(protocol, exi.decode(protocol, payload, strict=True)) == payload
     except Exception:
         return False
+
+
+def deviations_of(protocol: str, payload: bytes) -> int | None:
+    """How many facet deviations a lenient decode as ``protocol`` records (None: it does not decode at all)."""
+    found: list[exi.Deviation] = []
+    try:
+        exi.decode(protocol, payload, deviations=found)
+    except Exception:
+        return None
+    return len(found)
 
 
 def decodes(protocol: str, payload: bytes) -> bool:
-    try:
-        exi.decode(protocol, payload)
-    except Exception:
-        return False
-    return True
+    return deviations_of(protocol, payload) == 0
 
 
 def detect(payload: bytes, payload_type: int | None = None) -> list[str]:
     """The protocols these bytes are, best first: those that round-trip; if none does (an encoder that writes
-    another valid form), those that decode."""
+    another valid form), those that decode, strict ones first, then by how few facet deviations they need."""
     tried = candidates(payload_type)
     exact = [p for p in tried if round_trips(p, payload)]
-    return exact or [p for p in tried if decodes(p, payload)]
+    if exact:
+        return exact
+    # then those that decode without a deviation, then those that need the fewest (a car's out-of-facet value)
+    counts = {p: n for p in tried if (n := deviations_of(p, payload)) is not None}
+    return sorted(counts, key=lambda p: (counts[p], tried.index(p)))
 
 
 def check_payload_type(protocol: str, payload_type: int | None) -> None:

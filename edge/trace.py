@@ -85,7 +85,8 @@ FORMAT_VERSION = 1
 SUFFIX = ".cbor"
 #: where the daemon keeps its traces (``edge trace list`` looks here unless told otherwise)
 DEFAULT_TRACE_DIR = Path("/var/lib/edge/traces")
-KINDS = ("header", "v2gtp", "sdp", "slac", "tls", "wire", "ocpp", "hardware", "state", "connection", "end")
+KINDS = ("header", "v2gtp", "sdp", "slac", "tls", "wire", "ocpp", "hardware", "state", "connection", "deviation",
+         "end")
 DIRECTIONS = frozenset({"rx", "tx"})
 
 #: a file stops growing here unless told otherwise (a -20 charge loop writes ~2 MB an hour)
@@ -607,6 +608,7 @@ class DecodedV2g:
     body: Any = None  # the message element itself (DIN/-2: the Body's one child)
     error: str | None = None  # why it could not be decoded
     guessed: bool = False  # the protocol was guessed (no supportedAppProtocol exchange on this connection)
+    deviations: tuple[Any, ...] = ()  # exi.Deviation: values outside the schema's facets that the car sent
 
 
 def _message_name(protocol: str, message: Any) -> tuple[str | None, Any]:
@@ -635,17 +637,20 @@ def decode_v2g(record: TraceRecord, protocol: str | None = None) -> DecodedV2g:
     import exi
 
     error = ""
-    for candidate in candidates:
-        try:
-            message = exi.decode(candidate, payload)
-        except Exception as e:  # a codec bug on odd input must not stop the rest of the trace being shown
-            error = f"{candidate}: {e}"
-            continue
-        name, body = _message_name(candidate, message)
-        if name is None:
-            error = f"{candidate}: an empty body"
-            continue
-        return DecodedV2g(candidate, name, message, body, guessed=protocol is None and len(candidates) > 1)
+    for strict in (True, False):  # a guess is only taken leniently when no protocol decodes strictly
+        for candidate in candidates:
+            found: list[Any] = []
+            try:
+                message = exi.decode(candidate, payload, strict=strict, deviations=found)
+            except Exception as e:  # a codec bug on odd input must not stop the rest of the trace being shown
+                error = error or f"{candidate}: {e}"
+                continue
+            name, body = _message_name(candidate, message)
+            if name is None:
+                error = f"{candidate}: an empty body"
+                continue
+            return DecodedV2g(candidate, name, message, body, guessed=protocol is None and len(candidates) > 1,
+                              deviations=tuple(found))
     return DecodedV2g(candidates[0] if len(candidates) == 1 else None, None, error=error)
 
 
@@ -952,6 +957,8 @@ class TimelineRenderer:
                        fields=key_fields(decoded))
             if decoded.guessed:
                 out["guessed"] = True
+            if decoded.deviations:  # decoded leniently: what the car sent outside the schema
+                out["fields"]["deviations"] = "; ".join(str(d) for d in decoded.deviations)
             if decoded.error is not None:
                 out["error"] = decoded.error
                 out["fields"] = {"payload": _hex(record.get("data") or b"", self.full)}

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .runtime import DecodeError, EncodeError, ExiError, Reader, Writer
+from .runtime import DecodeError, Deviation, EncodeError, ExiError, Reader, UnknownEnumValue, Writer
 
 __all__ = [
-    "PROTOCOLS", "DecodeError", "EncodeError", "ExiError", "Fragment", "XmlError", "decode", "encode",
-    "from_xml", "load", "to_xml",
+    "PROTOCOLS", "DecodeError", "Deviation", "EncodeError", "ExiError", "Fragment", "UnknownEnumValue", "XmlError",
+    "decode", "encode", "from_xml", "load", "to_xml",
 ]
 
 #: protocol label -> generated codec module
@@ -98,8 +98,15 @@ def load(proto: str) -> None:
     _codec(proto)
 
 
-def decode(proto: str, data: bytes, *, fragment: bool = False) -> Any:
-    """Decode one EXI stream (no V2GTP header). Raises :class:`DecodeError` on any invalid input."""
+def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = False,
+           deviations: list[Deviation] | None = None) -> Any:
+    """Decode one EXI stream (no V2GTP header). Raises :class:`DecodeError` on any input the EXI bits cannot
+    carry for the schema.
+
+    Lenient by default, as real cars need: a value outside a length, range or enumeration facet that the bits
+    still carry is decoded (an enumeration index past the schema's values as :class:`UnknownEnumValue`), and so
+    are non-zero bytes after the end of the document; each such deviation is appended to ``deviations`` (path,
+    facet, value, bit) when a list is given. ``strict=True``: every deviation is a DecodeError."""
     c = _CODECS.get(proto) or _codec(proto)
     if not data:
         raise DecodeError("empty input", 0)
@@ -108,7 +115,8 @@ def decode(proto: str, data: bytes, *, fragment: bool = False) -> Any:
             raise DecodeError("EXI cookie present: V2G streams carry none", 0)
         raise DecodeError(f"EXI header 0x{data[0]:02x} is not the V2G header 0x80 "
                           "(options in the stream or another version)", 0)
-    r = Reader(data)
+    found: list[Deviation] | None = None if strict else []
+    r = Reader(data, deviations=found)
     table, width = (c.frag, c.frag_width) if fragment else (c.doc, c.doc_width)
     try:
         code = r.bits(width)
@@ -135,6 +143,10 @@ def decode(proto: str, data: bytes, *, fragment: bool = False) -> Any:
     except (IndexError, KeyError, ValueError, TypeError, OverflowError, RecursionError,
             MemoryError) as e:  # a safety net: the contract is DecodeError and nothing else
         raise DecodeError(f"internal error {type(e).__name__}: {e}", r.pos) from e
+    if found and deviations is not None:
+        for deviation in found:  # the paths start at the document's element
+            deviation.path = f"{name}/{deviation.path}" if deviation.path else name
+        deviations.extend(found)
     if fragment:
         return Fragment(ns, name, value)
     return value

@@ -41,6 +41,47 @@ class EncodeError(ExiError):
 V2G_HEADER = 0x80  # distinguishing bits 10, no options, version 1, no cookie
 
 
+class Deviation:
+    """A value that breaks a schema facet but that the EXI bits carried fine (a lenient decode keeps it): where
+    (``path``: the message, the type and the element, "/"-joined), which facet, the value, the bit position."""
+
+    __slots__ = ("bit", "facet", "path", "value")
+
+    def __init__(self, path: str, facet: str, value: object, bit: int | None) -> None:
+        self.path, self.facet, self.value, self.bit = path, facet, value, bit
+
+    def __repr__(self) -> str:
+        return f"Deviation({self.path!r}, {self.facet!r}, {self.value!r}, bit={self.bit})"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.facet} (value {self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Deviation) and (self.path, self.facet, self.value, self.bit) == (
+            other.path, other.facet, other.value, other.bit)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.facet, self.bit))
+
+
+class UnknownEnumValue(int):
+    """An enumeration index the EXI bits carried beyond the schema's values (lenient decoding only): it stands
+    in the message where the enumeration member would, compares unequal to every member, and cannot be
+    encoded. ``int`` is the index."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"UnknownEnumValue({int(self)})"
+
+    def __str__(self) -> str:
+        return f"(enumeration index {int(self)})"
+
+    @property
+    def value(self) -> str:  # enum members have .value; callers that print it get the same text
+        return str(self)
+
+
 #: Bytes the reader holds as one int at a time. Reads shift that int, so their cost is bounded by the
 #: window, not by the input: decoding stays linear however large the input is.
 WINDOW_BYTES = 256
@@ -56,10 +97,11 @@ class Reader:
     and ``pos`` in locals and calls :meth:`slide` when a read runs past the window.
     """
 
-    __slots__ = ("base", "data", "end", "gvals", "lvals", "pos", "total", "v")
+    __slots__ = ("base", "data", "dev", "end", "gvals", "lvals", "pos", "total", "v")
 
-    def __init__(self, data: bytes, start_bit: int = 8) -> None:
+    def __init__(self, data: bytes, start_bit: int = 8, deviations: list[Deviation] | None = None) -> None:
         self.data = data
+        self.dev = deviations  # None: strict, a facet violation is a DecodeError; else they are recorded here
         self.total = len(data) * 8
         self.gvals: list[str] | None = None  # global value partition, created on first string
         self.lvals: dict[int, list[str]] = {}
@@ -219,6 +261,19 @@ class Reader:
                 local.append(s)
         return s
 
+    def facet(self, where: str, facet: str, value: object, pos: int) -> None:
+        """A value outside a facet of its type: a DecodeError when strict, else recorded and kept."""
+        if self.dev is None:
+            raise DecodeError(f"value {value!r} breaks {facet}", pos)
+        self.dev.append(Deviation(where, facet, value, pos))
+
+    def enum_index(self, where: str, index: int, count: int, pos: int) -> UnknownEnumValue:
+        """An enumeration index past the schema's ``count`` values: DecodeError when strict, else recorded."""
+        if self.dev is None:
+            raise DecodeError(f"enumeration index {index} out of range ({count} values)", pos)
+        self.dev.append(Deviation(where, f"enumeration ({count} values)", index, pos))
+        return UnknownEnumValue(index)
+
     def deviation(self, where: str, pos: int | None = None) -> DecodeError:
         return DecodeError(f"schema deviation (second-level event) not supported in {where}",
                            self.base + (self.pos if pos is None else pos))
@@ -229,8 +284,11 @@ class Reader:
         zero bytes (Tesla's DIN firmware appends one to ContractAuthenticationReq)."""
         after = (self.base + self.pos + 7) >> 3
         if any(self.data[after:]):
-            raise DecodeError(f"{len(self.data) - after} bytes of non-zero data after the end of the document",
-                              self.base + self.pos)
+            if self.dev is None:
+                raise DecodeError(f"{len(self.data) - after} bytes of non-zero data after the end of the document",
+                                  self.base + self.pos)
+            self.dev.append(Deviation("", "trailing bytes after the end of the document", bytes(self.data[after:]),
+                                      self.base + self.pos))
 
 
 class Writer:

@@ -15,7 +15,7 @@ from typing import Any
 
 from lxml import etree
 
-from . import PROTOCOLS, Fragment, XmlError, _codec
+from . import PROTOCOLS, Fragment, UnknownEnumValue, XmlError, _codec
 from .lexical import _error
 from .lexical import lexical as _lex
 from .lexical import parse as _parse
@@ -83,7 +83,7 @@ def _prefixes(namespaces: Sequence[str]) -> dict[str, str]:
 def _fill(el: etree._Element, value: Any, typ: Any, fields: Fields, path: list[str]) -> None:
     """Write ``value`` (of model class or simple type code ``typ``) as the content of ``el``."""
     if not isinstance(typ, type):
-        _set_text(el, _lex_at(value, typ, path), path)
+        _set_text(el, _lex_at(value, typ, path), path, typ)
         return
     if not isinstance(value, typ):
         raise _error(f"expected {typ.__name__}, got {type(value).__name__}", path)
@@ -96,10 +96,10 @@ def _fill(el: etree._Element, value: Any, typ: Any, fields: Fields, path: list[s
         if kind == "a":
             if v is not None:
                 at = [*path, "@" + local]
-                _set_attr(el, _qname(ns, local), _lex_at(v, ftype, at), at)
+                _set_attr(el, _qname(ns, local), _lex_at(v, ftype, at), at, ftype)
         elif kind == "v":
             if v is not None:
-                _set_text(el, _lex_at(v, ftype, path), path)
+                _set_text(el, _lex_at(v, ftype, path), path, ftype)
         else:
             for item in _items(v, many):
                 child = etree.SubElement(el, _qname(ns, local))
@@ -108,14 +108,20 @@ def _fill(el: etree._Element, value: Any, typ: Any, fields: Fields, path: list[s
                 path.pop()
 
 
-def _set_text(el: etree._Element, text: str, path: Sequence[str]) -> None:
+def _set_text(el: etree._Element, text: str, path: Sequence[str], typ: tuple | None = None) -> None:
+    if typ is not None and typ[0] == "str" and _NEEDS_ESCAPE.search(text):
+        text = escape_xml_text(text)
+        el.set(ESCAPED, "true")
     try:
         el.text = text
     except ValueError as e:  # lxml refuses control characters XML 1.0 cannot carry
         raise _error(f"{text!r} cannot be written in XML: {e}", path) from None
 
 
-def _set_attr(el: etree._Element, name: str, text: str, path: Sequence[str]) -> None:
+def _set_attr(el: etree._Element, name: str, text: str, path: Sequence[str], typ: tuple | None = None) -> None:
+    if typ is not None and typ[0] == "str" and _NEEDS_ESCAPE.search(text):
+        text = escape_xml_text(text)
+        el.set(ESCAPED, "true")
     try:
         el.set(name, text)
     except ValueError as e:
@@ -123,10 +129,49 @@ def _set_attr(el: etree._Element, name: str, text: str, path: Sequence[str]) -> 
 
 
 def _lex_at(value: Any, typ: tuple, path: Sequence[str]) -> str:
+    if typ[0] == "enum" and isinstance(value, UnknownEnumValue):  # a lenient decode's out-of-range index
+        return str(value)
     try:
         return _lex(value, typ)
     except (TypeError, ValueError) as e:
         raise _error(str(e), path) from None
+
+
+# Characters XML 1.0 cannot carry (its Char production): C0 controls but tab, LF and CR; lone surrogates;
+# U+FFFE and U+FFFF. Strings from cars may hold them (a NUL-padded VIN). An element with such a string (as its
+# text or an attribute) gets edge:escaped="true" and its strings are written with those characters as \xHH or
+# \uHHHH and a backslash as \\; from_xml undoes it, so from_xml(to_xml(m)) == m. Every other string is written
+# as it is (other XML tools read our XML as plain schema XML).
+ESCAPED = "{urn:edge:exi-xml}escaped"
+_NEEDS_ESCAPE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff\\]")
+_ESCAPE = re.compile(r"\\(\\|x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4})")
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    c = match.group(0)
+    if c == "\\":
+        return "\\\\"
+    code = ord(c)
+    return f"\\x{code:02X}" if code < 0x100 else f"\\u{code:04X}"
+
+
+def escape_xml_text(text: str) -> str:
+    r"""``text`` with every character XML 1.0 cannot carry as ``\xHH``/``\uHHHH`` and a backslash doubled."""
+    return _NOT_XML.sub(_escape_one, text)
+
+
+def unescape_xml_text(text: str) -> str:
+    """The inverse of :func:`escape_xml_text`; a backslash not starting one of its escapes is kept as it is."""
+    def one(match: re.Match[str]) -> str:
+        body = match.group(1)
+        return "\\" if body == "\\" else chr(int(body[1:], 16))
+
+    return _ESCAPE.sub(one, text) if "\\" in text else text
+
+
+def _parse_at(text: str, typ: tuple, path: Sequence[str], escaped: bool = False) -> Any:
+    return _parse(unescape_xml_text(text) if escaped and typ[0] == "str" else text, typ, path)
 
 
 _ROOTS: dict[type, list[tuple[str, str, ModuleType]]] = {}
@@ -260,11 +305,12 @@ def _text(el: etree._Element, path: Sequence[str]) -> str:
 def _read(el: etree._Element, typ: Any, module: ModuleType, path: list[str]) -> Any:
     """Build the value of ``el`` (model class or simple type code ``typ``)."""
     fields: Fields = module.FIELDS
+    escaped = el.get(ESCAPED) == "true"
     if not isinstance(typ, type):
         for name in el.attrib:
-            if name not in _IGNORED_ATTRS:
+            if name not in _IGNORED_ATTRS and name != ESCAPED:
                 raise _error(f"unknown attribute {name}", path)
-        return _parse(_text(el, path), typ, path)
+        return _parse_at(_text(el, path), typ, path, escaped)
     specs = fields[typ]
     by_attr = {_qname(spec[2], spec[3]): spec for spec in specs if spec[1] == "a"}
     by_elem = {(spec[2], spec[3]): (i, spec) for i, spec in enumerate(specs) if spec[1] == "e"}
@@ -274,13 +320,13 @@ def _read(el: etree._Element, typ: Any, module: ModuleType, path: list[str]) -> 
     for name, text in el.attrib.items():
         spec = by_attr.get(name)
         if spec is None:
-            if name in _IGNORED_ATTRS:
+            if name in _IGNORED_ATTRS or name == ESCAPED:
                 continue
             raise _error(f"unknown attribute {name}", path)
-        kwargs[spec[0]] = _parse(text, spec[5], [*path, "@" + spec[3]])
+        kwargs[spec[0]] = _parse_at(text, spec[5], [*path, "@" + spec[3]], escaped)
 
     if simple is not None:
-        kwargs[simple[0]] = _parse(_text(el, path), simple[5], path)
+        kwargs[simple[0]] = _parse_at(_text(el, path), simple[5], path, escaped)
         return typ(**kwargs)
 
     if el.text and el.text.strip():

@@ -148,14 +148,34 @@ def check_frame(label: str, data: bytes) -> tuple[bool, Finding | None]:
     """Decode ``data``: (decoded?, a Finding for anything but a value or a DecodeError, or for a value
     that does not re-encode to something that decodes to the same value)."""
     proto, fragment = TARGETS[label]
+    deviations: list[exi.Deviation] = []
     try:
-        value = exi.decode(proto, data, fragment=fragment)
+        value = exi.decode(proto, data, fragment=fragment, deviations=deviations)
     except exi.DecodeError:
         return False, None
     except Exception:
         return False, Finding(label, "crash", data, traceback.format_exc())
+    try:
+        strict = exi.decode(proto, data, fragment=fragment, strict=True)
+    except exi.DecodeError:
+        strict = None
+    except Exception:
+        return True, Finding(label, "crash", data, traceback.format_exc())
+    if (strict is None) != bool(deviations) or (strict is not None and strict != value):
+        return True, Finding(label, "lenient", data, f"strict {strict!r}, lenient {value!r} with {deviations}")
     if not fragment and not _single_root(proto, value):
         return True, None  # a simple-typed root, or a type of several roots: encode() needs element=
+    if deviations:  # a value outside the facets: decoded, recorded, and never encoded (we send no deviation)
+        trailing_only = all(d.facet.startswith("trailing bytes") for d in deviations)
+        try:
+            exi.encode(proto, value, fragment=fragment)
+        except exi.EncodeError:
+            if not trailing_only:
+                return True, None
+        except Exception:
+            return True, Finding(label, "crash", data, traceback.format_exc())
+        if not trailing_only:
+            return True, Finding(label, "lenient", data, f"{deviations} encoded again")
     try:
         again = exi.decode(proto, exi.encode(proto, value, fragment=fragment), fragment=fragment)
     except Exception:

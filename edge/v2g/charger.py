@@ -165,6 +165,14 @@ class ChargerConnection:
         started = time.perf_counter()
         response = self._handle(message, now)
         self._asked_again = response is ANSWER_LATER
+        if self.session is not None and self.session.pending_deviations:  # values outside the schema the car sent
+            for request, deviation in self.session.pending_deviations:
+                value = deviation.value
+                trace.record("deviation", now=now, conn=self.trace_conn, request=request, path=deviation.path,
+                             facet=deviation.facet, bit=deviation.bit,
+                             value=value if isinstance(value, str | bytes) else int(value)
+                             if isinstance(value, int) else str(value))
+            self.session.pending_deviations.clear()
         if response is not None and response is not ANSWER_LATER:
             used = time.perf_counter() - started
             session = self.session

@@ -12,6 +12,7 @@ the car may get. Randomness (SessionID, GenChallenge) comes from ``random``, inj
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -42,6 +43,18 @@ P = TypeVar("P", bound=Paused)
 
 #: paused sessions one charging point keeps (a car resumes within minutes; more is a stranger's flood)
 PAUSED_SESSIONS_KEPT = 8
+#: a car's schema deviations: how many kinds are logged per session, how many wait for the trace at most
+MAX_LOGGED_DEVIATIONS = 16
+MAX_PENDING_DEVIATIONS = 64
+
+log = logging.getLogger("edge.v2g")
+
+
+def _short(value: object) -> object:
+    """A deviating value as the log shows it (a long string or byte string cut)."""
+    if isinstance(value, bytes | str) and len(value) > 40:
+        return value[:40] + (b"..." if isinstance(value, bytes) else "...")
+    return value
 
 
 @dataclass
@@ -138,6 +151,11 @@ class SessionCore:
     _stop_told_at: float | None = None  # when the car was first told to stop on the charger's behalf
     raw_request: bytes = b""  # the EXI of the request being handled
     last_request: str = ""  # the name of the request answered last (its budget goes into the trace)
+    # values the car sent outside the schema's facets that the EXI bits carried (exi.Deviation): the request's,
+    # the ones not yet taken into the trace, and which (path, facet) were logged (once per session each)
+    request_deviations: list[Any] = field(default_factory=list)
+    pending_deviations: list[Any] = field(default_factory=list)
+    _logged_deviations: set[tuple[str, str]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.timers is None:
@@ -158,11 +176,14 @@ class SessionCore:
         """One request in; the response's payload type, the response (None: close silently) and
         whether the session is over."""
         t0 = time.perf_counter()
+        self.request_deviations = []
         request = self._decode(payload_type, payload)
         if request is None:  # nothing this session can answer in: close
             self.done = True
             self.power_off()
             return payload_type, None, True
+        if self.request_deviations:
+            self._note_deviations(request.name)
         self.hardware.update(now)
         self._now = now
         self.raw_request = payload  # a backend may need the request as the car sent it
@@ -173,6 +194,22 @@ class SessionCore:
         out = self._encode(request, res)
         self._finish(request.name, t0, end)
         return request.payload_type, out, end
+
+    def _note_deviations(self, request: str) -> None:
+        """A car's values outside the schema's facets are accepted where the bits carried them (the handlers
+        answer what matters, e.g. a GenChallenge of the wrong length is simply not ours); each kind is logged
+        once per session with the EVCCID, and every one goes into the trace."""
+        car = self.car()
+        for deviation in self.request_deviations:
+            self.pending_deviations.append((request, deviation))
+            key = (deviation.path, deviation.facet)
+            if key in self._logged_deviations or len(self._logged_deviations) >= MAX_LOGGED_DEVIATIONS:
+                continue
+            self._logged_deviations.add(key)
+            log.warning("car %s (%s) sent %s: %s outside the schema (%s, value %r); accepted",
+                        car.evcc_id or "?", car.protocol, request, deviation.path, deviation.facet,
+                        _short(deviation.value))
+        del self.pending_deviations[:-MAX_PENDING_DEVIATIONS]  # nobody drains them without a trace: stay bounded
 
     def _respond(self, request: Request) -> tuple[Any, bool]:
         """The response and whether the session ends: refused when the session is over (stopped, paused or
@@ -304,7 +341,7 @@ class V2gSession(SessionCore):
         if payload_type != PayloadType.EXI:
             return None
         try:
-            msg = exi.decode(self.PROTO, payload)
+            msg = exi.decode(self.PROTO, payload, deviations=self.request_deviations)
         except exi.DecodeError:
             return None
         body = msg.Body

@@ -36,7 +36,7 @@ def _d_supportedAppProtocolReq(r):
                 else:
                     r.pos = p
                     _c1_ProtocolNamespace = r.string(0)
-                    if len(_c1_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]', r.at(r.pos))
+                    if len(_c1_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c1_ProtocolNamespace, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -58,7 +58,7 @@ def _d_supportedAppProtocolReq(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('supportedAppProtocolReq', p)
-                if _c1_VersionNumberMajor > 4294967295: raise DecodeError(f'value {_c1_VersionNumberMajor} outside [0, 4294967295]', r.at(p))
+                if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(p))
                 el = 'AppProtocol/VersionNumberMinor'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -72,12 +72,12 @@ def _d_supportedAppProtocolReq(r):
                 if p > E: V, E, p = r.slide(p, 21)
                 x = (V >> (E - p)) & 2097151
                 if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
-                if _c1_VersionNumberMinor > 4294967295: raise DecodeError(f'value {_c1_VersionNumberMinor} outside [0, 4294967295]', r.at(p))
+                if _c1_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c1_VersionNumberMinor, r.at(p))
                 el = 'AppProtocol/SchemaID'
                 _c1_SchemaID = ((x >> 10) & 255)
                 el = 'AppProtocol/Priority'
                 _c1_Priority = ((x >> 2) & 31) + 1
-                if _c1_Priority > 20: raise DecodeError(f'value {_c1_Priority} above maximum 20', r.at(p))
+                if _c1_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c1_Priority, r.at(p))
                 _v = apphand.AppProtocolType(_c1_ProtocolNamespace, _c1_VersionNumberMajor, _c1_VersionNumberMinor, _c1_SchemaID, _c1_Priority)
                 f_AppProtocol.append(_v)
                 s = 1
@@ -103,7 +103,7 @@ def _d_supportedAppProtocolReq(r):
                         else:
                             r.pos = p
                             _c2_ProtocolNamespace = r.string(0)
-                            if len(_c2_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]', r.at(r.pos))
+                            if len(_c2_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c2_ProtocolNamespace, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -125,7 +125,7 @@ def _d_supportedAppProtocolReq(r):
                         if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('supportedAppProtocolReq', p)
-                        if _c2_VersionNumberMajor > 4294967295: raise DecodeError(f'value {_c2_VersionNumberMajor} outside [0, 4294967295]', r.at(p))
+                        if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(p))
                         el = 'AppProtocol/VersionNumberMinor'
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -139,12 +139,12 @@ def _d_supportedAppProtocolReq(r):
                         if p > E: V, E, p = r.slide(p, 21)
                         x = (V >> (E - p)) & 2097151
                         if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
-                        if _c2_VersionNumberMinor > 4294967295: raise DecodeError(f'value {_c2_VersionNumberMinor} outside [0, 4294967295]', r.at(p))
+                        if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(p))
                         el = 'AppProtocol/SchemaID'
                         _c2_SchemaID = ((x >> 10) & 255)
                         el = 'AppProtocol/Priority'
                         _c2_Priority = ((x >> 2) & 31) + 1
-                        if _c2_Priority > 20: raise DecodeError(f'value {_c2_Priority} above maximum 20', r.at(p))
+                        if _c2_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c2_Priority, r.at(p))
                         _v = apphand.AppProtocolType(_c2_ProtocolNamespace, _c2_VersionNumberMajor, _c2_VersionNumberMinor, _c2_SchemaID, _c2_Priority)
                         f_AppProtocol.append(_v)
                         _k += 1
@@ -328,7 +328,7 @@ def _d_AppProtocolType(r):
         else:
             r.pos = p
             f_ProtocolNamespace = r.string(0)
-            if len(f_ProtocolNamespace) > 100: raise DecodeError(f'length {len(f_ProtocolNamespace)} outside [0, 100]', r.at(r.pos))
+            if len(f_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', f_ProtocolNamespace, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -350,7 +350,7 @@ def _d_AppProtocolType(r):
         if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('AppProtocolType', p)
-        if f_VersionNumberMajor > 4294967295: raise DecodeError(f'value {f_VersionNumberMajor} outside [0, 4294967295]', r.at(p))
+        if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(p))
         el = 'VersionNumberMinor'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -364,12 +364,12 @@ def _d_AppProtocolType(r):
         if p > E: V, E, p = r.slide(p, 21)
         x = (V >> (E - p)) & 2097151
         if x & 1835907: raise r.deviation('AppProtocolType', p)
-        if f_VersionNumberMinor > 4294967295: raise DecodeError(f'value {f_VersionNumberMinor} outside [0, 4294967295]', r.at(p))
+        if f_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', f_VersionNumberMinor, r.at(p))
         el = 'SchemaID'
         f_SchemaID = ((x >> 10) & 255)
         el = 'Priority'
         f_Priority = ((x >> 2) & 31) + 1
-        if f_Priority > 20: raise DecodeError(f'value {f_Priority} above maximum 20', r.at(p))
+        if f_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', f_Priority, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -451,8 +451,8 @@ def _d_supportedAppProtocolRes(r):
                 if x & 25: raise r.deviation('supportedAppProtocolRes', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 3)
-                if f_ResponseCode >= 3: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (3 values)', r.at(p))
-                f_ResponseCode = _E0[f_ResponseCode]
+                if f_ResponseCode >= 3: f_ResponseCode = r.enum_index('supportedAppProtocolRes/ResponseCode', f_ResponseCode, 3, r.at(p))
+                else: f_ResponseCode = _E0[f_ResponseCode]
                 s = 1
             if s == 1:
                 p += 2
@@ -550,7 +550,7 @@ def _de3(r):  # Priority
     x = (V >> (E - p)) & 127
     if x & 65: raise r.deviation('Priority', p)
     val = ((x >> 1) & 31) + 1
-    if val > 20: raise DecodeError(f'value {val} above maximum 20', r.at(p))
+    if val > 20: r.facet('Priority', 'maxInclusive 20', val, r.at(p))
     r.pos = p
     return val
 
@@ -577,7 +577,7 @@ def _de4(r):  # ProtocolNamespace
     else:
         r.pos = p
         val = r.string(0)
-        if len(val) > 100: raise DecodeError(f'length {len(val)} outside [0, 100]', r.at(r.pos))
+        if len(val) > 100: r.facet('ProtocolNamespace', 'length [0, 100]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -610,8 +610,8 @@ def _de5(r):  # ResponseCode
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E0[val]
+    if val >= 3: val = r.enum_index('ResponseCode', val, 3, r.at(p))
+    else: val = _E0[val]
     r.pos = p
     return val
 
@@ -664,7 +664,7 @@ def _de7(r):  # VersionNumberMajor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMajor', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('VersionNumberMajor', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -700,7 +700,7 @@ def _de8(r):  # VersionNumberMinor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMinor', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('VersionNumberMinor', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 

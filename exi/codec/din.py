@@ -93,7 +93,7 @@ def _d_AC_EVChargeParameterType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
-        if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+        if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
         el = 'EAmount'
         r.pos = p
         f_EAmount = _d_PhysicalValueType(r)
@@ -208,7 +208,7 @@ def _d_PhysicalValueType(r):
                 if x & 49: raise r.deviation('PhysicalValueType', p)
                 el = 'Multiplier'
                 f_Multiplier = ((x >> 1) & 7) + -3
-                if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', r.at(p))
+                if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -221,8 +221,8 @@ def _d_PhysicalValueType(r):
                     if x & 270: raise r.deviation('PhysicalValueType', p)
                     el = 'Unit'
                     f_Unit = ((x >> 4) & 15)
-                    if f_Unit >= 10: raise DecodeError(f'enumeration index {f_Unit} out of range (10 values)', r.at(p))
-                    f_Unit = _E0[f_Unit]
+                    if f_Unit >= 10: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 10, r.at(p))
+                    else: f_Unit = _E0[f_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -237,7 +237,7 @@ def _d_PhysicalValueType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
                     if _neg: f_Value = -f_Value - 1
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
+                    if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 2
@@ -258,7 +258,7 @@ def _d_PhysicalValueType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
                     if _neg: f_Value = -f_Value - 1
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
+                    if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
                     s = 3
                 else:
                     raise r.deviation('PhysicalValueType', p)
@@ -400,11 +400,11 @@ def _d_AC_EVSEChargeParameterType(r):
         if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 231: raise r.deviation('AC_EVSEChargeParameterType', p)
-        if _c2_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c2_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+        if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(p))
         el = 'AC_EVSEStatus/EVSENotification'
         _c2_EVSENotification = ((x >> 3) & 3)
-        if _c2_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c2_EVSENotification} out of range (3 values)', r.at(p))
-        _c2_EVSENotification = _E2[_c2_EVSENotification]
+        if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+        else: _c2_EVSENotification = _E2[_c2_EVSENotification]
         f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c2_PowerSwitchClosed, _c2_RCD, _c2_NotificationMaxDelay, _c2_EVSENotification)
         el = 'EVSEMaxVoltage'
         r.pos = p
@@ -538,11 +538,11 @@ def _d_AC_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 7)
         x = (V >> (E - p)) & 127
         if x & 115: raise r.deviation('AC_EVSEStatusType', p)
-        if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+        if f_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 3)
-        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
-        f_EVSENotification = _E2[f_EVSENotification]
+        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+        else: f_EVSENotification = _E2[f_EVSENotification]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -745,8 +745,8 @@ def _d_DC_EVStatusType(r):
                     if x & 33: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.at(p))
-                    f_EVErrorCode = _E4[f_EVErrorCode]
+                    if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+                    else: f_EVErrorCode = _E4[f_EVErrorCode]
                     s = 4
                 else:
                     raise r.deviation('DC_EVStatusType', p)
@@ -769,8 +769,8 @@ def _d_DC_EVStatusType(r):
                     if x & 33: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.at(p))
-                    f_EVErrorCode = _E4[f_EVErrorCode]
+                    if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+                    else: f_EVErrorCode = _E4[f_EVErrorCode]
                     s = 4
                 else:
                     raise r.deviation('DC_EVStatusType', p)
@@ -781,8 +781,8 @@ def _d_DC_EVStatusType(r):
                 if x & 97: raise r.deviation('DC_EVStatusType', p)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.at(p))
-                f_EVErrorCode = _E4[f_EVErrorCode]
+                if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+                else: f_EVErrorCode = _E4[f_EVErrorCode]
                 s = 4
             if s == 4:
                 p += 11
@@ -791,7 +791,7 @@ def _d_DC_EVStatusType(r):
                 if x & 1539: raise r.deviation('DC_EVStatusType', p)
                 el = 'EVRESSSOC'
                 f_EVRESSSOC = ((x >> 2) & 127)
-                if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', r.at(p))
+                if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(p))
                 s = -1
         r.pos = p
     except Exception as e:
@@ -936,8 +936,8 @@ def _d_CableCheckResType(r):
         if x & 387: raise r.deviation('CableCheckResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -1016,8 +1016,8 @@ def _d_DC_EVSEStatusType(r):
                     f_EVSEIsolationStatus = _E10[((x >> 8) & 3)]
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.at(p))
-                    f_EVSEStatusCode = _E11[f_EVSEStatusCode]
+                    if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+                    else: f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 2
                 elif ec == 1:
                     p += 6
@@ -1026,8 +1026,8 @@ def _d_DC_EVSEStatusType(r):
                     if x & 33: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.at(p))
-                    f_EVSEStatusCode = _E11[f_EVSEStatusCode]
+                    if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+                    else: f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 2
                 else:
                     raise r.deviation('DC_EVSEStatusType', p)
@@ -1049,11 +1049,11 @@ def _d_DC_EVSEStatusType(r):
                 if p > E: V, E, p = r.slide(p, 7)
                 x = (V >> (E - p)) & 127
                 if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-                if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+                if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(p))
                 el = 'EVSENotification'
                 f_EVSENotification = ((x >> 2) & 3)
-                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
-                f_EVSENotification = _E2[f_EVSENotification]
+                if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+                else: f_EVSENotification = _E2[f_EVSENotification]
                 s = -1
         r.pos = p
     except Exception as e:
@@ -1285,7 +1285,7 @@ def _d_CertificateInstallationReqType(r):
                     else:
                         r.pos = p
                         f_OEMProvisioningCert = r.binary()
-                        if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.at(r.pos))
+                        if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -1303,7 +1303,7 @@ def _d_CertificateInstallationReqType(r):
                     else:
                         r.pos = p
                         f_OEMProvisioningCert = r.binary()
-                        if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.at(r.pos))
+                        if len(f_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -1333,7 +1333,7 @@ def _d_CertificateInstallationReqType(r):
                 else:
                     r.pos = p
                     f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.at(r.pos))
+                    if len(f_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -1450,7 +1450,7 @@ def _d_ListOfRootCertificateIDsType(r):
                 else:
                     r.pos = p
                     _v = r.string(21)
-                    if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.at(r.pos))
+                    if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -1473,7 +1473,7 @@ def _d_ListOfRootCertificateIDsType(r):
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.at(r.pos))
+                        if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -1502,7 +1502,7 @@ def _d_ListOfRootCertificateIDsType(r):
                         else:
                             r.pos = p
                             _v = r.string(21)
-                            if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.at(r.pos))
+                            if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -1619,8 +1619,8 @@ def _d_CertificateInstallationResType(r):
         if x & 387: raise r.deviation('CertificateInstallationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         el = 'ContractSignatureCertChain'
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
@@ -1639,7 +1639,7 @@ def _d_CertificateInstallationResType(r):
         else:
             r.pos = p
             f_ContractSignatureEncryptedPrivateKey = r.binary()
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.at(r.pos))
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -1658,7 +1658,7 @@ def _d_CertificateInstallationResType(r):
         else:
             r.pos = p
             f_DHParams = r.binary()
-            if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.at(r.pos))
+            if len(f_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -1677,7 +1677,7 @@ def _d_CertificateInstallationResType(r):
         else:
             r.pos = p
             f_ContractID = r.string(23)
-            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.at(r.pos))
+            if len(f_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -1790,7 +1790,7 @@ def _d_CertificateChainType(r):
                 else:
                     r.pos = p
                     f_Certificate = r.binary()
-                    if len(f_Certificate) > 1200: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1200]', r.at(r.pos))
+                    if len(f_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', f_Certificate, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -1892,7 +1892,7 @@ def _d_SubCertificatesType(r):
                 else:
                     r.pos = p
                     _v = r.binary()
-                    if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.at(r.pos))
+                    if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -1915,7 +1915,7 @@ def _d_SubCertificatesType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.at(r.pos))
+                        if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -1944,7 +1944,7 @@ def _d_SubCertificatesType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.at(r.pos))
+                            if len(_v) > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -2083,7 +2083,7 @@ def _d_CertificateUpdateReqType(r):
                 else:
                     r.pos = p
                     f_ContractID = r.string(23)
-                    if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.at(r.pos))
+                    if len(f_ContractID) > 24: r.facet('CertificateUpdateReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -2109,7 +2109,7 @@ def _d_CertificateUpdateReqType(r):
                 else:
                     r.pos = p
                     f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.at(r.pos))
+                    if len(f_DHParams) > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -2234,8 +2234,8 @@ def _d_CertificateUpdateResType(r):
         if x & 387: raise r.deviation('CertificateUpdateResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         el = 'ContractSignatureCertChain'
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
@@ -2254,7 +2254,7 @@ def _d_CertificateUpdateResType(r):
         else:
             r.pos = p
             f_ContractSignatureEncryptedPrivateKey = r.binary()
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.at(r.pos))
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -2273,7 +2273,7 @@ def _d_CertificateUpdateResType(r):
         else:
             r.pos = p
             f_DHParams = r.binary()
-            if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.at(r.pos))
+            if len(f_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -2292,7 +2292,7 @@ def _d_CertificateUpdateResType(r):
         else:
             r.pos = p
             f_ContractID = r.string(23)
-            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.at(r.pos))
+            if len(f_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -2316,7 +2316,7 @@ def _d_CertificateUpdateResType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('CertificateUpdateResType', p)
         if _neg: f_RetryCounter = -f_RetryCounter - 1
-        if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', r.at(p))
+        if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -2427,8 +2427,8 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'EVRequestedEnergyTransferType'
                 f_EVRequestedEnergyTransferType = ((x >> 1) & 7)
-                if f_EVRequestedEnergyTransferType >= 6: raise DecodeError(f'enumeration index {f_EVRequestedEnergyTransferType} out of range (6 values)', r.at(p))
-                f_EVRequestedEnergyTransferType = _E14[f_EVRequestedEnergyTransferType]
+                if f_EVRequestedEnergyTransferType >= 6: f_EVRequestedEnergyTransferType = r.enum_index('ChargeParameterDiscoveryReqType/EVRequestedEnergyTransferType', f_EVRequestedEnergyTransferType, 6, r.at(p))
+                else: f_EVRequestedEnergyTransferType = _E14[f_EVRequestedEnergyTransferType]
                 s = 1
             if s == 1:
                 p += 2
@@ -2453,7 +2453,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    if _c17_DepartureTime > 4294967295: raise DecodeError(f'value {_c17_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if _c17_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c17_DepartureTime, r.at(p))
                     el = 'AC_EVChargeParameter/EAmount'
                     r.pos = p
                     _c17_EAmount = _d_PhysicalValueType(r)
@@ -2638,8 +2638,8 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 5) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-                f_ResponseCode = _E6[f_ResponseCode]
+                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+                else: f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = _E7[((x >> 1) & 1)]
                 s = 2
@@ -2690,11 +2690,11 @@ def _d_ChargeParameterDiscoveryResType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c24_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c24_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+                    if _c24_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c24_NotificationMaxDelay, r.at(p))
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _c24_EVSENotification = ((x >> 3) & 3)
-                    if _c24_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c24_EVSENotification} out of range (3 values)', r.at(p))
-                    _c24_EVSENotification = _E2[_c24_EVSENotification]
+                    if _c24_EVSENotification >= 3: _c24_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c24_EVSENotification, 3, r.at(p))
+                    else: _c24_EVSENotification = _E2[_c24_EVSENotification]
                     _c23_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c24_PowerSwitchClosed, _c24_RCD, _c24_NotificationMaxDelay, _c24_EVSENotification)
                     el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
                     r.pos = p
@@ -2970,8 +2970,8 @@ def _d_ChargingStatusResType(r):
                 if x & 387: raise r.deviation('ChargingStatusResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-                f_ResponseCode = _E6[f_ResponseCode]
+                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+                else: f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEID'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
@@ -2983,7 +2983,7 @@ def _d_ChargingStatusResType(r):
                 else:
                     r.pos = p
                     f_EVSEID = r.binary()
-                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.at(r.pos))
+                    if len(f_EVSEID) > 32: r.facet('ChargingStatusResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -3006,7 +3006,7 @@ def _d_ChargingStatusResType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.at(p))
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
                 s = 3
             if s == 3:
                 p += 2
@@ -3085,11 +3085,11 @@ def _d_ChargingStatusResType(r):
                 if p > E: V, E, p = r.slide(p, 8)
                 x = (V >> (E - p)) & 255
                 if x & 231: raise r.deviation('ChargingStatusResType', p)
-                if _c32_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c32_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+                if _c32_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c32_NotificationMaxDelay, r.at(p))
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c32_EVSENotification = ((x >> 3) & 3)
-                if _c32_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c32_EVSENotification} out of range (3 values)', r.at(p))
-                _c32_EVSENotification = _E2[_c32_EVSENotification]
+                if _c32_EVSENotification >= 3: _c32_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c32_EVSENotification, 3, r.at(p))
+                else: _c32_EVSENotification = _E2[_c32_EVSENotification]
                 f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c32_PowerSwitchClosed, _c32_RCD, _c32_NotificationMaxDelay, _c32_EVSENotification)
                 s = -1
         r.pos = p
@@ -3270,7 +3270,7 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = p
                     f_MeterID = r.string(30)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -3298,7 +3298,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.at(r.pos))
+                        if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -3323,7 +3323,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 2
@@ -3344,7 +3344,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
                     s = 5
                 elif ec == 4:
                     pass
@@ -3367,7 +3367,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.at(r.pos))
+                        if len(f_SigMeterReading) > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -3392,7 +3392,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 2
@@ -3413,7 +3413,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
                     s = 5
                 elif ec == 3:
                     pass
@@ -3443,7 +3443,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 2
@@ -3464,7 +3464,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
                     s = 5
                 elif ec == 2:
                     pass
@@ -3494,7 +3494,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
                     s = 5
                 elif ec == 1:
                     pass
@@ -3864,8 +3864,8 @@ def _d_ContractAuthenticationResType(r):
         if x & 6203: raise r.deviation('ContractAuthenticationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 6) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = _E7[((x >> 2) & 1)]
         r.pos = p
@@ -4399,8 +4399,8 @@ def _d_CurrentDemandResType(r):
                 if x & 387: raise r.deviation('CurrentDemandResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-                f_ResponseCode = _E6[f_ResponseCode]
+                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+                else: f_ResponseCode = _E6[f_ResponseCode]
                 el = 'DC_EVSEStatus'
                 r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -4732,7 +4732,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
+                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 9
@@ -4741,7 +4741,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
+                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
                     s = 8
                 elif ec == 4:
                     pass
@@ -4765,7 +4765,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
+                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 9
@@ -4774,7 +4774,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
+                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
                     s = 8
                 elif ec == 3:
                     pass
@@ -4792,7 +4792,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
+                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 9
@@ -4801,7 +4801,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
+                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
                     s = 8
                 elif ec == 2:
                     pass
@@ -4819,7 +4819,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
+                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
                     s = 8
                 elif ec == 1:
                     pass
@@ -14296,7 +14296,7 @@ def _d_MeteringReceiptReqType(r):
                     else:
                         r.pos = p
                         f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                        if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -14314,7 +14314,7 @@ def _d_MeteringReceiptReqType(r):
                     else:
                         r.pos = p
                         f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                        if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -14346,7 +14346,7 @@ def _d_MeteringReceiptReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('MeteringReceiptReqType', p)
                     if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.at(p))
+                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
@@ -14476,8 +14476,8 @@ def _d_MeteringReceiptResType(r):
         if x & 397175: raise r.deviation('MeteringReceiptResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 12) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         el = 'AC_EVSEStatus'
         el = 'AC_EVSEStatus/PowerSwitchClosed'
         _c70_PowerSwitchClosed = ((x >> 7) & 1) == 1
@@ -14496,11 +14496,11 @@ def _d_MeteringReceiptResType(r):
         if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 231: raise r.deviation('MeteringReceiptResType', p)
-        if _c70_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c70_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+        if _c70_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c70_NotificationMaxDelay, r.at(p))
         el = 'AC_EVSEStatus/EVSENotification'
         _c70_EVSENotification = ((x >> 3) & 3)
-        if _c70_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c70_EVSENotification} out of range (3 values)', r.at(p))
-        _c70_EVSENotification = _E2[_c70_EVSENotification]
+        if _c70_EVSENotification >= 3: _c70_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c70_EVSENotification, 3, r.at(p))
+        else: _c70_EVSENotification = _E2[_c70_EVSENotification]
         f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c70_PowerSwitchClosed, _c70_RCD, _c70_NotificationMaxDelay, _c70_EVSENotification)
         r.pos = p
     except Exception as e:
@@ -14896,7 +14896,7 @@ def _d_PMaxScheduleEntryType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('PMaxScheduleEntryType', p)
                 if _neg: f_PMax = -f_PMax - 1
-                if f_PMax < -32768 or f_PMax > 32767: raise DecodeError(f'value {f_PMax} outside [-32768, 32767]', r.at(p))
+                if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(p))
                 s = -1
         r.pos = p
     except Exception as e:
@@ -14978,7 +14978,7 @@ def _d_PaymentDetailsReqType(r):
         else:
             r.pos = p
             f_ContractID = r.string(23)
-            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.at(r.pos))
+            if len(f_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -15051,8 +15051,8 @@ def _d_PaymentDetailsResType(r):
         if x & 387: raise r.deviation('PaymentDetailsResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         el = 'GenChallenge'
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -15087,7 +15087,7 @@ def _d_PaymentDetailsResType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('PaymentDetailsResType', p)
         if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15335,7 +15335,7 @@ def _d_ChargingProfileType(r):
                 x = (V >> (E - p)) & 15
                 if x & 15: raise r.deviation('ChargingProfileType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.at(p))
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
                 el = 'ProfileEntry'
                 el = 'ProfileEntry/ChargingProfileEntryStart'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -15350,7 +15350,7 @@ def _d_ChargingProfileType(r):
                 if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('ChargingProfileType', p)
-                if _c80_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c80_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
+                if _c80_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c80_ChargingProfileEntryStart, r.at(p))
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -15366,7 +15366,7 @@ def _d_ChargingProfileType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ChargingProfileType', p)
                 if _neg: _c80_ChargingProfileEntryMaxPower = -_c80_ChargingProfileEntryMaxPower - 1
-                if _c80_ChargingProfileEntryMaxPower < -32768 or _c80_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c80_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.at(p))
+                if _c80_ChargingProfileEntryMaxPower < -32768 or _c80_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c80_ChargingProfileEntryMaxPower, r.at(p))
                 _v = din_msgdatatypes.ProfileEntryType(_c80_ChargingProfileEntryStart, _c80_ChargingProfileEntryMaxPower)
                 f_ProfileEntry.append(_v)
                 s = 2
@@ -15393,7 +15393,7 @@ def _d_ChargingProfileType(r):
                     if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 14: raise r.deviation('ChargingProfileType', p)
-                    if _c81_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c81_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
+                    if _c81_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c81_ChargingProfileEntryStart, r.at(p))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -15409,7 +15409,7 @@ def _d_ChargingProfileType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargingProfileType', p)
                     if _neg: _c81_ChargingProfileEntryMaxPower = -_c81_ChargingProfileEntryMaxPower - 1
-                    if _c81_ChargingProfileEntryMaxPower < -32768 or _c81_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c81_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.at(p))
+                    if _c81_ChargingProfileEntryMaxPower < -32768 or _c81_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c81_ChargingProfileEntryMaxPower, r.at(p))
                     _v = din_msgdatatypes.ProfileEntryType(_c81_ChargingProfileEntryStart, _c81_ChargingProfileEntryMaxPower)
                     f_ProfileEntry.append(_v)
                     s = 3
@@ -15442,7 +15442,7 @@ def _d_ChargingProfileType(r):
                         if p > E: V, E, p = r.slide(p, 4)
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('ChargingProfileType', p)
-                        if _c82_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c82_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
+                        if _c82_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c82_ChargingProfileEntryStart, r.at(p))
                         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -15458,7 +15458,7 @@ def _d_ChargingProfileType(r):
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('ChargingProfileType', p)
                         if _neg: _c82_ChargingProfileEntryMaxPower = -_c82_ChargingProfileEntryMaxPower - 1
-                        if _c82_ChargingProfileEntryMaxPower < -32768 or _c82_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c82_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.at(p))
+                        if _c82_ChargingProfileEntryMaxPower < -32768 or _c82_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c82_ChargingProfileEntryMaxPower, r.at(p))
                         _v = din_msgdatatypes.ProfileEntryType(_c82_ChargingProfileEntryStart, _c82_ChargingProfileEntryMaxPower)
                         f_ProfileEntry.append(_v)
                     elif ec == 1:
@@ -15625,7 +15625,7 @@ def _d_ProfileEntryType(r):
         if p > E: V, E, p = r.slide(p, 4)
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('ProfileEntryType', p)
-        if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
+        if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(p))
         el = 'ChargingProfileEntryMaxPower'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -15641,7 +15641,7 @@ def _d_ProfileEntryType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ProfileEntryType', p)
         if _neg: f_ChargingProfileEntryMaxPower = -f_ChargingProfileEntryMaxPower - 1
-        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {f_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.at(p))
+        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', f_ChargingProfileEntryMaxPower, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15704,8 +15704,8 @@ def _d_PowerDeliveryResType(r):
                 if x & 193: raise r.deviation('PowerDeliveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-                f_ResponseCode = _E6[f_ResponseCode]
+                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+                else: f_ResponseCode = _E6[f_ResponseCode]
                 s = 1
             if s == 1:
                 p += 2
@@ -15734,11 +15734,11 @@ def _d_PowerDeliveryResType(r):
                     if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 115: raise r.deviation('PowerDeliveryResType', p)
-                    if _c86_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c86_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+                    if _c86_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c86_NotificationMaxDelay, r.at(p))
                     el = 'AC_EVSEStatus/EVSENotification'
                     _c86_EVSENotification = ((x >> 2) & 3)
-                    if _c86_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c86_EVSENotification} out of range (3 values)', r.at(p))
-                    _c86_EVSENotification = _E2[_c86_EVSENotification]
+                    if _c86_EVSENotification >= 3: _c86_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c86_EVSENotification, 3, r.at(p))
+                    else: _c86_EVSENotification = _E2[_c86_EVSENotification]
                     f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c86_PowerSwitchClosed, _c86_RCD, _c86_NotificationMaxDelay, _c86_EVSENotification)
                     s = 2
                 elif ec == 1:
@@ -15950,8 +15950,8 @@ def _d_PreChargeResType(r):
         if x & 387: raise r.deviation('PreChargeResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -16039,7 +16039,7 @@ def _d_RelativeTimeIntervalType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                if f_start > 4294967295: raise DecodeError(f'value {f_start} outside [0, 4294967295]', r.at(p))
+                if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -16062,7 +16062,7 @@ def _d_RelativeTimeIntervalType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if f_duration > 4294967295: raise DecodeError(f'value {f_duration} outside [0, 4294967295]', r.at(p))
+                    if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -16272,7 +16272,7 @@ def _d_SAScheduleTupleType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('SAScheduleTupleType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.at(p))
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
                 el = 'PMaxSchedule'
                 r.pos = p
                 f_PMaxSchedule = _d_PMaxScheduleType(r)
@@ -16388,7 +16388,7 @@ def _d_PMaxScheduleType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('PMaxScheduleType', p)
                 if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
-                if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: raise DecodeError(f'value {f_PMaxScheduleID} outside [-32768, 32767]', r.at(p))
+                if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', f_PMaxScheduleID, r.at(p))
                 el = 'PMaxScheduleEntry'
                 r.pos = p
                 _v = _d_PMaxScheduleEntryType(r)
@@ -16543,7 +16543,7 @@ def _d_SalesTariffType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                 if _neg: f_SalesTariffID = -f_SalesTariffID - 1
-                if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: raise DecodeError(f'value {f_SalesTariffID} outside [-32768, 32767]', r.at(p))
+                if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -16561,7 +16561,7 @@ def _d_SalesTariffType(r):
                     else:
                         r.pos = p
                         f_SalesTariffDescription = r.string(84)
-                        if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.at(r.pos))
+                        if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -16933,7 +16933,7 @@ def _d_ConsumptionCostType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
-                if f_startValue > 4294967295: raise DecodeError(f'value {f_startValue} outside [0, 4294967295]', r.at(p))
+                if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -17055,8 +17055,8 @@ def _d_CostType(r):
                 if x & 103: raise r.deviation('CostType', p)
                 el = 'costKind'
                 f_costKind = ((x >> 3) & 3)
-                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', r.at(p))
-                f_costKind = _E16[f_costKind]
+                if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
+                else: f_costKind = _E16[f_costKind]
                 el = 'amount'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -17069,7 +17069,7 @@ def _d_CostType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', r.at(p))
+                if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -17082,7 +17082,7 @@ def _d_CostType(r):
                     if x & 35: raise r.deviation('CostType', p)
                     el = 'amountMultiplier'
                     f_amountMultiplier = ((x >> 2) & 7) + -3
-                    if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', r.at(p))
+                    if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -17169,8 +17169,8 @@ def _d_ServiceChargeType(r):
         f_FreeService = ((x >> 9) & 1) == 1
         el = 'EnergyTransferType'
         f_EnergyTransferType = ((x >> 2) & 15)
-        if f_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {f_EnergyTransferType} out of range (10 values)', r.at(p))
-        f_EnergyTransferType = _E18[f_EnergyTransferType]
+        if f_EnergyTransferType >= 10: f_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', f_EnergyTransferType, 10, r.at(p))
+        else: f_EnergyTransferType = _E18[f_EnergyTransferType]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17299,7 +17299,7 @@ def _d_ServiceTagType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+                if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -17317,7 +17317,7 @@ def _d_ServiceTagType(r):
                     else:
                         r.pos = p
                         f_ServiceName = r.string(94)
-                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.at(r.pos))
+                        if len(f_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -17355,7 +17355,7 @@ def _d_ServiceTagType(r):
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(96)
-                        if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.at(r.pos))
+                        if len(f_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -17482,7 +17482,7 @@ def _d_ServiceDetailReqType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ServiceDetailReqType', p)
-        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17533,8 +17533,8 @@ def _d_ServiceDetailResType(r):
                 if x & 775: raise r.deviation('ServiceDetailResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-                f_ResponseCode = _E6[f_ResponseCode]
+                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+                else: f_ResponseCode = _E6[f_ResponseCode]
                 el = 'ServiceID'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -17547,7 +17547,7 @@ def _d_ServiceDetailResType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -17774,7 +17774,7 @@ def _d_ParameterSetType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ParameterSetType', p)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.at(p))
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
                 el = 'Parameter'
                 r.pos = p
                 _v = _d_ParameterType(r)
@@ -17926,8 +17926,8 @@ def _d_ParameterType(r):
                 if x & 8: raise r.deviation('ParameterType', p)
                 el = '@ValueType'
                 f_ValueType = (x & 7)
-                if f_ValueType >= 6: raise DecodeError(f'enumeration index {f_ValueType} out of range (6 values)', r.at(p))
-                f_ValueType = _E22[f_ValueType]
+                if f_ValueType >= 6: f_ValueType = r.enum_index('ParameterType/ValueType', f_ValueType, 6, r.at(p))
+                else: f_ValueType = _E22[f_ValueType]
                 s = 2
             if s == 2:
                 p += 3
@@ -17969,7 +17969,7 @@ def _d_ParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_shortValue = -f_shortValue - 1
-                    if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', r.at(p))
+                    if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
                     s = -1
                 elif ec == 3:
                     p += 2
@@ -17991,7 +17991,7 @@ def _d_ParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_intValue = -f_intValue - 1
-                    if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', r.at(p))
+                    if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
                     s = -1
                 elif ec == 4:
                     el = 'physicalValue'
@@ -18171,7 +18171,7 @@ def _d_ServiceDiscoveryReqType(r):
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(106)
-                        if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.at(r.pos))
+                        if len(f_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -18300,8 +18300,8 @@ def _d_ServiceDiscoveryResType(r):
                 if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-                f_ResponseCode = _E6[f_ResponseCode]
+                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+                else: f_ResponseCode = _E6[f_ResponseCode]
                 el = 'PaymentOptions'
                 r.pos = p
                 f_PaymentOptions = _d_PaymentOptionsType(r)
@@ -18323,8 +18323,8 @@ def _d_ServiceDiscoveryResType(r):
                 _c102_FreeService = ((x >> 9) & 1) == 1
                 el = 'ChargeService/EnergyTransferType'
                 _c102_EnergyTransferType = ((x >> 2) & 15)
-                if _c102_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {_c102_EnergyTransferType} out of range (10 values)', r.at(p))
-                _c102_EnergyTransferType = _E18[_c102_EnergyTransferType]
+                if _c102_EnergyTransferType >= 10: _c102_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', _c102_EnergyTransferType, 10, r.at(p))
+                else: _c102_EnergyTransferType = _E18[_c102_EnergyTransferType]
                 f_ChargeService = din_msgdatatypes.ServiceChargeType(_c102_ServiceTag, _c102_FreeService, _c102_EnergyTransferType)
                 s = 3
             if s == 3:
@@ -18932,7 +18932,7 @@ def _d_SelectedServiceType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -18958,7 +18958,7 @@ def _d_SelectedServiceType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SelectedServiceType', p)
                     if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.at(p))
+                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -19034,8 +19034,8 @@ def _d_ServicePaymentSelectionResType(r):
         if x & 387: raise r.deviation('ServicePaymentSelectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -19085,7 +19085,7 @@ def _d_SessionSetupReqType(r):
         else:
             r.pos = p
             f_EVCCID = r.binary()
-            if len(f_EVCCID) > 8: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 8]', r.at(r.pos))
+            if len(f_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', f_EVCCID, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -19143,8 +19143,8 @@ def _d_SessionSetupResType(r):
                 if x & 387: raise r.deviation('SessionSetupResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-                f_ResponseCode = _E6[f_ResponseCode]
+                if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+                else: f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEID'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
@@ -19156,7 +19156,7 @@ def _d_SessionSetupResType(r):
                 else:
                     r.pos = p
                     f_EVSEID = r.binary()
-                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.at(r.pos))
+                    if len(f_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -19186,7 +19186,7 @@ def _d_SessionSetupResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SessionSetupResType', p)
                     if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-                    if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -19297,8 +19297,8 @@ def _d_SessionStopResType(r):
         if x & 387: raise r.deviation('SessionStopResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -20507,7 +20507,7 @@ def _d_MessageHeaderType(r):
                 else:
                     r.pos = p
                     f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                    if len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -20653,8 +20653,8 @@ def _d_NotificationType(r):
                 if x & 25: raise r.deviation('NotificationType', p)
                 el = 'FaultCode'
                 f_FaultCode = ((x >> 1) & 3)
-                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', r.at(p))
-                f_FaultCode = _E26[f_FaultCode]
+                if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(p))
+                else: f_FaultCode = _E26[f_FaultCode]
                 s = 1
             if s == 1:
                 p += 2
@@ -20672,7 +20672,7 @@ def _d_NotificationType(r):
                     else:
                         r.pos = p
                         f_FaultMsg = r.string(120)
-                        if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.at(r.pos))
+                        if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -20815,8 +20815,8 @@ def _d_BodyType(r):
                     el = 'CableCheckRes'
                     el = 'CableCheckRes/ResponseCode'
                     _c122_ResponseCode = ((x >> 2) & 31)
-                    if _c122_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c122_ResponseCode} out of range (23 values)', r.at(p))
-                    _c122_ResponseCode = _E6[_c122_ResponseCode]
+                    if _c122_ResponseCode >= 23: _c122_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c122_ResponseCode, 23, r.at(p))
+                    else: _c122_ResponseCode = _E6[_c122_ResponseCode]
                     el = 'CableCheckRes/DC_EVSEStatus'
                     r.pos = p
                     _c122_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -20850,8 +20850,8 @@ def _d_BodyType(r):
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'CertificateInstallationRes/ResponseCode'
                     _c123_ResponseCode = ((x >> 2) & 31)
-                    if _c123_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c123_ResponseCode} out of range (23 values)', r.at(p))
-                    _c123_ResponseCode = _E6[_c123_ResponseCode]
+                    if _c123_ResponseCode >= 23: _c123_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c123_ResponseCode, 23, r.at(p))
+                    else: _c123_ResponseCode = _E6[_c123_ResponseCode]
                     el = 'CertificateInstallationRes/ContractSignatureCertChain'
                     r.pos = p
                     _c123_ContractSignatureCertChain = _d_CertificateChainType(r)
@@ -20870,7 +20870,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c123_ContractSignatureEncryptedPrivateKey = r.binary()
-                        if len(_c123_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c123_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.at(r.pos))
+                        if len(_c123_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c123_ContractSignatureEncryptedPrivateKey, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -20889,7 +20889,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c123_DHParams = r.binary()
-                        if len(_c123_DHParams) > 256: raise DecodeError(f'length {len(_c123_DHParams)} outside [0, 256]', r.at(r.pos))
+                        if len(_c123_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c123_DHParams, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -20908,7 +20908,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c123_ContractID = r.string(23)
-                        if len(_c123_ContractID) > 24: raise DecodeError(f'length {len(_c123_ContractID)} outside [0, 24]', r.at(r.pos))
+                        if len(_c123_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', _c123_ContractID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -20939,8 +20939,8 @@ def _d_BodyType(r):
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'CertificateUpdateRes/ResponseCode'
                     _c124_ResponseCode = ((x >> 2) & 31)
-                    if _c124_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c124_ResponseCode} out of range (23 values)', r.at(p))
-                    _c124_ResponseCode = _E6[_c124_ResponseCode]
+                    if _c124_ResponseCode >= 23: _c124_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c124_ResponseCode, 23, r.at(p))
+                    else: _c124_ResponseCode = _E6[_c124_ResponseCode]
                     el = 'CertificateUpdateRes/ContractSignatureCertChain'
                     r.pos = p
                     _c124_ContractSignatureCertChain = _d_CertificateChainType(r)
@@ -20959,7 +20959,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c124_ContractSignatureEncryptedPrivateKey = r.binary()
-                        if len(_c124_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c124_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.at(r.pos))
+                        if len(_c124_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c124_ContractSignatureEncryptedPrivateKey, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -20978,7 +20978,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c124_DHParams = r.binary()
-                        if len(_c124_DHParams) > 256: raise DecodeError(f'length {len(_c124_DHParams)} outside [0, 256]', r.at(r.pos))
+                        if len(_c124_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c124_DHParams, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -20997,7 +20997,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c124_ContractID = r.string(23)
-                        if len(_c124_ContractID) > 24: raise DecodeError(f'length {len(_c124_ContractID)} outside [0, 24]', r.at(r.pos))
+                        if len(_c124_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', _c124_ContractID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21021,7 +21021,7 @@ def _d_BodyType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
                     if _neg: _c124_RetryCounter = -_c124_RetryCounter - 1
-                    if _c124_RetryCounter < -32768 or _c124_RetryCounter > 32767: raise DecodeError(f'value {_c124_RetryCounter} outside [-32768, 32767]', r.at(p))
+                    if _c124_RetryCounter < -32768 or _c124_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c124_RetryCounter, r.at(p))
                     f_CertificateUpdateRes = din_msgbody.CertificateUpdateResType(_c124_Id, _c124_ResponseCode, _c124_ContractSignatureCertChain, _c124_ContractSignatureEncryptedPrivateKey, _c124_DHParams, _c124_ContractID, _c124_RetryCounter)
                     s = 1
                 elif ec == 7:
@@ -21063,8 +21063,8 @@ def _d_BodyType(r):
                     el = 'ContractAuthenticationRes'
                     el = 'ContractAuthenticationRes/ResponseCode'
                     _c126_ResponseCode = ((x >> 6) & 31)
-                    if _c126_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c126_ResponseCode} out of range (23 values)', r.at(p))
-                    _c126_ResponseCode = _E6[_c126_ResponseCode]
+                    if _c126_ResponseCode >= 23: _c126_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c126_ResponseCode, 23, r.at(p))
+                    else: _c126_ResponseCode = _E6[_c126_ResponseCode]
                     el = 'ContractAuthenticationRes/EVSEProcessing'
                     _c126_EVSEProcessing = _E7[((x >> 2) & 1)]
                     f_ContractAuthenticationRes = din_msgbody.ContractAuthenticationResType(_c126_ResponseCode, _c126_EVSEProcessing)
@@ -21095,8 +21095,8 @@ def _d_BodyType(r):
                     el = 'MeteringReceiptRes'
                     el = 'MeteringReceiptRes/ResponseCode'
                     _c127_ResponseCode = ((x >> 12) & 31)
-                    if _c127_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c127_ResponseCode} out of range (23 values)', r.at(p))
-                    _c127_ResponseCode = _E6[_c127_ResponseCode]
+                    if _c127_ResponseCode >= 23: _c127_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c127_ResponseCode, 23, r.at(p))
+                    else: _c127_ResponseCode = _E6[_c127_ResponseCode]
                     el = 'MeteringReceiptRes/AC_EVSEStatus'
                     el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
                     _c128_PowerSwitchClosed = ((x >> 7) & 1) == 1
@@ -21115,11 +21115,11 @@ def _d_BodyType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 231: raise r.deviation('BodyType', p)
-                    if _c128_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c128_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+                    if _c128_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c128_NotificationMaxDelay, r.at(p))
                     el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
                     _c128_EVSENotification = ((x >> 3) & 3)
-                    if _c128_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c128_EVSENotification} out of range (3 values)', r.at(p))
-                    _c128_EVSENotification = _E2[_c128_EVSENotification]
+                    if _c128_EVSENotification >= 3: _c128_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c128_EVSENotification, 3, r.at(p))
+                    else: _c128_EVSENotification = _E2[_c128_EVSENotification]
                     _c127_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c128_PowerSwitchClosed, _c128_RCD, _c128_NotificationMaxDelay, _c128_EVSENotification)
                     f_MeteringReceiptRes = din_msgbody.MeteringReceiptResType(_c127_ResponseCode, _c127_AC_EVSEStatus)
                     s = 1
@@ -21139,7 +21139,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c129_ContractID = r.string(23)
-                        if len(_c129_ContractID) > 24: raise DecodeError(f'length {len(_c129_ContractID)} outside [0, 24]', r.at(r.pos))
+                        if len(_c129_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c129_ContractID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21164,8 +21164,8 @@ def _d_BodyType(r):
                     el = 'PaymentDetailsRes'
                     el = 'PaymentDetailsRes/ResponseCode'
                     _c130_ResponseCode = ((x >> 2) & 31)
-                    if _c130_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c130_ResponseCode} out of range (23 values)', r.at(p))
-                    _c130_ResponseCode = _E6[_c130_ResponseCode]
+                    if _c130_ResponseCode >= 23: _c130_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c130_ResponseCode, 23, r.at(p))
+                    else: _c130_ResponseCode = _E6[_c130_ResponseCode]
                     el = 'PaymentDetailsRes/GenChallenge'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -21200,7 +21200,7 @@ def _d_BodyType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
                     if _neg: _c130_DateTimeNow = -_c130_DateTimeNow - 1
-                    if _c130_DateTimeNow < -9223372036854775808 or _c130_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {_c130_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if _c130_DateTimeNow < -9223372036854775808 or _c130_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c130_DateTimeNow, r.at(p))
                     f_PaymentDetailsRes = din_msgbody.PaymentDetailsResType(_c130_ResponseCode, _c130_GenChallenge, _c130_DateTimeNow)
                     s = 1
                 elif ec == 19:
@@ -21251,8 +21251,8 @@ def _d_BodyType(r):
                     el = 'PreChargeRes'
                     el = 'PreChargeRes/ResponseCode'
                     _c132_ResponseCode = ((x >> 2) & 31)
-                    if _c132_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c132_ResponseCode} out of range (23 values)', r.at(p))
-                    _c132_ResponseCode = _E6[_c132_ResponseCode]
+                    if _c132_ResponseCode >= 23: _c132_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c132_ResponseCode, 23, r.at(p))
+                    else: _c132_ResponseCode = _E6[_c132_ResponseCode]
                     el = 'PreChargeRes/DC_EVSEStatus'
                     r.pos = p
                     _c132_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -21288,7 +21288,7 @@ def _d_BodyType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
-                    if _c133_ServiceID > 65535: raise DecodeError(f'value {_c133_ServiceID} outside [0, 65535]', r.at(p))
+                    if _c133_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c133_ServiceID, r.at(p))
                     f_ServiceDetailReq = din_msgbody.ServiceDetailReqType(_c133_ServiceID)
                     s = 1
                 elif ec == 24:
@@ -21334,8 +21334,8 @@ def _d_BodyType(r):
                     el = 'ServicePaymentSelectionRes'
                     el = 'ServicePaymentSelectionRes/ResponseCode'
                     _c135_ResponseCode = ((x >> 2) & 31)
-                    if _c135_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c135_ResponseCode} out of range (23 values)', r.at(p))
-                    _c135_ResponseCode = _E6[_c135_ResponseCode]
+                    if _c135_ResponseCode >= 23: _c135_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c135_ResponseCode, 23, r.at(p))
+                    else: _c135_ResponseCode = _E6[_c135_ResponseCode]
                     f_ServicePaymentSelectionRes = din_msgbody.ServicePaymentSelectionResType(_c135_ResponseCode)
                     s = 1
                 elif ec == 29:
@@ -21354,7 +21354,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c136_EVCCID = r.binary()
-                        if len(_c136_EVCCID) > 8: raise DecodeError(f'length {len(_c136_EVCCID)} outside [0, 8]', r.at(r.pos))
+                        if len(_c136_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c136_EVCCID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21385,8 +21385,8 @@ def _d_BodyType(r):
                     el = 'SessionStopRes'
                     el = 'SessionStopRes/ResponseCode'
                     _c138_ResponseCode = ((x >> 2) & 31)
-                    if _c138_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c138_ResponseCode} out of range (23 values)', r.at(p))
-                    _c138_ResponseCode = _E6[_c138_ResponseCode]
+                    if _c138_ResponseCode >= 23: _c138_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c138_ResponseCode, 23, r.at(p))
+                    else: _c138_ResponseCode = _E6[_c138_ResponseCode]
                     f_SessionStopRes = din_msgbody.SessionStopResType(_c138_ResponseCode)
                     s = 1
                 elif ec == 33:
@@ -21411,8 +21411,8 @@ def _d_BodyType(r):
                     el = 'WeldingDetectionRes'
                     el = 'WeldingDetectionRes/ResponseCode'
                     _c140_ResponseCode = ((x >> 2) & 31)
-                    if _c140_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c140_ResponseCode} out of range (23 values)', r.at(p))
-                    _c140_ResponseCode = _E6[_c140_ResponseCode]
+                    if _c140_ResponseCode >= 23: _c140_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c140_ResponseCode, 23, r.at(p))
+                    else: _c140_ResponseCode = _E6[_c140_ResponseCode]
                     el = 'WeldingDetectionRes/DC_EVSEStatus'
                     r.pos = p
                     _c140_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -22229,8 +22229,8 @@ def _d_WeldingDetectionResType(r):
         if x & 387: raise r.deviation('WeldingDetectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
-        f_ResponseCode = _E6[f_ResponseCode]
+        if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 23, r.at(p))
+        else: f_ResponseCode = _E6[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -23019,7 +23019,7 @@ def _de86(r):  # BulkSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('BulkSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -23046,7 +23046,7 @@ def _de87(r):  # Certificate
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.at(r.pos))
+        if len(val) > 1200: r.facet('Certificate', 'length [0, 1200]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -23143,7 +23143,7 @@ def _de92(r):  # ChargingProfileEntryMaxPower
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryMaxPower', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('ChargingProfileEntryMaxPower', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -23180,7 +23180,7 @@ def _de93(r):  # ChargingProfileEntryStart
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -23218,7 +23218,7 @@ def _de95(r):  # ContractID
     else:
         r.pos = p
         val = r.string(23)
-        if len(val) > 24: raise DecodeError(f'length {len(val)} outside [0, 24]', r.at(r.pos))
+        if len(val) > 24: r.facet('ContractID', 'length [0, 24]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -23262,7 +23262,7 @@ def _de97(r):  # ContractSignatureEncryptedPrivateKey
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 128: raise DecodeError(f'length {len(val)} outside [0, 128]', r.at(r.pos))
+        if len(val) > 128: r.facet('ContractSignatureEncryptedPrivateKey', 'length [0, 128]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -23328,7 +23328,7 @@ def _de103(r):  # DHParams
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 256: raise DecodeError(f'length {len(val)} outside [0, 256]', r.at(r.pos))
+        if len(val) > 256: r.facet('DHParams', 'length [0, 256]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -23371,7 +23371,7 @@ def _de104(r):  # DateTimeNow
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DateTimeNow', p)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(p))
     r.pos = p
     return val
 
@@ -23408,7 +23408,7 @@ def _de105(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -23467,7 +23467,7 @@ def _de108(r):  # EVCCID
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        if len(val) > 8: r.facet('EVCCID', 'length [0, 8]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -23531,8 +23531,8 @@ def _de112(r):  # EVErrorCode
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVErrorCode', p)
     val = ((x >> 1) & 15)
-    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', r.at(p))
-    val = _E4[val]
+    if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(p))
+    else: val = _E4[val]
     r.pos = p
     return val
 
@@ -23630,7 +23630,7 @@ def _de123(r):  # EVRESSSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('EVRESSSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -23673,8 +23673,8 @@ def _de125(r):  # EVRequestedEnergyTransferType
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVRequestedEnergyTransferType', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E14[val]
+    if val >= 6: val = r.enum_index('EVRequestedEnergyTransferType', val, 6, r.at(p))
+    else: val = _E14[val]
     r.pos = p
     return val
 
@@ -23735,7 +23735,7 @@ def _de129(r):  # EVSEID
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('EVSEID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -23860,8 +23860,8 @@ def _de143(r):  # EVSENotification
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E2[val]
+    if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(p))
+    else: val = _E2[val]
     r.pos = p
     return val
 
@@ -23945,8 +23945,8 @@ def _de149(r):  # EVSEStatusCode
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVSEStatusCode', p)
     val = ((x >> 1) & 15)
-    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', r.at(p))
-    val = _E11[val]
+    if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(p))
+    else: val = _E11[val]
     r.pos = p
     return val
 
@@ -24002,8 +24002,8 @@ def _de153(r):  # EnergyTransferType
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EnergyTransferType', p)
     val = ((x >> 1) & 15)
-    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', r.at(p))
-    val = _E18[val]
+    if val >= 10: val = r.enum_index('EnergyTransferType', val, 10, r.at(p))
+    else: val = _E18[val]
     r.pos = p
     return val
 
@@ -24060,8 +24060,8 @@ def _de155(r):  # FaultCode
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('FaultCode', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E26[val]
+    if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(p))
+    else: val = _E26[val]
     r.pos = p
     return val
 
@@ -24089,7 +24089,7 @@ def _de156(r):  # FaultMsg
     else:
         r.pos = p
         val = r.string(120)
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('FaultMsg', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -24143,7 +24143,7 @@ def _de158(r):  # FullSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('FullSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -24325,7 +24325,7 @@ def _de165(r):  # MeterID
     else:
         r.pos = p
         val = r.string(30)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -24382,7 +24382,7 @@ def _de168(r):  # MeterStatus
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -24444,7 +24444,7 @@ def _de170(r):  # Multiplier
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('Multiplier', p)
     val = ((x >> 1) & 7) + -3
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
+    if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(p))
     r.pos = p
     return val
 
@@ -24481,7 +24481,7 @@ def _de172(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('NotificationMaxDelay', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -24534,7 +24534,7 @@ def _de174(r):  # OEMProvisioningCert
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.at(r.pos))
+        if len(val) > 1200: r.facet('OEMProvisioningCert', 'length [0, 1200]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -24679,7 +24679,7 @@ def _de178(r):  # PMax
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PMax', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('PMax', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -24725,7 +24725,7 @@ def _de180(r):  # PMaxScheduleID
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('PMaxScheduleID', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -24777,7 +24777,7 @@ def _de183(r):  # ParameterSetID
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ParameterSetID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -25003,8 +25003,8 @@ def _de195(r):  # ResponseCode
     x = (V >> (E - p)) & 127
     if x & 65: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 31)
-    if val >= 23: raise DecodeError(f'enumeration index {val} out of range (23 values)', r.at(p))
-    val = _E6[val]
+    if val >= 23: val = r.enum_index('ResponseCode', val, 23, r.at(p))
+    else: val = _E6[val]
     r.pos = p
     return val
 
@@ -25039,7 +25039,7 @@ def _de196(r):  # RetryCounter
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RetryCounter', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -25072,7 +25072,7 @@ def _de197(r):  # RootCertificateID
     else:
         r.pos = p
         val = r.string(21)
-        if len(val) > 40: raise DecodeError(f'length {len(val)} outside [0, 40]', r.at(r.pos))
+        if len(val) > 40: r.facet('RootCertificateID', 'length [0, 40]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -25123,7 +25123,7 @@ def _de199(r):  # SAScheduleTupleID
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -25163,7 +25163,7 @@ def _de200(r):  # SAScheduleTupleID
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('SAScheduleTupleID', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -25236,7 +25236,7 @@ def _de203(r):  # SalesTariffDescription
     else:
         r.pos = p
         val = r.string(84)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('SalesTariffDescription', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -25281,7 +25281,7 @@ def _de204(r):  # SalesTariffID
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SalesTariffID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('SalesTariffID', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -25436,7 +25436,7 @@ def _de212(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -25472,7 +25472,7 @@ def _de213(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -25510,7 +25510,7 @@ def _de215(r):  # ServiceName
     else:
         r.pos = p
         val = r.string(94)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('ServiceName', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -25554,7 +25554,7 @@ def _de217(r):  # ServiceScope
     else:
         r.pos = p
         val = r.string(106)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('ServiceScope', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -25592,7 +25592,7 @@ def _de218(r):  # ServiceScope
     else:
         r.pos = p
         val = r.string(96)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('ServiceScope', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -25636,7 +25636,7 @@ def _de220(r):  # SessionID
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -25672,7 +25672,7 @@ def _de221(r):  # SessionID
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -25708,7 +25708,7 @@ def _de222(r):  # SigMeterReading
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('SigMeterReading', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -25757,7 +25757,7 @@ def _de224(r):  # TMeter
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TMeter', p)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(p))
     r.pos = p
     return val
 
@@ -25785,8 +25785,8 @@ def _de225(r):  # Unit
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('Unit', p)
     val = ((x >> 1) & 15)
-    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', r.at(p))
-    val = _E0[val]
+    if val >= 10: val = r.enum_index('Unit', val, 10, r.at(p))
+    else: val = _E0[val]
     r.pos = p
     return val
 
@@ -25821,7 +25821,7 @@ def _de226(r):  # Value
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26147,7 +26147,7 @@ def _de236(r):  # amount
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26174,7 +26174,7 @@ def _de237(r):  # amountMultiplier
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('amountMultiplier', p)
     val = ((x >> 1) & 7) + -3
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
+    if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(p))
     r.pos = p
     return val
 
@@ -26238,8 +26238,8 @@ def _de240(r):  # costKind
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('costKind', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E16[val]
+    if val >= 3: val = r.enum_index('costKind', val, 3, r.at(p))
+    else: val = _E16[val]
     r.pos = p
     return val
 
@@ -26271,7 +26271,7 @@ def _de241(r):  # duration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('duration', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26310,7 +26310,7 @@ def _de242(r):  # intValue
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('intValue', p)
     if _neg: val = -val - 1
-    if val < -2147483648 or val > 2147483647: raise DecodeError(f'value {val} outside [-2147483648, 2147483647]', r.at(p))
+    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26356,7 +26356,7 @@ def _de244(r):  # shortValue
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('shortValue', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26393,7 +26393,7 @@ def _de245(r):  # start
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('start', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26429,7 +26429,7 @@ def _de246(r):  # startValue
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('startValue', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 

@@ -64,7 +64,7 @@ def _d_EVChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 2)
             x = (V >> (E - p)) & 3
             if x & 3: raise r.deviation('EVChargeParameterType', p)
-            if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+            if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
         elif ec == 1:
             pass
         else:
@@ -137,15 +137,15 @@ def _d_AC_EVChargeParameterType(r):
                     if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 123790: raise r.deviation('AC_EVChargeParameterType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EAmount'
                     el = 'EAmount/Multiplier'
                     _c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c1_Multiplier > 3: raise DecodeError(f'value {_c1_Multiplier} above maximum 3', r.at(p))
+                    if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
                     el = 'EAmount/Unit'
                     _c1_Unit = ((x >> 4) & 7)
-                    if _c1_Unit >= 7: raise DecodeError(f'enumeration index {_c1_Unit} out of range (7 values)', r.at(p))
-                    _c1_Unit = _E0[_c1_Unit]
+                    if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(p))
+                    else: _c1_Unit = _E0[_c1_Unit]
                     el = 'EAmount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -161,7 +161,7 @@ def _d_AC_EVChargeParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
                     if _neg: _c1_Value = -_c1_Value - 1
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise DecodeError(f'value {_c1_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                     f_EAmount = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
                     s = 2
                 elif ec == 1:
@@ -172,11 +172,11 @@ def _d_AC_EVChargeParameterType(r):
                     el = 'EAmount'
                     el = 'EAmount/Multiplier'
                     _c2_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_Multiplier > 3: raise DecodeError(f'value {_c2_Multiplier} above maximum 3', r.at(p))
+                    if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
                     el = 'EAmount/Unit'
                     _c2_Unit = ((x >> 4) & 7)
-                    if _c2_Unit >= 7: raise DecodeError(f'enumeration index {_c2_Unit} out of range (7 values)', r.at(p))
-                    _c2_Unit = _E0[_c2_Unit]
+                    if _c2_Unit >= 7: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 7, r.at(p))
+                    else: _c2_Unit = _E0[_c2_Unit]
                     el = 'EAmount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -192,7 +192,7 @@ def _d_AC_EVChargeParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
                     if _neg: _c2_Value = -_c2_Value - 1
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise DecodeError(f'value {_c2_Value} outside [-32768, 32767]', r.at(p))
+                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                     f_EAmount = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
                     s = 2
                 else:
@@ -205,11 +205,11 @@ def _d_AC_EVChargeParameterType(r):
                 el = 'EVMaxVoltage'
                 el = 'EVMaxVoltage/Multiplier'
                 _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: raise DecodeError(f'value {_c3_Multiplier} above maximum 3', r.at(p))
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
                 el = 'EVMaxVoltage/Unit'
                 _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: raise DecodeError(f'enumeration index {_c3_Unit} out of range (7 values)', r.at(p))
-                _c3_Unit = _E0[_c3_Unit]
+                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(p))
+                else: _c3_Unit = _E0[_c3_Unit]
                 el = 'EVMaxVoltage/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -225,16 +225,16 @@ def _d_AC_EVChargeParameterType(r):
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: raise DecodeError(f'value {_c3_Value} outside [-32768, 32767]', r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_EVMaxVoltage = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
                 el = 'EVMaxCurrent'
                 el = 'EVMaxCurrent/Multiplier'
                 _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: raise DecodeError(f'value {_c4_Multiplier} above maximum 3', r.at(p))
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
                 el = 'EVMaxCurrent/Unit'
                 _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: raise DecodeError(f'enumeration index {_c4_Unit} out of range (7 values)', r.at(p))
-                _c4_Unit = _E0[_c4_Unit]
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(p))
+                else: _c4_Unit = _E0[_c4_Unit]
                 el = 'EVMaxCurrent/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -250,16 +250,16 @@ def _d_AC_EVChargeParameterType(r):
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: raise DecodeError(f'value {_c4_Value} outside [-32768, 32767]', r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c4_Multiplier, _c4_Unit, _c4_Value)
                 el = 'EVMinCurrent'
                 el = 'EVMinCurrent/Multiplier'
                 _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: raise DecodeError(f'value {_c5_Multiplier} above maximum 3', r.at(p))
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
                 el = 'EVMinCurrent/Unit'
                 _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: raise DecodeError(f'enumeration index {_c5_Unit} out of range (7 values)', r.at(p))
-                _c5_Unit = _E0[_c5_Unit]
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(p))
+                else: _c5_Unit = _E0[_c5_Unit]
                 el = 'EVMinCurrent/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -275,7 +275,7 @@ def _d_AC_EVChargeParameterType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('AC_EVChargeParameterType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: raise DecodeError(f'value {_c5_Value} outside [-32768, 32767]', r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVMinCurrent = iso2_msgdatatypes.PhysicalValueType(_c5_Multiplier, _c5_Unit, _c5_Value)
                 s = -1
         r.pos = p
@@ -472,11 +472,11 @@ def _d_PhysicalValueType(r):
         if x & 25486: raise r.deviation('PhysicalValueType', p)
         el = 'Multiplier'
         f_Multiplier = ((x >> 10) & 7) + -3
-        if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', r.at(p))
+        if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(p))
         el = 'Unit'
         f_Unit = ((x >> 4) & 7)
-        if f_Unit >= 7: raise DecodeError(f'enumeration index {f_Unit} out of range (7 values)', r.at(p))
-        f_Unit = _E0[f_Unit]
+        if f_Unit >= 7: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 7, r.at(p))
+        else: f_Unit = _E0[f_Unit]
         el = 'Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -492,7 +492,7 @@ def _d_PhysicalValueType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('PhysicalValueType', p)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
+        if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -593,22 +593,22 @@ def _d_AC_EVSEChargeParameterType(r):
         if p > E: V, E, p = r.slide(p, 27)
         x = (V >> (E - p)) & 134217727
         if x & 121365390: raise r.deviation('AC_EVSEChargeParameterType', p)
-        if _c13_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c13_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+        if _c13_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c13_NotificationMaxDelay, r.at(p))
         el = 'AC_EVSEStatus/EVSENotification'
         _c13_EVSENotification = ((x >> 22) & 3)
-        if _c13_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c13_EVSENotification} out of range (3 values)', r.at(p))
-        _c13_EVSENotification = _E2[_c13_EVSENotification]
+        if _c13_EVSENotification >= 3: _c13_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c13_EVSENotification, 3, r.at(p))
+        else: _c13_EVSENotification = _E2[_c13_EVSENotification]
         el = 'AC_EVSEStatus/RCD'
         _c13_RCD = ((x >> 18) & 1) == 1
         f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c13_NotificationMaxDelay, _c13_EVSENotification, _c13_RCD)
         el = 'EVSENominalVoltage'
         el = 'EVSENominalVoltage/Multiplier'
         _c14_Multiplier = ((x >> 10) & 7) + -3
-        if _c14_Multiplier > 3: raise DecodeError(f'value {_c14_Multiplier} above maximum 3', r.at(p))
+        if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(p))
         el = 'EVSENominalVoltage/Unit'
         _c14_Unit = ((x >> 4) & 7)
-        if _c14_Unit >= 7: raise DecodeError(f'enumeration index {_c14_Unit} out of range (7 values)', r.at(p))
-        _c14_Unit = _E0[_c14_Unit]
+        if _c14_Unit >= 7: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 7, r.at(p))
+        else: _c14_Unit = _E0[_c14_Unit]
         el = 'EVSENominalVoltage/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -624,16 +624,16 @@ def _d_AC_EVSEChargeParameterType(r):
         x = (V >> (E - p)) & 262143
         if x & 254862: raise r.deviation('AC_EVSEChargeParameterType', p)
         if _neg: _c14_Value = -_c14_Value - 1
-        if _c14_Value < -32768 or _c14_Value > 32767: raise DecodeError(f'value {_c14_Value} outside [-32768, 32767]', r.at(p))
+        if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
         f_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c14_Multiplier, _c14_Unit, _c14_Value)
         el = 'EVSEMaxCurrent'
         el = 'EVSEMaxCurrent/Multiplier'
         _c15_Multiplier = ((x >> 10) & 7) + -3
-        if _c15_Multiplier > 3: raise DecodeError(f'value {_c15_Multiplier} above maximum 3', r.at(p))
+        if _c15_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_Multiplier, r.at(p))
         el = 'EVSEMaxCurrent/Unit'
         _c15_Unit = ((x >> 4) & 7)
-        if _c15_Unit >= 7: raise DecodeError(f'enumeration index {_c15_Unit} out of range (7 values)', r.at(p))
-        _c15_Unit = _E0[_c15_Unit]
+        if _c15_Unit >= 7: _c15_Unit = r.enum_index('PhysicalValueType/Unit', _c15_Unit, 7, r.at(p))
+        else: _c15_Unit = _E0[_c15_Unit]
         el = 'EVSEMaxCurrent/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -649,7 +649,7 @@ def _d_AC_EVSEChargeParameterType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
         if _neg: _c15_Value = -_c15_Value - 1
-        if _c15_Value < -32768 or _c15_Value > 32767: raise DecodeError(f'value {_c15_Value} outside [-32768, 32767]', r.at(p))
+        if _c15_Value < -32768 or _c15_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
         f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c15_Multiplier, _c15_Unit, _c15_Value)
         r.pos = p
     except Exception as e:
@@ -779,11 +779,11 @@ def _d_AC_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 11)
         x = (V >> (E - p)) & 2047
         if x & 1851: raise r.deviation('AC_EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+        if f_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 6) & 3)
-        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
-        f_EVSENotification = _E2[f_EVSENotification]
+        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+        else: f_EVSENotification = _E2[f_EVSENotification]
         el = 'RCD'
         f_RCD = ((x >> 2) & 1) == 1
         r.pos = p
@@ -854,11 +854,11 @@ def _d_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 7)
         x = (V >> (E - p)) & 127
         if x & 115: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 3)
-        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
-        f_EVSENotification = _E2[f_EVSENotification]
+        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+        else: f_EVSENotification = _E2[f_EVSENotification]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -953,7 +953,7 @@ def _d_AuthorizationReqType(r):
                     el = 'GenChallenge'
                     r.pos = p
                     f_GenChallenge = r.binary()
-                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.at(r.pos))
+                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -975,7 +975,7 @@ def _d_AuthorizationReqType(r):
                     el = 'GenChallenge'
                     r.pos = p
                     f_GenChallenge = r.binary()
-                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.at(r.pos))
+                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('AuthorizationReqType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -1079,12 +1079,12 @@ def _d_AuthorizationResType(r):
         if x & 12403: raise r.deviation('AuthorizationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 7) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-        f_EVSEProcessing = _E5[f_EVSEProcessing]
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        else: f_EVSEProcessing = _E5[f_EVSEProcessing]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1135,11 +1135,11 @@ def _d_CableCheckReqType(r):
         _c24_EVReady = ((x >> 20) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
         _c24_EVErrorCode = ((x >> 13) & 15)
-        if _c24_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c24_EVErrorCode} out of range (12 values)', r.at(p))
-        _c24_EVErrorCode = _E8[_c24_EVErrorCode]
+        if _c24_EVErrorCode >= 12: _c24_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c24_EVErrorCode, 12, r.at(p))
+        else: _c24_EVErrorCode = _E8[_c24_EVErrorCode]
         el = 'DC_EVStatus/EVRESSSOC'
         _c24_EVRESSSOC = ((x >> 3) & 127)
-        if _c24_EVRESSSOC > 100: raise DecodeError(f'value {_c24_EVRESSSOC} above maximum 100', r.at(p))
+        if _c24_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c24_EVRESSSOC, r.at(p))
         f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c24_EVReady, _c24_EVErrorCode, _c24_EVRESSSOC)
         r.pos = p
     except Exception as e:
@@ -1201,11 +1201,11 @@ def _d_DC_EVStatusType(r):
         f_EVReady = ((x >> 19) & 1) == 1
         el = 'EVErrorCode'
         f_EVErrorCode = ((x >> 12) & 15)
-        if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.at(p))
-        f_EVErrorCode = _E8[f_EVErrorCode]
+        if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(p))
+        else: f_EVErrorCode = _E8[f_EVErrorCode]
         el = 'EVRESSSOC'
         f_EVRESSSOC = ((x >> 2) & 127)
-        if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', r.at(p))
+        if f_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', f_EVRESSSOC, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1288,8 +1288,8 @@ def _d_CableCheckResType(r):
         if x & 387: raise r.deviation('CableCheckResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -1300,8 +1300,8 @@ def _d_CableCheckResType(r):
         if x & 51: raise r.deviation('CableCheckResType', p)
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-        f_EVSEProcessing = _E5[f_EVSEProcessing]
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        else: f_EVSEProcessing = _E5[f_EVSEProcessing]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1375,11 +1375,11 @@ def _d_DC_EVSEStatusType(r):
                 if p > E: V, E, p = r.slide(p, 6)
                 x = (V >> (E - p)) & 63
                 if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                if f_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
                 el = 'EVSENotification'
                 f_EVSENotification = ((x >> 1) & 3)
-                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
-                f_EVSENotification = _E2[f_EVSENotification]
+                if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(p))
+                else: f_EVSENotification = _E2[f_EVSENotification]
                 s = 2
             if s == 2:
                 p += 2
@@ -1392,12 +1392,12 @@ def _d_DC_EVSEStatusType(r):
                     if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'EVSEIsolationStatus'
                     f_EVSEIsolationStatus = ((x >> 8) & 7)
-                    if f_EVSEIsolationStatus >= 5: raise DecodeError(f'enumeration index {f_EVSEIsolationStatus} out of range (5 values)', r.at(p))
-                    f_EVSEIsolationStatus = _E10[f_EVSEIsolationStatus]
+                    if f_EVSEIsolationStatus >= 5: f_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', f_EVSEIsolationStatus, 5, r.at(p))
+                    else: f_EVSEIsolationStatus = _E10[f_EVSEIsolationStatus]
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.at(p))
-                    f_EVSEStatusCode = _E11[f_EVSEStatusCode]
+                    if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+                    else: f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 4
                 elif ec == 1:
                     p += 6
@@ -1406,8 +1406,8 @@ def _d_DC_EVSEStatusType(r):
                     if x & 33: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.at(p))
-                    f_EVSEStatusCode = _E11[f_EVSEStatusCode]
+                    if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(p))
+                    else: f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 4
                 else:
                     raise r.deviation('DC_EVSEStatusType', p)
@@ -1646,7 +1646,7 @@ def _d_CertificateInstallationReqType(r):
         else:
             r.pos = p
             f_OEMProvisioningCert = r.binary()
-            if len(f_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 800]', r.at(r.pos))
+            if len(f_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', f_OEMProvisioningCert, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -2035,8 +2035,8 @@ def _d_CertificateInstallationResType(r):
         if x & 387: raise r.deviation('CertificateInstallationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         el = 'SAProvisioningCertificateChain'
         r.pos = p
         f_SAProvisioningCertificateChain = _d_CertificateChainType(r)
@@ -2179,7 +2179,7 @@ def _d_CertificateChainType(r):
                     else:
                         r.pos = p
                         f_Certificate = r.binary()
-                        if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.at(r.pos))
+                        if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -2197,7 +2197,7 @@ def _d_CertificateChainType(r):
                     else:
                         r.pos = p
                         f_Certificate = r.binary()
-                        if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.at(r.pos))
+                        if len(f_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -2324,7 +2324,7 @@ def _d_SubCertificatesType(r):
                 else:
                     r.pos = p
                     _v = r.binary()
-                    if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.at(r.pos))
+                    if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -2349,7 +2349,7 @@ def _d_SubCertificatesType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.at(r.pos))
+                            if len(_v) > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -2463,7 +2463,7 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
                 if ec == 0:
                     r.pos = p
                     f_value = r.binary()
-                    if len(f_value) > 48: raise DecodeError(f'length {len(f_value)} outside [0, 48]', r.at(r.pos))
+                    if len(f_value) > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', f_value, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -2553,7 +2553,7 @@ def _d_DiffieHellmanPublickeyType(r):
                 if ec == 0:
                     r.pos = p
                     f_value = r.binary()
-                    if len(f_value) > 65: raise DecodeError(f'length {len(f_value)} outside [0, 65]', r.at(r.pos))
+                    if len(f_value) > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', f_value, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -2637,7 +2637,7 @@ def _d_EMAIDType(r, key):
         if (V >> (E - p)) & 1: raise r.deviation('EMAIDType', p)
         r.pos = p
         f_value = r.string(key)
-        if len(f_value) < 14 or len(f_value) > 15: raise DecodeError(f'length {len(f_value)} outside [14, 15]', r.at(r.pos))
+        if len(f_value) < 14 or len(f_value) > 15: r.facet('EMAIDType/value', 'length [14, 15]', f_value, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -2717,7 +2717,7 @@ def _d_CertificateUpdateReqType(r):
         el = 'eMAID'
         r.pos = p
         f_eMAID = r.string(20)
-        if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.at(r.pos))
+        if len(f_eMAID) < 14 or len(f_eMAID) > 15: r.facet('CertificateUpdateReqType/eMAID', 'length [14, 15]', f_eMAID, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
@@ -2815,8 +2815,8 @@ def _d_CertificateUpdateResType(r):
                 if x & 387: raise r.deviation('CertificateUpdateResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'SAProvisioningCertificateChain'
                 r.pos = p
                 f_SAProvisioningCertificateChain = _d_CertificateChainType(r)
@@ -2874,7 +2874,7 @@ def _d_CertificateUpdateResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CertificateUpdateResType', p)
                     if _neg: f_RetryCounter = -f_RetryCounter - 1
-                    if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', r.at(p))
+                    if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -3010,11 +3010,11 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    if f_MaxEntriesSAScheduleTuple > 65535: raise DecodeError(f'value {f_MaxEntriesSAScheduleTuple} outside [0, 65535]', r.at(p))
+                    if f_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', f_MaxEntriesSAScheduleTuple, r.at(p))
                     el = 'RequestedEnergyTransferMode'
                     f_RequestedEnergyTransferMode = ((x >> 1) & 7)
-                    if f_RequestedEnergyTransferMode >= 6: raise DecodeError(f'enumeration index {f_RequestedEnergyTransferMode} out of range (6 values)', r.at(p))
-                    f_RequestedEnergyTransferMode = _E14[f_RequestedEnergyTransferMode]
+                    if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(p))
+                    else: f_RequestedEnergyTransferMode = _E14[f_RequestedEnergyTransferMode]
                     s = 2
                 elif ec == 1:
                     p += 5
@@ -3023,8 +3023,8 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                     el = 'RequestedEnergyTransferMode'
                     f_RequestedEnergyTransferMode = ((x >> 1) & 7)
-                    if f_RequestedEnergyTransferMode >= 6: raise DecodeError(f'enumeration index {f_RequestedEnergyTransferMode} out of range (6 values)', r.at(p))
-                    f_RequestedEnergyTransferMode = _E14[f_RequestedEnergyTransferMode]
+                    if f_RequestedEnergyTransferMode >= 6: f_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', f_RequestedEnergyTransferMode, 6, r.at(p))
+                    else: f_RequestedEnergyTransferMode = _E14[f_RequestedEnergyTransferMode]
                     s = 2
                 else:
                     raise r.deviation('ChargeParameterDiscoveryReqType', p)
@@ -3167,12 +3167,12 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if x & 6201: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 6) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = ((x >> 1) & 3)
-                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-                f_EVSEProcessing = _E5[f_EVSEProcessing]
+                if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ChargeParameterDiscoveryResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+                else: f_EVSEProcessing = _E5[f_EVSEProcessing]
                 s = 2
             if s == 2:
                 p += 3
@@ -3211,22 +3211,22 @@ def _d_ChargeParameterDiscoveryResType(r):
                     if p > E: V, E, p = r.slide(p, 27)
                     x = (V >> (E - p)) & 134217727
                     if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c44_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c44_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c44_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c44_NotificationMaxDelay, r.at(p))
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _c44_EVSENotification = ((x >> 22) & 3)
-                    if _c44_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c44_EVSENotification} out of range (3 values)', r.at(p))
-                    _c44_EVSENotification = _E2[_c44_EVSENotification]
+                    if _c44_EVSENotification >= 3: _c44_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c44_EVSENotification, 3, r.at(p))
+                    else: _c44_EVSENotification = _E2[_c44_EVSENotification]
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                     _c44_RCD = ((x >> 18) & 1) == 1
                     _c43_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c44_NotificationMaxDelay, _c44_EVSENotification, _c44_RCD)
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
                     _c45_Multiplier = ((x >> 10) & 7) + -3
-                    if _c45_Multiplier > 3: raise DecodeError(f'value {_c45_Multiplier} above maximum 3', r.at(p))
+                    if _c45_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c45_Multiplier, r.at(p))
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
                     _c45_Unit = ((x >> 4) & 7)
-                    if _c45_Unit >= 7: raise DecodeError(f'enumeration index {_c45_Unit} out of range (7 values)', r.at(p))
-                    _c45_Unit = _E0[_c45_Unit]
+                    if _c45_Unit >= 7: _c45_Unit = r.enum_index('PhysicalValueType/Unit', _c45_Unit, 7, r.at(p))
+                    else: _c45_Unit = _E0[_c45_Unit]
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -3242,16 +3242,16 @@ def _d_ChargeParameterDiscoveryResType(r):
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     if _neg: _c45_Value = -_c45_Value - 1
-                    if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', r.at(p))
+                    if _c45_Value < -32768 or _c45_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c45_Value, r.at(p))
                     _c43_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c45_Multiplier, _c45_Unit, _c45_Value)
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                     _c46_Multiplier = ((x >> 10) & 7) + -3
-                    if _c46_Multiplier > 3: raise DecodeError(f'value {_c46_Multiplier} above maximum 3', r.at(p))
+                    if _c46_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c46_Multiplier, r.at(p))
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
                     _c46_Unit = ((x >> 4) & 7)
-                    if _c46_Unit >= 7: raise DecodeError(f'enumeration index {_c46_Unit} out of range (7 values)', r.at(p))
-                    _c46_Unit = _E0[_c46_Unit]
+                    if _c46_Unit >= 7: _c46_Unit = r.enum_index('PhysicalValueType/Unit', _c46_Unit, 7, r.at(p))
+                    else: _c46_Unit = _E0[_c46_Unit]
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -3267,7 +3267,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     if _neg: _c46_Value = -_c46_Value - 1
-                    if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', r.at(p))
+                    if _c46_Value < -32768 or _c46_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c46_Value, r.at(p))
                     _c43_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c46_Multiplier, _c46_Unit, _c46_Value)
                     f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c43_AC_EVSEStatus, _c43_EVSENominalVoltage, _c43_EVSEMaxCurrent)
                     s = 4
@@ -3310,22 +3310,22 @@ def _d_ChargeParameterDiscoveryResType(r):
                     if p > E: V, E, p = r.slide(p, 27)
                     x = (V >> (E - p)) & 134217727
                     if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c44_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c44_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c44_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c44_NotificationMaxDelay, r.at(p))
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _c44_EVSENotification = ((x >> 22) & 3)
-                    if _c44_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c44_EVSENotification} out of range (3 values)', r.at(p))
-                    _c44_EVSENotification = _E2[_c44_EVSENotification]
+                    if _c44_EVSENotification >= 3: _c44_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c44_EVSENotification, 3, r.at(p))
+                    else: _c44_EVSENotification = _E2[_c44_EVSENotification]
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                     _c44_RCD = ((x >> 18) & 1) == 1
                     _c48_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c44_NotificationMaxDelay, _c44_EVSENotification, _c44_RCD)
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
                     _c45_Multiplier = ((x >> 10) & 7) + -3
-                    if _c45_Multiplier > 3: raise DecodeError(f'value {_c45_Multiplier} above maximum 3', r.at(p))
+                    if _c45_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c45_Multiplier, r.at(p))
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
                     _c45_Unit = ((x >> 4) & 7)
-                    if _c45_Unit >= 7: raise DecodeError(f'enumeration index {_c45_Unit} out of range (7 values)', r.at(p))
-                    _c45_Unit = _E0[_c45_Unit]
+                    if _c45_Unit >= 7: _c45_Unit = r.enum_index('PhysicalValueType/Unit', _c45_Unit, 7, r.at(p))
+                    else: _c45_Unit = _E0[_c45_Unit]
                     el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -3341,16 +3341,16 @@ def _d_ChargeParameterDiscoveryResType(r):
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     if _neg: _c45_Value = -_c45_Value - 1
-                    if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', r.at(p))
+                    if _c45_Value < -32768 or _c45_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c45_Value, r.at(p))
                     _c48_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c45_Multiplier, _c45_Unit, _c45_Value)
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                     _c46_Multiplier = ((x >> 10) & 7) + -3
-                    if _c46_Multiplier > 3: raise DecodeError(f'value {_c46_Multiplier} above maximum 3', r.at(p))
+                    if _c46_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c46_Multiplier, r.at(p))
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
                     _c46_Unit = ((x >> 4) & 7)
-                    if _c46_Unit >= 7: raise DecodeError(f'enumeration index {_c46_Unit} out of range (7 values)', r.at(p))
-                    _c46_Unit = _E0[_c46_Unit]
+                    if _c46_Unit >= 7: _c46_Unit = r.enum_index('PhysicalValueType/Unit', _c46_Unit, 7, r.at(p))
+                    else: _c46_Unit = _E0[_c46_Unit]
                     el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -3366,7 +3366,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     if _neg: _c46_Value = -_c46_Value - 1
-                    if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', r.at(p))
+                    if _c46_Value < -32768 or _c46_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c46_Value, r.at(p))
                     _c48_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c46_Multiplier, _c46_Unit, _c46_Value)
                     f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c48_AC_EVSEStatus, _c48_EVSENominalVoltage, _c48_EVSEMaxCurrent)
                     s = 4
@@ -3746,12 +3746,12 @@ def _d_ChargingStatusResType(r):
                 if x & 775: raise r.deviation('ChargingStatusResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ChargingStatusResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'EVSEID'
                 r.pos = p
                 f_EVSEID = r.string(26)
-                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('ChargingStatusResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 12
                 if p > E: V, E, p = r.slide(p, 12)
@@ -3759,7 +3759,7 @@ def _d_ChargingStatusResType(r):
                 if x & 3585: raise r.deviation('ChargingStatusResType', p)
                 el = 'SAScheduleTupleID'
                 f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
+                if f_SAScheduleTupleID > 255: r.facet('ChargingStatusResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
                 s = 3
             if s == 3:
                 p += 3
@@ -3773,11 +3773,11 @@ def _d_ChargingStatusResType(r):
                     el = 'EVSEMaxCurrent'
                     el = 'EVSEMaxCurrent/Multiplier'
                     _c60_Multiplier = ((x >> 10) & 7) + -3
-                    if _c60_Multiplier > 3: raise DecodeError(f'value {_c60_Multiplier} above maximum 3', r.at(p))
+                    if _c60_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c60_Multiplier, r.at(p))
                     el = 'EVSEMaxCurrent/Unit'
                     _c60_Unit = ((x >> 4) & 7)
-                    if _c60_Unit >= 7: raise DecodeError(f'enumeration index {_c60_Unit} out of range (7 values)', r.at(p))
-                    _c60_Unit = _E0[_c60_Unit]
+                    if _c60_Unit >= 7: _c60_Unit = r.enum_index('PhysicalValueType/Unit', _c60_Unit, 7, r.at(p))
+                    else: _c60_Unit = _E0[_c60_Unit]
                     el = 'EVSEMaxCurrent/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -3793,7 +3793,7 @@ def _d_ChargingStatusResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargingStatusResType', p)
                     if _neg: _c60_Value = -_c60_Value - 1
-                    if _c60_Value < -32768 or _c60_Value > 32767: raise DecodeError(f'value {_c60_Value} outside [-32768, 32767]', r.at(p))
+                    if _c60_Value < -32768 or _c60_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c60_Value, r.at(p))
                     f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c60_Multiplier, _c60_Unit, _c60_Value)
                     s = 4
                 elif ec == 1:
@@ -3829,11 +3829,11 @@ def _d_ChargingStatusResType(r):
                     if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c61_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c61_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c61_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c61_NotificationMaxDelay, r.at(p))
                     el = 'AC_EVSEStatus/EVSENotification'
                     _c61_EVSENotification = ((x >> 6) & 3)
-                    if _c61_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c61_EVSENotification} out of range (3 values)', r.at(p))
-                    _c61_EVSENotification = _E2[_c61_EVSENotification]
+                    if _c61_EVSENotification >= 3: _c61_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c61_EVSENotification, 3, r.at(p))
+                    else: _c61_EVSENotification = _E2[_c61_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
                     _c61_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c61_NotificationMaxDelay, _c61_EVSENotification, _c61_RCD)
@@ -3877,11 +3877,11 @@ def _d_ChargingStatusResType(r):
                     if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c62_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c62_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c62_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c62_NotificationMaxDelay, r.at(p))
                     el = 'AC_EVSEStatus/EVSENotification'
                     _c62_EVSENotification = ((x >> 6) & 3)
-                    if _c62_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c62_EVSENotification} out of range (3 values)', r.at(p))
-                    _c62_EVSENotification = _E2[_c62_EVSENotification]
+                    if _c62_EVSENotification >= 3: _c62_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c62_EVSENotification, 3, r.at(p))
+                    else: _c62_EVSENotification = _E2[_c62_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
                     _c62_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c62_NotificationMaxDelay, _c62_EVSENotification, _c62_RCD)
@@ -3919,11 +3919,11 @@ def _d_ChargingStatusResType(r):
                     if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c63_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c63_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c63_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c63_NotificationMaxDelay, r.at(p))
                     el = 'AC_EVSEStatus/EVSENotification'
                     _c63_EVSENotification = ((x >> 6) & 3)
-                    if _c63_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c63_EVSENotification} out of range (3 values)', r.at(p))
-                    _c63_EVSENotification = _E2[_c63_EVSENotification]
+                    if _c63_EVSENotification >= 3: _c63_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c63_EVSENotification, 3, r.at(p))
+                    else: _c63_EVSENotification = _E2[_c63_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
                     _c63_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c63_NotificationMaxDelay, _c63_EVSENotification, _c63_RCD)
@@ -3949,11 +3949,11 @@ def _d_ChargingStatusResType(r):
                 if p > E: V, E, p = r.slide(p, 11)
                 x = (V >> (E - p)) & 2047
                 if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                if _c64_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c64_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                if _c64_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c64_NotificationMaxDelay, r.at(p))
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c64_EVSENotification = ((x >> 6) & 3)
-                if _c64_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c64_EVSENotification} out of range (3 values)', r.at(p))
-                _c64_EVSENotification = _E2[_c64_EVSENotification]
+                if _c64_EVSENotification >= 3: _c64_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c64_EVSENotification, 3, r.at(p))
+                else: _c64_EVSENotification = _E2[_c64_EVSENotification]
                 el = 'AC_EVSEStatus/RCD'
                 _c64_RCD = ((x >> 2) & 1) == 1
                 f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c64_NotificationMaxDelay, _c64_EVSENotification, _c64_RCD)
@@ -4241,7 +4241,7 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = p
                     f_MeterID = r.string(29)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -4267,7 +4267,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterReading > 18446744073709551615: raise DecodeError(f'value {f_MeterReading} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(p))
                     s = 2
                 elif ec == 1:
                     el = 'SigMeterReading'
@@ -4281,7 +4281,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.at(r.pos))
+                        if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -4306,7 +4306,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 2
@@ -4327,7 +4327,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
                     s = 5
                 elif ec == 4:
                     pass
@@ -4350,7 +4350,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.at(r.pos))
+                        if len(f_SigMeterReading) > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -4375,7 +4375,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 2
@@ -4396,7 +4396,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
                     s = 5
                 elif ec == 3:
                     pass
@@ -4426,7 +4426,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 2
@@ -4447,7 +4447,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
                     s = 5
                 elif ec == 2:
                     pass
@@ -4477,7 +4477,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(p))
                     s = 5
                 elif ec == 1:
                     pass
@@ -4715,20 +4715,20 @@ def _d_CurrentDemandReqType(r):
                 _c71_EVReady = ((x >> 35) & 1) == 1
                 el = 'DC_EVStatus/EVErrorCode'
                 _c71_EVErrorCode = ((x >> 28) & 15)
-                if _c71_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c71_EVErrorCode} out of range (12 values)', r.at(p))
-                _c71_EVErrorCode = _E8[_c71_EVErrorCode]
+                if _c71_EVErrorCode >= 12: _c71_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c71_EVErrorCode, 12, r.at(p))
+                else: _c71_EVErrorCode = _E8[_c71_EVErrorCode]
                 el = 'DC_EVStatus/EVRESSSOC'
                 _c71_EVRESSSOC = ((x >> 18) & 127)
-                if _c71_EVRESSSOC > 100: raise DecodeError(f'value {_c71_EVRESSSOC} above maximum 100', r.at(p))
+                if _c71_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c71_EVRESSSOC, r.at(p))
                 f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c71_EVReady, _c71_EVErrorCode, _c71_EVRESSSOC)
                 el = 'EVTargetCurrent'
                 el = 'EVTargetCurrent/Multiplier'
                 _c72_Multiplier = ((x >> 10) & 7) + -3
-                if _c72_Multiplier > 3: raise DecodeError(f'value {_c72_Multiplier} above maximum 3', r.at(p))
+                if _c72_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c72_Multiplier, r.at(p))
                 el = 'EVTargetCurrent/Unit'
                 _c72_Unit = ((x >> 4) & 7)
-                if _c72_Unit >= 7: raise DecodeError(f'enumeration index {_c72_Unit} out of range (7 values)', r.at(p))
-                _c72_Unit = _E0[_c72_Unit]
+                if _c72_Unit >= 7: _c72_Unit = r.enum_index('PhysicalValueType/Unit', _c72_Unit, 7, r.at(p))
+                else: _c72_Unit = _E0[_c72_Unit]
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -4744,7 +4744,7 @@ def _d_CurrentDemandReqType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c72_Value = -_c72_Value - 1
-                if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', r.at(p))
+                if _c72_Value < -32768 or _c72_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c72_Value, r.at(p))
                 f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c72_Multiplier, _c72_Unit, _c72_Value)
                 s = 2
             if s == 2:
@@ -4759,11 +4759,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumVoltageLimit'
                     el = 'EVMaximumVoltageLimit/Multiplier'
                     _c73_Multiplier = ((x >> 10) & 7) + -3
-                    if _c73_Multiplier > 3: raise DecodeError(f'value {_c73_Multiplier} above maximum 3', r.at(p))
+                    if _c73_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c73_Multiplier, r.at(p))
                     el = 'EVMaximumVoltageLimit/Unit'
                     _c73_Unit = ((x >> 4) & 7)
-                    if _c73_Unit >= 7: raise DecodeError(f'enumeration index {_c73_Unit} out of range (7 values)', r.at(p))
-                    _c73_Unit = _E0[_c73_Unit]
+                    if _c73_Unit >= 7: _c73_Unit = r.enum_index('PhysicalValueType/Unit', _c73_Unit, 7, r.at(p))
+                    else: _c73_Unit = _E0[_c73_Unit]
                     el = 'EVMaximumVoltageLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -4779,7 +4779,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c73_Value = -_c73_Value - 1
-                    if _c73_Value < -32768 or _c73_Value > 32767: raise DecodeError(f'value {_c73_Value} outside [-32768, 32767]', r.at(p))
+                    if _c73_Value < -32768 or _c73_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c73_Value, r.at(p))
                     f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c73_Multiplier, _c73_Unit, _c73_Value)
                     s = 3
                 elif ec == 1:
@@ -4790,11 +4790,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumCurrentLimit'
                     el = 'EVMaximumCurrentLimit/Multiplier'
                     _c74_Multiplier = ((x >> 10) & 7) + -3
-                    if _c74_Multiplier > 3: raise DecodeError(f'value {_c74_Multiplier} above maximum 3', r.at(p))
+                    if _c74_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c74_Multiplier, r.at(p))
                     el = 'EVMaximumCurrentLimit/Unit'
                     _c74_Unit = ((x >> 4) & 7)
-                    if _c74_Unit >= 7: raise DecodeError(f'enumeration index {_c74_Unit} out of range (7 values)', r.at(p))
-                    _c74_Unit = _E0[_c74_Unit]
+                    if _c74_Unit >= 7: _c74_Unit = r.enum_index('PhysicalValueType/Unit', _c74_Unit, 7, r.at(p))
+                    else: _c74_Unit = _E0[_c74_Unit]
                     el = 'EVMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -4810,7 +4810,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c74_Value = -_c74_Value - 1
-                    if _c74_Value < -32768 or _c74_Value > 32767: raise DecodeError(f'value {_c74_Value} outside [-32768, 32767]', r.at(p))
+                    if _c74_Value < -32768 or _c74_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c74_Value, r.at(p))
                     f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c74_Multiplier, _c74_Unit, _c74_Value)
                     s = 4
                 elif ec == 2:
@@ -4821,11 +4821,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumPowerLimit'
                     el = 'EVMaximumPowerLimit/Multiplier'
                     _c75_Multiplier = ((x >> 10) & 7) + -3
-                    if _c75_Multiplier > 3: raise DecodeError(f'value {_c75_Multiplier} above maximum 3', r.at(p))
+                    if _c75_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c75_Multiplier, r.at(p))
                     el = 'EVMaximumPowerLimit/Unit'
                     _c75_Unit = ((x >> 4) & 7)
-                    if _c75_Unit >= 7: raise DecodeError(f'enumeration index {_c75_Unit} out of range (7 values)', r.at(p))
-                    _c75_Unit = _E0[_c75_Unit]
+                    if _c75_Unit >= 7: _c75_Unit = r.enum_index('PhysicalValueType/Unit', _c75_Unit, 7, r.at(p))
+                    else: _c75_Unit = _E0[_c75_Unit]
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -4841,7 +4841,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c75_Value = -_c75_Value - 1
-                    if _c75_Value < -32768 or _c75_Value > 32767: raise DecodeError(f'value {_c75_Value} outside [-32768, 32767]', r.at(p))
+                    if _c75_Value < -32768 or _c75_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c75_Value, r.at(p))
                     f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c75_Multiplier, _c75_Unit, _c75_Value)
                     s = 5
                 elif ec == 3:
@@ -4874,11 +4874,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumCurrentLimit'
                     el = 'EVMaximumCurrentLimit/Multiplier'
                     _c76_Multiplier = ((x >> 10) & 7) + -3
-                    if _c76_Multiplier > 3: raise DecodeError(f'value {_c76_Multiplier} above maximum 3', r.at(p))
+                    if _c76_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c76_Multiplier, r.at(p))
                     el = 'EVMaximumCurrentLimit/Unit'
                     _c76_Unit = ((x >> 4) & 7)
-                    if _c76_Unit >= 7: raise DecodeError(f'enumeration index {_c76_Unit} out of range (7 values)', r.at(p))
-                    _c76_Unit = _E0[_c76_Unit]
+                    if _c76_Unit >= 7: _c76_Unit = r.enum_index('PhysicalValueType/Unit', _c76_Unit, 7, r.at(p))
+                    else: _c76_Unit = _E0[_c76_Unit]
                     el = 'EVMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -4894,7 +4894,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c76_Value = -_c76_Value - 1
-                    if _c76_Value < -32768 or _c76_Value > 32767: raise DecodeError(f'value {_c76_Value} outside [-32768, 32767]', r.at(p))
+                    if _c76_Value < -32768 or _c76_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c76_Value, r.at(p))
                     f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c76_Multiplier, _c76_Unit, _c76_Value)
                     s = 4
                 elif ec == 1:
@@ -4905,11 +4905,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumPowerLimit'
                     el = 'EVMaximumPowerLimit/Multiplier'
                     _c77_Multiplier = ((x >> 10) & 7) + -3
-                    if _c77_Multiplier > 3: raise DecodeError(f'value {_c77_Multiplier} above maximum 3', r.at(p))
+                    if _c77_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c77_Multiplier, r.at(p))
                     el = 'EVMaximumPowerLimit/Unit'
                     _c77_Unit = ((x >> 4) & 7)
-                    if _c77_Unit >= 7: raise DecodeError(f'enumeration index {_c77_Unit} out of range (7 values)', r.at(p))
-                    _c77_Unit = _E0[_c77_Unit]
+                    if _c77_Unit >= 7: _c77_Unit = r.enum_index('PhysicalValueType/Unit', _c77_Unit, 7, r.at(p))
+                    else: _c77_Unit = _E0[_c77_Unit]
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -4925,7 +4925,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c77_Value = -_c77_Value - 1
-                    if _c77_Value < -32768 or _c77_Value > 32767: raise DecodeError(f'value {_c77_Value} outside [-32768, 32767]', r.at(p))
+                    if _c77_Value < -32768 or _c77_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c77_Value, r.at(p))
                     f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c77_Multiplier, _c77_Unit, _c77_Value)
                     s = 5
                 elif ec == 2:
@@ -4958,11 +4958,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVMaximumPowerLimit'
                     el = 'EVMaximumPowerLimit/Multiplier'
                     _c78_Multiplier = ((x >> 10) & 7) + -3
-                    if _c78_Multiplier > 3: raise DecodeError(f'value {_c78_Multiplier} above maximum 3', r.at(p))
+                    if _c78_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c78_Multiplier, r.at(p))
                     el = 'EVMaximumPowerLimit/Unit'
                     _c78_Unit = ((x >> 4) & 7)
-                    if _c78_Unit >= 7: raise DecodeError(f'enumeration index {_c78_Unit} out of range (7 values)', r.at(p))
-                    _c78_Unit = _E0[_c78_Unit]
+                    if _c78_Unit >= 7: _c78_Unit = r.enum_index('PhysicalValueType/Unit', _c78_Unit, 7, r.at(p))
+                    else: _c78_Unit = _E0[_c78_Unit]
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -4978,7 +4978,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c78_Multiplier, _c78_Unit, _c78_Value)
                     s = 5
                 elif ec == 1:
@@ -5041,11 +5041,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'RemainingTimeToFullSoC'
                     el = 'RemainingTimeToFullSoC/Multiplier'
                     _c79_Multiplier = ((x >> 10) & 7) + -3
-                    if _c79_Multiplier > 3: raise DecodeError(f'value {_c79_Multiplier} above maximum 3', r.at(p))
+                    if _c79_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c79_Multiplier, r.at(p))
                     el = 'RemainingTimeToFullSoC/Unit'
                     _c79_Unit = ((x >> 4) & 7)
-                    if _c79_Unit >= 7: raise DecodeError(f'enumeration index {_c79_Unit} out of range (7 values)', r.at(p))
-                    _c79_Unit = _E0[_c79_Unit]
+                    if _c79_Unit >= 7: _c79_Unit = r.enum_index('PhysicalValueType/Unit', _c79_Unit, 7, r.at(p))
+                    else: _c79_Unit = _E0[_c79_Unit]
                     el = 'RemainingTimeToFullSoC/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5061,7 +5061,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     f_RemainingTimeToFullSoC = iso2_msgdatatypes.PhysicalValueType(_c79_Multiplier, _c79_Unit, _c79_Value)
                     s = 8
                 elif ec == 1:
@@ -5072,11 +5072,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'RemainingTimeToBulkSoC'
                     el = 'RemainingTimeToBulkSoC/Multiplier'
                     _c80_Multiplier = ((x >> 10) & 7) + -3
-                    if _c80_Multiplier > 3: raise DecodeError(f'value {_c80_Multiplier} above maximum 3', r.at(p))
+                    if _c80_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c80_Multiplier, r.at(p))
                     el = 'RemainingTimeToBulkSoC/Unit'
                     _c80_Unit = ((x >> 4) & 7)
-                    if _c80_Unit >= 7: raise DecodeError(f'enumeration index {_c80_Unit} out of range (7 values)', r.at(p))
-                    _c80_Unit = _E0[_c80_Unit]
+                    if _c80_Unit >= 7: _c80_Unit = r.enum_index('PhysicalValueType/Unit', _c80_Unit, 7, r.at(p))
+                    else: _c80_Unit = _E0[_c80_Unit]
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5092,7 +5092,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c80_Value = -_c80_Value - 1
-                    if _c80_Value < -32768 or _c80_Value > 32767: raise DecodeError(f'value {_c80_Value} outside [-32768, 32767]', r.at(p))
+                    if _c80_Value < -32768 or _c80_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c80_Value, r.at(p))
                     f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c80_Multiplier, _c80_Unit, _c80_Value)
                     s = 9
                 elif ec == 2:
@@ -5103,11 +5103,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVTargetVoltage'
                     el = 'EVTargetVoltage/Multiplier'
                     _c81_Multiplier = ((x >> 10) & 7) + -3
-                    if _c81_Multiplier > 3: raise DecodeError(f'value {_c81_Multiplier} above maximum 3', r.at(p))
+                    if _c81_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c81_Multiplier, r.at(p))
                     el = 'EVTargetVoltage/Unit'
                     _c81_Unit = ((x >> 4) & 7)
-                    if _c81_Unit >= 7: raise DecodeError(f'enumeration index {_c81_Unit} out of range (7 values)', r.at(p))
-                    _c81_Unit = _E0[_c81_Unit]
+                    if _c81_Unit >= 7: _c81_Unit = r.enum_index('PhysicalValueType/Unit', _c81_Unit, 7, r.at(p))
+                    else: _c81_Unit = _E0[_c81_Unit]
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5123,7 +5123,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c81_Value = -_c81_Value - 1
-                    if _c81_Value < -32768 or _c81_Value > 32767: raise DecodeError(f'value {_c81_Value} outside [-32768, 32767]', r.at(p))
+                    if _c81_Value < -32768 or _c81_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c81_Value, r.at(p))
                     f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c81_Multiplier, _c81_Unit, _c81_Value)
                     s = 10
                 else:
@@ -5140,11 +5140,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'RemainingTimeToBulkSoC'
                     el = 'RemainingTimeToBulkSoC/Multiplier'
                     _c82_Multiplier = ((x >> 10) & 7) + -3
-                    if _c82_Multiplier > 3: raise DecodeError(f'value {_c82_Multiplier} above maximum 3', r.at(p))
+                    if _c82_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c82_Multiplier, r.at(p))
                     el = 'RemainingTimeToBulkSoC/Unit'
                     _c82_Unit = ((x >> 4) & 7)
-                    if _c82_Unit >= 7: raise DecodeError(f'enumeration index {_c82_Unit} out of range (7 values)', r.at(p))
-                    _c82_Unit = _E0[_c82_Unit]
+                    if _c82_Unit >= 7: _c82_Unit = r.enum_index('PhysicalValueType/Unit', _c82_Unit, 7, r.at(p))
+                    else: _c82_Unit = _E0[_c82_Unit]
                     el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5160,7 +5160,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c82_Value = -_c82_Value - 1
-                    if _c82_Value < -32768 or _c82_Value > 32767: raise DecodeError(f'value {_c82_Value} outside [-32768, 32767]', r.at(p))
+                    if _c82_Value < -32768 or _c82_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c82_Value, r.at(p))
                     f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c82_Multiplier, _c82_Unit, _c82_Value)
                     s = 9
                 elif ec == 1:
@@ -5171,11 +5171,11 @@ def _d_CurrentDemandReqType(r):
                     el = 'EVTargetVoltage'
                     el = 'EVTargetVoltage/Multiplier'
                     _c83_Multiplier = ((x >> 10) & 7) + -3
-                    if _c83_Multiplier > 3: raise DecodeError(f'value {_c83_Multiplier} above maximum 3', r.at(p))
+                    if _c83_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c83_Multiplier, r.at(p))
                     el = 'EVTargetVoltage/Unit'
                     _c83_Unit = ((x >> 4) & 7)
-                    if _c83_Unit >= 7: raise DecodeError(f'enumeration index {_c83_Unit} out of range (7 values)', r.at(p))
-                    _c83_Unit = _E0[_c83_Unit]
+                    if _c83_Unit >= 7: _c83_Unit = r.enum_index('PhysicalValueType/Unit', _c83_Unit, 7, r.at(p))
+                    else: _c83_Unit = _E0[_c83_Unit]
                     el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5191,7 +5191,7 @@ def _d_CurrentDemandReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c83_Value = -_c83_Value - 1
-                    if _c83_Value < -32768 or _c83_Value > 32767: raise DecodeError(f'value {_c83_Value} outside [-32768, 32767]', r.at(p))
+                    if _c83_Value < -32768 or _c83_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c83_Value, r.at(p))
                     f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c83_Multiplier, _c83_Unit, _c83_Value)
                     s = 10
                 else:
@@ -5204,11 +5204,11 @@ def _d_CurrentDemandReqType(r):
                 el = 'EVTargetVoltage'
                 el = 'EVTargetVoltage/Multiplier'
                 _c84_Multiplier = ((x >> 10) & 7) + -3
-                if _c84_Multiplier > 3: raise DecodeError(f'value {_c84_Multiplier} above maximum 3', r.at(p))
+                if _c84_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c84_Multiplier, r.at(p))
                 el = 'EVTargetVoltage/Unit'
                 _c84_Unit = ((x >> 4) & 7)
-                if _c84_Unit >= 7: raise DecodeError(f'enumeration index {_c84_Unit} out of range (7 values)', r.at(p))
-                _c84_Unit = _E0[_c84_Unit]
+                if _c84_Unit >= 7: _c84_Unit = r.enum_index('PhysicalValueType/Unit', _c84_Unit, 7, r.at(p))
+                else: _c84_Unit = _E0[_c84_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5224,7 +5224,7 @@ def _d_CurrentDemandReqType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c84_Value = -_c84_Value - 1
-                if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
+                if _c84_Value < -32768 or _c84_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c84_Value, r.at(p))
                 f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c84_Multiplier, _c84_Unit, _c84_Value)
                 s = 10
             if s == 10:
@@ -5783,8 +5783,8 @@ def _d_CurrentDemandResType(r):
                 if x & 387: raise r.deviation('CurrentDemandResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('CurrentDemandResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'DC_EVSEStatus'
                 r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -5796,11 +5796,11 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEPresentVoltage'
                 el = 'EVSEPresentVoltage/Multiplier'
                 _c99_Multiplier = ((x >> 10) & 7) + -3
-                if _c99_Multiplier > 3: raise DecodeError(f'value {_c99_Multiplier} above maximum 3', r.at(p))
+                if _c99_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c99_Multiplier, r.at(p))
                 el = 'EVSEPresentVoltage/Unit'
                 _c99_Unit = ((x >> 4) & 7)
-                if _c99_Unit >= 7: raise DecodeError(f'enumeration index {_c99_Unit} out of range (7 values)', r.at(p))
-                _c99_Unit = _E0[_c99_Unit]
+                if _c99_Unit >= 7: _c99_Unit = r.enum_index('PhysicalValueType/Unit', _c99_Unit, 7, r.at(p))
+                else: _c99_Unit = _E0[_c99_Unit]
                 el = 'EVSEPresentVoltage/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5816,16 +5816,16 @@ def _d_CurrentDemandResType(r):
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c99_Value = -_c99_Value - 1
-                if _c99_Value < -32768 or _c99_Value > 32767: raise DecodeError(f'value {_c99_Value} outside [-32768, 32767]', r.at(p))
+                if _c99_Value < -32768 or _c99_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c99_Value, r.at(p))
                 f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c99_Multiplier, _c99_Unit, _c99_Value)
                 el = 'EVSEPresentCurrent'
                 el = 'EVSEPresentCurrent/Multiplier'
                 _c100_Multiplier = ((x >> 10) & 7) + -3
-                if _c100_Multiplier > 3: raise DecodeError(f'value {_c100_Multiplier} above maximum 3', r.at(p))
+                if _c100_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c100_Multiplier, r.at(p))
                 el = 'EVSEPresentCurrent/Unit'
                 _c100_Unit = ((x >> 4) & 7)
-                if _c100_Unit >= 7: raise DecodeError(f'enumeration index {_c100_Unit} out of range (7 values)', r.at(p))
-                _c100_Unit = _E0[_c100_Unit]
+                if _c100_Unit >= 7: _c100_Unit = r.enum_index('PhysicalValueType/Unit', _c100_Unit, 7, r.at(p))
+                else: _c100_Unit = _E0[_c100_Unit]
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5841,7 +5841,7 @@ def _d_CurrentDemandResType(r):
                 x = (V >> (E - p)) & 16383
                 if x & 15837: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c100_Value = -_c100_Value - 1
-                if _c100_Value < -32768 or _c100_Value > 32767: raise DecodeError(f'value {_c100_Value} outside [-32768, 32767]', r.at(p))
+                if _c100_Value < -32768 or _c100_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c100_Value, r.at(p))
                 f_EVSEPresentCurrent = iso2_msgdatatypes.PhysicalValueType(_c100_Multiplier, _c100_Unit, _c100_Value)
                 el = 'EVSECurrentLimitAchieved'
                 f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
@@ -5862,11 +5862,11 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumVoltageLimit'
                     el = 'EVSEMaximumVoltageLimit/Multiplier'
                     _c101_Multiplier = ((x >> 10) & 7) + -3
-                    if _c101_Multiplier > 3: raise DecodeError(f'value {_c101_Multiplier} above maximum 3', r.at(p))
+                    if _c101_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c101_Multiplier, r.at(p))
                     el = 'EVSEMaximumVoltageLimit/Unit'
                     _c101_Unit = ((x >> 4) & 7)
-                    if _c101_Unit >= 7: raise DecodeError(f'enumeration index {_c101_Unit} out of range (7 values)', r.at(p))
-                    _c101_Unit = _E0[_c101_Unit]
+                    if _c101_Unit >= 7: _c101_Unit = r.enum_index('PhysicalValueType/Unit', _c101_Unit, 7, r.at(p))
+                    else: _c101_Unit = _E0[_c101_Unit]
                     el = 'EVSEMaximumVoltageLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5882,7 +5882,7 @@ def _d_CurrentDemandResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c101_Value = -_c101_Value - 1
-                    if _c101_Value < -32768 or _c101_Value > 32767: raise DecodeError(f'value {_c101_Value} outside [-32768, 32767]', r.at(p))
+                    if _c101_Value < -32768 or _c101_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c101_Value, r.at(p))
                     f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c101_Multiplier, _c101_Unit, _c101_Value)
                     s = 8
                 elif ec == 1:
@@ -5893,11 +5893,11 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumCurrentLimit'
                     el = 'EVSEMaximumCurrentLimit/Multiplier'
                     _c102_Multiplier = ((x >> 10) & 7) + -3
-                    if _c102_Multiplier > 3: raise DecodeError(f'value {_c102_Multiplier} above maximum 3', r.at(p))
+                    if _c102_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c102_Multiplier, r.at(p))
                     el = 'EVSEMaximumCurrentLimit/Unit'
                     _c102_Unit = ((x >> 4) & 7)
-                    if _c102_Unit >= 7: raise DecodeError(f'enumeration index {_c102_Unit} out of range (7 values)', r.at(p))
-                    _c102_Unit = _E0[_c102_Unit]
+                    if _c102_Unit >= 7: _c102_Unit = r.enum_index('PhysicalValueType/Unit', _c102_Unit, 7, r.at(p))
+                    else: _c102_Unit = _E0[_c102_Unit]
                     el = 'EVSEMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5913,7 +5913,7 @@ def _d_CurrentDemandResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c102_Value = -_c102_Value - 1
-                    if _c102_Value < -32768 or _c102_Value > 32767: raise DecodeError(f'value {_c102_Value} outside [-32768, 32767]', r.at(p))
+                    if _c102_Value < -32768 or _c102_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c102_Value, r.at(p))
                     f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c102_Multiplier, _c102_Unit, _c102_Value)
                     s = 9
                 elif ec == 2:
@@ -5924,11 +5924,11 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumPowerLimit'
                     el = 'EVSEMaximumPowerLimit/Multiplier'
                     _c103_Multiplier = ((x >> 10) & 7) + -3
-                    if _c103_Multiplier > 3: raise DecodeError(f'value {_c103_Multiplier} above maximum 3', r.at(p))
+                    if _c103_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c103_Multiplier, r.at(p))
                     el = 'EVSEMaximumPowerLimit/Unit'
                     _c103_Unit = ((x >> 4) & 7)
-                    if _c103_Unit >= 7: raise DecodeError(f'enumeration index {_c103_Unit} out of range (7 values)', r.at(p))
-                    _c103_Unit = _E0[_c103_Unit]
+                    if _c103_Unit >= 7: _c103_Unit = r.enum_index('PhysicalValueType/Unit', _c103_Unit, 7, r.at(p))
+                    else: _c103_Unit = _E0[_c103_Unit]
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5944,7 +5944,7 @@ def _d_CurrentDemandResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c103_Value = -_c103_Value - 1
-                    if _c103_Value < -32768 or _c103_Value > 32767: raise DecodeError(f'value {_c103_Value} outside [-32768, 32767]', r.at(p))
+                    if _c103_Value < -32768 or _c103_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c103_Value, r.at(p))
                     f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c103_Multiplier, _c103_Unit, _c103_Value)
                     s = 10
                 elif ec == 3:
@@ -5954,7 +5954,7 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEID'
                     r.pos = p
                     f_EVSEID = r.string(26)
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -5974,11 +5974,11 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumCurrentLimit'
                     el = 'EVSEMaximumCurrentLimit/Multiplier'
                     _c104_Multiplier = ((x >> 10) & 7) + -3
-                    if _c104_Multiplier > 3: raise DecodeError(f'value {_c104_Multiplier} above maximum 3', r.at(p))
+                    if _c104_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c104_Multiplier, r.at(p))
                     el = 'EVSEMaximumCurrentLimit/Unit'
                     _c104_Unit = ((x >> 4) & 7)
-                    if _c104_Unit >= 7: raise DecodeError(f'enumeration index {_c104_Unit} out of range (7 values)', r.at(p))
-                    _c104_Unit = _E0[_c104_Unit]
+                    if _c104_Unit >= 7: _c104_Unit = r.enum_index('PhysicalValueType/Unit', _c104_Unit, 7, r.at(p))
+                    else: _c104_Unit = _E0[_c104_Unit]
                     el = 'EVSEMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5994,7 +5994,7 @@ def _d_CurrentDemandResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c104_Value = -_c104_Value - 1
-                    if _c104_Value < -32768 or _c104_Value > 32767: raise DecodeError(f'value {_c104_Value} outside [-32768, 32767]', r.at(p))
+                    if _c104_Value < -32768 or _c104_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c104_Value, r.at(p))
                     f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c104_Multiplier, _c104_Unit, _c104_Value)
                     s = 9
                 elif ec == 1:
@@ -6005,11 +6005,11 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumPowerLimit'
                     el = 'EVSEMaximumPowerLimit/Multiplier'
                     _c105_Multiplier = ((x >> 10) & 7) + -3
-                    if _c105_Multiplier > 3: raise DecodeError(f'value {_c105_Multiplier} above maximum 3', r.at(p))
+                    if _c105_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c105_Multiplier, r.at(p))
                     el = 'EVSEMaximumPowerLimit/Unit'
                     _c105_Unit = ((x >> 4) & 7)
-                    if _c105_Unit >= 7: raise DecodeError(f'enumeration index {_c105_Unit} out of range (7 values)', r.at(p))
-                    _c105_Unit = _E0[_c105_Unit]
+                    if _c105_Unit >= 7: _c105_Unit = r.enum_index('PhysicalValueType/Unit', _c105_Unit, 7, r.at(p))
+                    else: _c105_Unit = _E0[_c105_Unit]
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6025,7 +6025,7 @@ def _d_CurrentDemandResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c105_Value = -_c105_Value - 1
-                    if _c105_Value < -32768 or _c105_Value > 32767: raise DecodeError(f'value {_c105_Value} outside [-32768, 32767]', r.at(p))
+                    if _c105_Value < -32768 or _c105_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c105_Value, r.at(p))
                     f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c105_Multiplier, _c105_Unit, _c105_Value)
                     s = 10
                 elif ec == 2:
@@ -6035,7 +6035,7 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEID'
                     r.pos = p
                     f_EVSEID = r.string(26)
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -6055,11 +6055,11 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEMaximumPowerLimit'
                     el = 'EVSEMaximumPowerLimit/Multiplier'
                     _c106_Multiplier = ((x >> 10) & 7) + -3
-                    if _c106_Multiplier > 3: raise DecodeError(f'value {_c106_Multiplier} above maximum 3', r.at(p))
+                    if _c106_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c106_Multiplier, r.at(p))
                     el = 'EVSEMaximumPowerLimit/Unit'
                     _c106_Unit = ((x >> 4) & 7)
-                    if _c106_Unit >= 7: raise DecodeError(f'enumeration index {_c106_Unit} out of range (7 values)', r.at(p))
-                    _c106_Unit = _E0[_c106_Unit]
+                    if _c106_Unit >= 7: _c106_Unit = r.enum_index('PhysicalValueType/Unit', _c106_Unit, 7, r.at(p))
+                    else: _c106_Unit = _E0[_c106_Unit]
                     el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6075,7 +6075,7 @@ def _d_CurrentDemandResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c106_Value = -_c106_Value - 1
-                    if _c106_Value < -32768 or _c106_Value > 32767: raise DecodeError(f'value {_c106_Value} outside [-32768, 32767]', r.at(p))
+                    if _c106_Value < -32768 or _c106_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c106_Value, r.at(p))
                     f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c106_Multiplier, _c106_Unit, _c106_Value)
                     s = 10
                 elif ec == 1:
@@ -6085,7 +6085,7 @@ def _d_CurrentDemandResType(r):
                     el = 'EVSEID'
                     r.pos = p
                     f_EVSEID = r.string(26)
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -6101,7 +6101,7 @@ def _d_CurrentDemandResType(r):
                 el = 'EVSEID'
                 r.pos = p
                 f_EVSEID = r.string(26)
-                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
@@ -6114,7 +6114,7 @@ def _d_CurrentDemandResType(r):
                 if x & 1537: raise r.deviation('CurrentDemandResType', p)
                 el = 'SAScheduleTupleID'
                 f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
+                if f_SAScheduleTupleID > 255: r.facet('CurrentDemandResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
                 s = 12
             if s == 12:
                 p += 2
@@ -6608,17 +6608,17 @@ def _d_DC_EVChargeParameterType(r):
                     if p > E: V, E, p = r.slide(p, 24)
                     x = (V >> (E - p)) & 16777215
                     if x & 16190979: raise r.deviation('DC_EVChargeParameterType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('DC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'DC_EVStatus'
                     el = 'DC_EVStatus/EVReady'
                     _c116_EVReady = ((x >> 19) & 1) == 1
                     el = 'DC_EVStatus/EVErrorCode'
                     _c116_EVErrorCode = ((x >> 12) & 15)
-                    if _c116_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c116_EVErrorCode} out of range (12 values)', r.at(p))
-                    _c116_EVErrorCode = _E8[_c116_EVErrorCode]
+                    if _c116_EVErrorCode >= 12: _c116_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c116_EVErrorCode, 12, r.at(p))
+                    else: _c116_EVErrorCode = _E8[_c116_EVErrorCode]
                     el = 'DC_EVStatus/EVRESSSOC'
                     _c116_EVRESSSOC = ((x >> 2) & 127)
-                    if _c116_EVRESSSOC > 100: raise DecodeError(f'value {_c116_EVRESSSOC} above maximum 100', r.at(p))
+                    if _c116_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c116_EVRESSSOC, r.at(p))
                     f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c116_EVReady, _c116_EVErrorCode, _c116_EVRESSSOC)
                     s = 2
                 elif ec == 1:
@@ -6631,11 +6631,11 @@ def _d_DC_EVChargeParameterType(r):
                     _c117_EVReady = ((x >> 19) & 1) == 1
                     el = 'DC_EVStatus/EVErrorCode'
                     _c117_EVErrorCode = ((x >> 12) & 15)
-                    if _c117_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c117_EVErrorCode} out of range (12 values)', r.at(p))
-                    _c117_EVErrorCode = _E8[_c117_EVErrorCode]
+                    if _c117_EVErrorCode >= 12: _c117_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c117_EVErrorCode, 12, r.at(p))
+                    else: _c117_EVErrorCode = _E8[_c117_EVErrorCode]
                     el = 'DC_EVStatus/EVRESSSOC'
                     _c117_EVRESSSOC = ((x >> 2) & 127)
-                    if _c117_EVRESSSOC > 100: raise DecodeError(f'value {_c117_EVRESSSOC} above maximum 100', r.at(p))
+                    if _c117_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c117_EVRESSSOC, r.at(p))
                     f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c117_EVReady, _c117_EVErrorCode, _c117_EVRESSSOC)
                     s = 2
                 else:
@@ -6648,11 +6648,11 @@ def _d_DC_EVChargeParameterType(r):
                 el = 'EVMaximumCurrentLimit'
                 el = 'EVMaximumCurrentLimit/Multiplier'
                 _c118_Multiplier = ((x >> 10) & 7) + -3
-                if _c118_Multiplier > 3: raise DecodeError(f'value {_c118_Multiplier} above maximum 3', r.at(p))
+                if _c118_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c118_Multiplier, r.at(p))
                 el = 'EVMaximumCurrentLimit/Unit'
                 _c118_Unit = ((x >> 4) & 7)
-                if _c118_Unit >= 7: raise DecodeError(f'enumeration index {_c118_Unit} out of range (7 values)', r.at(p))
-                _c118_Unit = _E0[_c118_Unit]
+                if _c118_Unit >= 7: _c118_Unit = r.enum_index('PhysicalValueType/Unit', _c118_Unit, 7, r.at(p))
+                else: _c118_Unit = _E0[_c118_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6668,7 +6668,7 @@ def _d_DC_EVChargeParameterType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                 if _neg: _c118_Value = -_c118_Value - 1
-                if _c118_Value < -32768 or _c118_Value > 32767: raise DecodeError(f'value {_c118_Value} outside [-32768, 32767]', r.at(p))
+                if _c118_Value < -32768 or _c118_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c118_Value, r.at(p))
                 f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c118_Multiplier, _c118_Unit, _c118_Value)
                 s = 3
             if s == 3:
@@ -6683,11 +6683,11 @@ def _d_DC_EVChargeParameterType(r):
                     el = 'EVMaximumPowerLimit'
                     el = 'EVMaximumPowerLimit/Multiplier'
                     _c119_Multiplier = ((x >> 10) & 7) + -3
-                    if _c119_Multiplier > 3: raise DecodeError(f'value {_c119_Multiplier} above maximum 3', r.at(p))
+                    if _c119_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c119_Multiplier, r.at(p))
                     el = 'EVMaximumPowerLimit/Unit'
                     _c119_Unit = ((x >> 4) & 7)
-                    if _c119_Unit >= 7: raise DecodeError(f'enumeration index {_c119_Unit} out of range (7 values)', r.at(p))
-                    _c119_Unit = _E0[_c119_Unit]
+                    if _c119_Unit >= 7: _c119_Unit = r.enum_index('PhysicalValueType/Unit', _c119_Unit, 7, r.at(p))
+                    else: _c119_Unit = _E0[_c119_Unit]
                     el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6703,16 +6703,16 @@ def _d_DC_EVChargeParameterType(r):
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c119_Value = -_c119_Value - 1
-                    if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', r.at(p))
+                    if _c119_Value < -32768 or _c119_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c119_Value, r.at(p))
                     f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c119_Multiplier, _c119_Unit, _c119_Value)
                     el = 'EVMaximumVoltageLimit'
                     el = 'EVMaximumVoltageLimit/Multiplier'
                     _c120_Multiplier = ((x >> 10) & 7) + -3
-                    if _c120_Multiplier > 3: raise DecodeError(f'value {_c120_Multiplier} above maximum 3', r.at(p))
+                    if _c120_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c120_Multiplier, r.at(p))
                     el = 'EVMaximumVoltageLimit/Unit'
                     _c120_Unit = ((x >> 4) & 7)
-                    if _c120_Unit >= 7: raise DecodeError(f'enumeration index {_c120_Unit} out of range (7 values)', r.at(p))
-                    _c120_Unit = _E0[_c120_Unit]
+                    if _c120_Unit >= 7: _c120_Unit = r.enum_index('PhysicalValueType/Unit', _c120_Unit, 7, r.at(p))
+                    else: _c120_Unit = _E0[_c120_Unit]
                     el = 'EVMaximumVoltageLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6728,7 +6728,7 @@ def _d_DC_EVChargeParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c120_Value = -_c120_Value - 1
-                    if _c120_Value < -32768 or _c120_Value > 32767: raise DecodeError(f'value {_c120_Value} outside [-32768, 32767]', r.at(p))
+                    if _c120_Value < -32768 or _c120_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c120_Value, r.at(p))
                     f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c120_Multiplier, _c120_Unit, _c120_Value)
                     s = 5
                 elif ec == 1:
@@ -6739,11 +6739,11 @@ def _d_DC_EVChargeParameterType(r):
                     el = 'EVMaximumVoltageLimit'
                     el = 'EVMaximumVoltageLimit/Multiplier'
                     _c121_Multiplier = ((x >> 10) & 7) + -3
-                    if _c121_Multiplier > 3: raise DecodeError(f'value {_c121_Multiplier} above maximum 3', r.at(p))
+                    if _c121_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c121_Multiplier, r.at(p))
                     el = 'EVMaximumVoltageLimit/Unit'
                     _c121_Unit = ((x >> 4) & 7)
-                    if _c121_Unit >= 7: raise DecodeError(f'enumeration index {_c121_Unit} out of range (7 values)', r.at(p))
-                    _c121_Unit = _E0[_c121_Unit]
+                    if _c121_Unit >= 7: _c121_Unit = r.enum_index('PhysicalValueType/Unit', _c121_Unit, 7, r.at(p))
+                    else: _c121_Unit = _E0[_c121_Unit]
                     el = 'EVMaximumVoltageLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6759,7 +6759,7 @@ def _d_DC_EVChargeParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c121_Value = -_c121_Value - 1
-                    if _c121_Value < -32768 or _c121_Value > 32767: raise DecodeError(f'value {_c121_Value} outside [-32768, 32767]', r.at(p))
+                    if _c121_Value < -32768 or _c121_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c121_Value, r.at(p))
                     f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c121_Multiplier, _c121_Unit, _c121_Value)
                     s = 5
                 else:
@@ -6776,11 +6776,11 @@ def _d_DC_EVChargeParameterType(r):
                     el = 'EVEnergyCapacity'
                     el = 'EVEnergyCapacity/Multiplier'
                     _c122_Multiplier = ((x >> 10) & 7) + -3
-                    if _c122_Multiplier > 3: raise DecodeError(f'value {_c122_Multiplier} above maximum 3', r.at(p))
+                    if _c122_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c122_Multiplier, r.at(p))
                     el = 'EVEnergyCapacity/Unit'
                     _c122_Unit = ((x >> 4) & 7)
-                    if _c122_Unit >= 7: raise DecodeError(f'enumeration index {_c122_Unit} out of range (7 values)', r.at(p))
-                    _c122_Unit = _E0[_c122_Unit]
+                    if _c122_Unit >= 7: _c122_Unit = r.enum_index('PhysicalValueType/Unit', _c122_Unit, 7, r.at(p))
+                    else: _c122_Unit = _E0[_c122_Unit]
                     el = 'EVEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6796,7 +6796,7 @@ def _d_DC_EVChargeParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c122_Value = -_c122_Value - 1
-                    if _c122_Value < -32768 or _c122_Value > 32767: raise DecodeError(f'value {_c122_Value} outside [-32768, 32767]', r.at(p))
+                    if _c122_Value < -32768 or _c122_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c122_Value, r.at(p))
                     f_EVEnergyCapacity = iso2_msgdatatypes.PhysicalValueType(_c122_Multiplier, _c122_Unit, _c122_Value)
                     s = 6
                 elif ec == 1:
@@ -6807,11 +6807,11 @@ def _d_DC_EVChargeParameterType(r):
                     el = 'EVEnergyRequest'
                     el = 'EVEnergyRequest/Multiplier'
                     _c123_Multiplier = ((x >> 10) & 7) + -3
-                    if _c123_Multiplier > 3: raise DecodeError(f'value {_c123_Multiplier} above maximum 3', r.at(p))
+                    if _c123_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c123_Multiplier, r.at(p))
                     el = 'EVEnergyRequest/Unit'
                     _c123_Unit = ((x >> 4) & 7)
-                    if _c123_Unit >= 7: raise DecodeError(f'enumeration index {_c123_Unit} out of range (7 values)', r.at(p))
-                    _c123_Unit = _E0[_c123_Unit]
+                    if _c123_Unit >= 7: _c123_Unit = r.enum_index('PhysicalValueType/Unit', _c123_Unit, 7, r.at(p))
+                    else: _c123_Unit = _E0[_c123_Unit]
                     el = 'EVEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6827,7 +6827,7 @@ def _d_DC_EVChargeParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c123_Value = -_c123_Value - 1
-                    if _c123_Value < -32768 or _c123_Value > 32767: raise DecodeError(f'value {_c123_Value} outside [-32768, 32767]', r.at(p))
+                    if _c123_Value < -32768 or _c123_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c123_Value, r.at(p))
                     f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c123_Multiplier, _c123_Unit, _c123_Value)
                     s = 7
                 elif ec == 2:
@@ -6837,7 +6837,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
+                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
                     s = 8
                 elif ec == 3:
                     p += 9
@@ -6846,7 +6846,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
+                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
                     s = 9
                 elif ec == 4:
                     pass
@@ -6865,11 +6865,11 @@ def _d_DC_EVChargeParameterType(r):
                     el = 'EVEnergyRequest'
                     el = 'EVEnergyRequest/Multiplier'
                     _c124_Multiplier = ((x >> 10) & 7) + -3
-                    if _c124_Multiplier > 3: raise DecodeError(f'value {_c124_Multiplier} above maximum 3', r.at(p))
+                    if _c124_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c124_Multiplier, r.at(p))
                     el = 'EVEnergyRequest/Unit'
                     _c124_Unit = ((x >> 4) & 7)
-                    if _c124_Unit >= 7: raise DecodeError(f'enumeration index {_c124_Unit} out of range (7 values)', r.at(p))
-                    _c124_Unit = _E0[_c124_Unit]
+                    if _c124_Unit >= 7: _c124_Unit = r.enum_index('PhysicalValueType/Unit', _c124_Unit, 7, r.at(p))
+                    else: _c124_Unit = _E0[_c124_Unit]
                     el = 'EVEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6885,7 +6885,7 @@ def _d_DC_EVChargeParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c124_Multiplier, _c124_Unit, _c124_Value)
                     s = 7
                 elif ec == 1:
@@ -6895,7 +6895,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
+                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
                     s = 8
                 elif ec == 2:
                     p += 9
@@ -6904,7 +6904,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
+                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
                     s = 9
                 elif ec == 3:
                     pass
@@ -6922,7 +6922,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
+                    if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(p))
                     s = 8
                 elif ec == 1:
                     p += 9
@@ -6931,7 +6931,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
+                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
                     s = 9
                 elif ec == 2:
                     pass
@@ -6949,7 +6949,7 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
+                    if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(p))
                     s = 9
                 elif ec == 1:
                     pass
@@ -7382,11 +7382,11 @@ def _d_DC_EVPowerDeliveryParameterType(r):
                 _c134_EVReady = ((x >> 19) & 1) == 1
                 el = 'DC_EVStatus/EVErrorCode'
                 _c134_EVErrorCode = ((x >> 12) & 15)
-                if _c134_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c134_EVErrorCode} out of range (12 values)', r.at(p))
-                _c134_EVErrorCode = _E8[_c134_EVErrorCode]
+                if _c134_EVErrorCode >= 12: _c134_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c134_EVErrorCode, 12, r.at(p))
+                else: _c134_EVErrorCode = _E8[_c134_EVErrorCode]
                 el = 'DC_EVStatus/EVRESSSOC'
                 _c134_EVRESSSOC = ((x >> 2) & 127)
-                if _c134_EVRESSSOC > 100: raise DecodeError(f'value {_c134_EVRESSSOC} above maximum 100', r.at(p))
+                if _c134_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c134_EVRESSSOC, r.at(p))
                 f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c134_EVReady, _c134_EVErrorCode, _c134_EVRESSSOC)
                 s = 1
             if s == 1:
@@ -7525,11 +7525,11 @@ def _d_DC_EVSEChargeParameterType(r):
                 el = 'EVSEMaximumCurrentLimit'
                 el = 'EVSEMaximumCurrentLimit/Multiplier'
                 _c136_Multiplier = ((x >> 10) & 7) + -3
-                if _c136_Multiplier > 3: raise DecodeError(f'value {_c136_Multiplier} above maximum 3', r.at(p))
+                if _c136_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c136_Multiplier, r.at(p))
                 el = 'EVSEMaximumCurrentLimit/Unit'
                 _c136_Unit = ((x >> 4) & 7)
-                if _c136_Unit >= 7: raise DecodeError(f'enumeration index {_c136_Unit} out of range (7 values)', r.at(p))
-                _c136_Unit = _E0[_c136_Unit]
+                if _c136_Unit >= 7: _c136_Unit = r.enum_index('PhysicalValueType/Unit', _c136_Unit, 7, r.at(p))
+                else: _c136_Unit = _E0[_c136_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7545,16 +7545,16 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c136_Value = -_c136_Value - 1
-                if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', r.at(p))
+                if _c136_Value < -32768 or _c136_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c136_Value, r.at(p))
                 f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c136_Multiplier, _c136_Unit, _c136_Value)
                 el = 'EVSEMaximumPowerLimit'
                 el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c137_Multiplier = ((x >> 10) & 7) + -3
-                if _c137_Multiplier > 3: raise DecodeError(f'value {_c137_Multiplier} above maximum 3', r.at(p))
+                if _c137_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c137_Multiplier, r.at(p))
                 el = 'EVSEMaximumPowerLimit/Unit'
                 _c137_Unit = ((x >> 4) & 7)
-                if _c137_Unit >= 7: raise DecodeError(f'enumeration index {_c137_Unit} out of range (7 values)', r.at(p))
-                _c137_Unit = _E0[_c137_Unit]
+                if _c137_Unit >= 7: _c137_Unit = r.enum_index('PhysicalValueType/Unit', _c137_Unit, 7, r.at(p))
+                else: _c137_Unit = _E0[_c137_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7570,16 +7570,16 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c137_Value = -_c137_Value - 1
-                if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', r.at(p))
+                if _c137_Value < -32768 or _c137_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c137_Value, r.at(p))
                 f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c137_Multiplier, _c137_Unit, _c137_Value)
                 el = 'EVSEMaximumVoltageLimit'
                 el = 'EVSEMaximumVoltageLimit/Multiplier'
                 _c138_Multiplier = ((x >> 10) & 7) + -3
-                if _c138_Multiplier > 3: raise DecodeError(f'value {_c138_Multiplier} above maximum 3', r.at(p))
+                if _c138_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c138_Multiplier, r.at(p))
                 el = 'EVSEMaximumVoltageLimit/Unit'
                 _c138_Unit = ((x >> 4) & 7)
-                if _c138_Unit >= 7: raise DecodeError(f'enumeration index {_c138_Unit} out of range (7 values)', r.at(p))
-                _c138_Unit = _E0[_c138_Unit]
+                if _c138_Unit >= 7: _c138_Unit = r.enum_index('PhysicalValueType/Unit', _c138_Unit, 7, r.at(p))
+                else: _c138_Unit = _E0[_c138_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7595,16 +7595,16 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c138_Value = -_c138_Value - 1
-                if _c138_Value < -32768 or _c138_Value > 32767: raise DecodeError(f'value {_c138_Value} outside [-32768, 32767]', r.at(p))
+                if _c138_Value < -32768 or _c138_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c138_Value, r.at(p))
                 f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c138_Multiplier, _c138_Unit, _c138_Value)
                 el = 'EVSEMinimumCurrentLimit'
                 el = 'EVSEMinimumCurrentLimit/Multiplier'
                 _c139_Multiplier = ((x >> 10) & 7) + -3
-                if _c139_Multiplier > 3: raise DecodeError(f'value {_c139_Multiplier} above maximum 3', r.at(p))
+                if _c139_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c139_Multiplier, r.at(p))
                 el = 'EVSEMinimumCurrentLimit/Unit'
                 _c139_Unit = ((x >> 4) & 7)
-                if _c139_Unit >= 7: raise DecodeError(f'enumeration index {_c139_Unit} out of range (7 values)', r.at(p))
-                _c139_Unit = _E0[_c139_Unit]
+                if _c139_Unit >= 7: _c139_Unit = r.enum_index('PhysicalValueType/Unit', _c139_Unit, 7, r.at(p))
+                else: _c139_Unit = _E0[_c139_Unit]
                 el = 'EVSEMinimumCurrentLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7620,16 +7620,16 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c139_Value = -_c139_Value - 1
-                if _c139_Value < -32768 or _c139_Value > 32767: raise DecodeError(f'value {_c139_Value} outside [-32768, 32767]', r.at(p))
+                if _c139_Value < -32768 or _c139_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c139_Value, r.at(p))
                 f_EVSEMinimumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c139_Multiplier, _c139_Unit, _c139_Value)
                 el = 'EVSEMinimumVoltageLimit'
                 el = 'EVSEMinimumVoltageLimit/Multiplier'
                 _c140_Multiplier = ((x >> 10) & 7) + -3
-                if _c140_Multiplier > 3: raise DecodeError(f'value {_c140_Multiplier} above maximum 3', r.at(p))
+                if _c140_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c140_Multiplier, r.at(p))
                 el = 'EVSEMinimumVoltageLimit/Unit'
                 _c140_Unit = ((x >> 4) & 7)
-                if _c140_Unit >= 7: raise DecodeError(f'enumeration index {_c140_Unit} out of range (7 values)', r.at(p))
-                _c140_Unit = _E0[_c140_Unit]
+                if _c140_Unit >= 7: _c140_Unit = r.enum_index('PhysicalValueType/Unit', _c140_Unit, 7, r.at(p))
+                else: _c140_Unit = _E0[_c140_Unit]
                 el = 'EVSEMinimumVoltageLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7645,7 +7645,7 @@ def _d_DC_EVSEChargeParameterType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c140_Value = -_c140_Value - 1
-                if _c140_Value < -32768 or _c140_Value > 32767: raise DecodeError(f'value {_c140_Value} outside [-32768, 32767]', r.at(p))
+                if _c140_Value < -32768 or _c140_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c140_Value, r.at(p))
                 f_EVSEMinimumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c140_Multiplier, _c140_Unit, _c140_Value)
                 s = 6
             if s == 6:
@@ -7660,11 +7660,11 @@ def _d_DC_EVSEChargeParameterType(r):
                     el = 'EVSECurrentRegulationTolerance'
                     el = 'EVSECurrentRegulationTolerance/Multiplier'
                     _c141_Multiplier = ((x >> 10) & 7) + -3
-                    if _c141_Multiplier > 3: raise DecodeError(f'value {_c141_Multiplier} above maximum 3', r.at(p))
+                    if _c141_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c141_Multiplier, r.at(p))
                     el = 'EVSECurrentRegulationTolerance/Unit'
                     _c141_Unit = ((x >> 4) & 7)
-                    if _c141_Unit >= 7: raise DecodeError(f'enumeration index {_c141_Unit} out of range (7 values)', r.at(p))
-                    _c141_Unit = _E0[_c141_Unit]
+                    if _c141_Unit >= 7: _c141_Unit = r.enum_index('PhysicalValueType/Unit', _c141_Unit, 7, r.at(p))
+                    else: _c141_Unit = _E0[_c141_Unit]
                     el = 'EVSECurrentRegulationTolerance/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7680,16 +7680,16 @@ def _d_DC_EVSEChargeParameterType(r):
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                     if _neg: _c141_Value = -_c141_Value - 1
-                    if _c141_Value < -32768 or _c141_Value > 32767: raise DecodeError(f'value {_c141_Value} outside [-32768, 32767]', r.at(p))
+                    if _c141_Value < -32768 or _c141_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c141_Value, r.at(p))
                     f_EVSECurrentRegulationTolerance = iso2_msgdatatypes.PhysicalValueType(_c141_Multiplier, _c141_Unit, _c141_Value)
                     el = 'EVSEPeakCurrentRipple'
                     el = 'EVSEPeakCurrentRipple/Multiplier'
                     _c142_Multiplier = ((x >> 10) & 7) + -3
-                    if _c142_Multiplier > 3: raise DecodeError(f'value {_c142_Multiplier} above maximum 3', r.at(p))
+                    if _c142_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c142_Multiplier, r.at(p))
                     el = 'EVSEPeakCurrentRipple/Unit'
                     _c142_Unit = ((x >> 4) & 7)
-                    if _c142_Unit >= 7: raise DecodeError(f'enumeration index {_c142_Unit} out of range (7 values)', r.at(p))
-                    _c142_Unit = _E0[_c142_Unit]
+                    if _c142_Unit >= 7: _c142_Unit = r.enum_index('PhysicalValueType/Unit', _c142_Unit, 7, r.at(p))
+                    else: _c142_Unit = _E0[_c142_Unit]
                     el = 'EVSEPeakCurrentRipple/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7705,7 +7705,7 @@ def _d_DC_EVSEChargeParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
                     if _neg: _c142_Value = -_c142_Value - 1
-                    if _c142_Value < -32768 or _c142_Value > 32767: raise DecodeError(f'value {_c142_Value} outside [-32768, 32767]', r.at(p))
+                    if _c142_Value < -32768 or _c142_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c142_Value, r.at(p))
                     f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c142_Multiplier, _c142_Unit, _c142_Value)
                     s = 8
                 elif ec == 1:
@@ -7716,11 +7716,11 @@ def _d_DC_EVSEChargeParameterType(r):
                     el = 'EVSEPeakCurrentRipple'
                     el = 'EVSEPeakCurrentRipple/Multiplier'
                     _c143_Multiplier = ((x >> 10) & 7) + -3
-                    if _c143_Multiplier > 3: raise DecodeError(f'value {_c143_Multiplier} above maximum 3', r.at(p))
+                    if _c143_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c143_Multiplier, r.at(p))
                     el = 'EVSEPeakCurrentRipple/Unit'
                     _c143_Unit = ((x >> 4) & 7)
-                    if _c143_Unit >= 7: raise DecodeError(f'enumeration index {_c143_Unit} out of range (7 values)', r.at(p))
-                    _c143_Unit = _E0[_c143_Unit]
+                    if _c143_Unit >= 7: _c143_Unit = r.enum_index('PhysicalValueType/Unit', _c143_Unit, 7, r.at(p))
+                    else: _c143_Unit = _E0[_c143_Unit]
                     el = 'EVSEPeakCurrentRipple/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7736,7 +7736,7 @@ def _d_DC_EVSEChargeParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
                     if _neg: _c143_Value = -_c143_Value - 1
-                    if _c143_Value < -32768 or _c143_Value > 32767: raise DecodeError(f'value {_c143_Value} outside [-32768, 32767]', r.at(p))
+                    if _c143_Value < -32768 or _c143_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c143_Value, r.at(p))
                     f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c143_Multiplier, _c143_Unit, _c143_Value)
                     s = 8
                 else:
@@ -7753,11 +7753,11 @@ def _d_DC_EVSEChargeParameterType(r):
                     el = 'EVSEEnergyToBeDelivered'
                     el = 'EVSEEnergyToBeDelivered/Multiplier'
                     _c144_Multiplier = ((x >> 10) & 7) + -3
-                    if _c144_Multiplier > 3: raise DecodeError(f'value {_c144_Multiplier} above maximum 3', r.at(p))
+                    if _c144_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c144_Multiplier, r.at(p))
                     el = 'EVSEEnergyToBeDelivered/Unit'
                     _c144_Unit = ((x >> 4) & 7)
-                    if _c144_Unit >= 7: raise DecodeError(f'enumeration index {_c144_Unit} out of range (7 values)', r.at(p))
-                    _c144_Unit = _E0[_c144_Unit]
+                    if _c144_Unit >= 7: _c144_Unit = r.enum_index('PhysicalValueType/Unit', _c144_Unit, 7, r.at(p))
+                    else: _c144_Unit = _E0[_c144_Unit]
                     el = 'EVSEEnergyToBeDelivered/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7773,7 +7773,7 @@ def _d_DC_EVSEChargeParameterType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('DC_EVSEChargeParameterType', p)
                     if _neg: _c144_Value = -_c144_Value - 1
-                    if _c144_Value < -32768 or _c144_Value > 32767: raise DecodeError(f'value {_c144_Value} outside [-32768, 32767]', r.at(p))
+                    if _c144_Value < -32768 or _c144_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c144_Value, r.at(p))
                     f_EVSEEnergyToBeDelivered = iso2_msgdatatypes.PhysicalValueType(_c144_Multiplier, _c144_Unit, _c144_Value)
                     s = -1
                 elif ec == 1:
@@ -16870,7 +16870,7 @@ def _d_MeteringReceiptReqType(r):
                     else:
                         r.pos = p
                         f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                        if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -16888,7 +16888,7 @@ def _d_MeteringReceiptReqType(r):
                     else:
                         r.pos = p
                         f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                        if len(f_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -16907,7 +16907,7 @@ def _d_MeteringReceiptReqType(r):
                     if x & 1027: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SAScheduleTupleID'
                     f_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                    if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
+                    if f_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
@@ -17036,8 +17036,8 @@ def _d_MeteringReceiptResType(r):
                 if x & 193: raise r.deviation('MeteringReceiptResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 s = 1
             if s == 1:
                 p += 2
@@ -17062,11 +17062,11 @@ def _d_MeteringReceiptResType(r):
                     if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('MeteringReceiptResType', p)
-                    if _c186_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c186_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c186_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c186_NotificationMaxDelay, r.at(p))
                     el = 'AC_EVSEStatus/EVSENotification'
                     _c186_EVSENotification = ((x >> 6) & 3)
-                    if _c186_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c186_EVSENotification} out of range (3 values)', r.at(p))
-                    _c186_EVSENotification = _E2[_c186_EVSENotification]
+                    if _c186_EVSENotification >= 3: _c186_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c186_EVSENotification, 3, r.at(p))
+                    else: _c186_EVSENotification = _E2[_c186_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
                     _c186_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c186_NotificationMaxDelay, _c186_EVSENotification, _c186_RCD)
@@ -17096,11 +17096,11 @@ def _d_MeteringReceiptResType(r):
                     if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 115: raise r.deviation('MeteringReceiptResType', p)
-                    if _c187_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c187_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c187_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c187_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c187_EVSENotification = ((x >> 2) & 3)
-                    if _c187_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c187_EVSENotification} out of range (3 values)', r.at(p))
-                    _c187_EVSENotification = _E2[_c187_EVSENotification]
+                    if _c187_EVSENotification >= 3: _c187_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c187_EVSENotification, 3, r.at(p))
+                    else: _c187_EVSENotification = _E2[_c187_EVSENotification]
                     f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c187_NotificationMaxDelay, _c187_EVSENotification)
                     s = 2
                 else:
@@ -17536,11 +17536,11 @@ def _d_PMaxScheduleEntryType(r):
                 el = 'PMax'
                 el = 'PMax/Multiplier'
                 _c193_Multiplier = ((x >> 10) & 7) + -3
-                if _c193_Multiplier > 3: raise DecodeError(f'value {_c193_Multiplier} above maximum 3', r.at(p))
+                if _c193_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c193_Multiplier, r.at(p))
                 el = 'PMax/Unit'
                 _c193_Unit = ((x >> 4) & 7)
-                if _c193_Unit >= 7: raise DecodeError(f'enumeration index {_c193_Unit} out of range (7 values)', r.at(p))
-                _c193_Unit = _E0[_c193_Unit]
+                if _c193_Unit >= 7: _c193_Unit = r.enum_index('PhysicalValueType/Unit', _c193_Unit, 7, r.at(p))
+                else: _c193_Unit = _E0[_c193_Unit]
                 el = 'PMax/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -17556,7 +17556,7 @@ def _d_PMaxScheduleEntryType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('PMaxScheduleEntryType', p)
                 if _neg: _c193_Value = -_c193_Value - 1
-                if _c193_Value < -32768 or _c193_Value > 32767: raise DecodeError(f'value {_c193_Value} outside [-32768, 32767]', r.at(p))
+                if _c193_Value < -32768 or _c193_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c193_Value, r.at(p))
                 f_PMax = iso2_msgdatatypes.PhysicalValueType(_c193_Multiplier, _c193_Unit, _c193_Value)
                 s = -1
         r.pos = p
@@ -17648,7 +17648,7 @@ def _d_PaymentDetailsReqType(r):
         el = 'eMAID'
         r.pos = p
         f_eMAID = r.string(20)
-        if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.at(r.pos))
+        if len(f_eMAID) < 14 or len(f_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', f_eMAID, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
@@ -17719,12 +17719,12 @@ def _d_PaymentDetailsResType(r):
         if x & 775: raise r.deviation('PaymentDetailsResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 3) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         el = 'GenChallenge'
         r.pos = p
         f_GenChallenge = r.binary()
-        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.at(r.pos))
+        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 4
         if p > E: V, E, p = r.slide(p, 4)
@@ -17745,7 +17745,7 @@ def _d_PaymentDetailsResType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('PaymentDetailsResType', p)
         if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
-        if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {f_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+        if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17987,7 +17987,7 @@ def _d_SelectedServiceType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+                if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -18013,7 +18013,7 @@ def _d_SelectedServiceType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SelectedServiceType', p)
                     if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.at(p))
+                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -18089,8 +18089,8 @@ def _d_PaymentServiceSelectionResType(r):
         if x & 387: raise r.deviation('PaymentServiceSelectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -18139,11 +18139,11 @@ def _d_PowerDeliveryReqType(r):
                 if x & 52737: raise r.deviation('PowerDeliveryReqType', p)
                 el = 'ChargeProgress'
                 f_ChargeProgress = ((x >> 12) & 3)
-                if f_ChargeProgress >= 3: raise DecodeError(f'enumeration index {f_ChargeProgress} out of range (3 values)', r.at(p))
-                f_ChargeProgress = _E18[f_ChargeProgress]
+                if f_ChargeProgress >= 3: f_ChargeProgress = r.enum_index('PowerDeliveryReqType/ChargeProgress', f_ChargeProgress, 3, r.at(p))
+                else: f_ChargeProgress = _E18[f_ChargeProgress]
                 el = 'SAScheduleTupleID'
                 f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
+                if f_SAScheduleTupleID > 255: r.facet('PowerDeliveryReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
                 s = 2
             if s == 2:
                 p += 3
@@ -18434,15 +18434,15 @@ def _d_ProfileEntryType(r):
                 if p > E: V, E, p = r.slide(p, 17)
                 x = (V >> (E - p)) & 131071
                 if x & 123790: raise r.deviation('ProfileEntryType', p)
-                if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
+                if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(p))
                 el = 'ChargingProfileEntryMaxPower'
                 el = 'ChargingProfileEntryMaxPower/Multiplier'
                 _c204_Multiplier = ((x >> 10) & 7) + -3
-                if _c204_Multiplier > 3: raise DecodeError(f'value {_c204_Multiplier} above maximum 3', r.at(p))
+                if _c204_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c204_Multiplier, r.at(p))
                 el = 'ChargingProfileEntryMaxPower/Unit'
                 _c204_Unit = ((x >> 4) & 7)
-                if _c204_Unit >= 7: raise DecodeError(f'enumeration index {_c204_Unit} out of range (7 values)', r.at(p))
-                _c204_Unit = _E0[_c204_Unit]
+                if _c204_Unit >= 7: _c204_Unit = r.enum_index('PhysicalValueType/Unit', _c204_Unit, 7, r.at(p))
+                else: _c204_Unit = _E0[_c204_Unit]
                 el = 'ChargingProfileEntryMaxPower/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18458,7 +18458,7 @@ def _d_ProfileEntryType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ProfileEntryType', p)
                 if _neg: _c204_Value = -_c204_Value - 1
-                if _c204_Value < -32768 or _c204_Value > 32767: raise DecodeError(f'value {_c204_Value} outside [-32768, 32767]', r.at(p))
+                if _c204_Value < -32768 or _c204_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c204_Value, r.at(p))
                 f_ChargingProfileEntryMaxPower = iso2_msgdatatypes.PhysicalValueType(_c204_Multiplier, _c204_Unit, _c204_Value)
                 s = 2
             if s == 2:
@@ -18472,7 +18472,7 @@ def _d_ProfileEntryType(r):
                     if x & 19: raise r.deviation('ProfileEntryType', p)
                     el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
                     f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                    if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: raise DecodeError(f'value {f_ChargingProfileEntryMaxNumberOfPhasesInUse} above maximum 3', r.at(p))
+                    if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', f_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -18575,8 +18575,8 @@ def _d_PowerDeliveryResType(r):
                 if x & 193: raise r.deviation('PowerDeliveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 s = 1
             if s == 1:
                 p += 2
@@ -18601,11 +18601,11 @@ def _d_PowerDeliveryResType(r):
                     if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('PowerDeliveryResType', p)
-                    if _c206_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c206_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c206_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c206_NotificationMaxDelay, r.at(p))
                     el = 'AC_EVSEStatus/EVSENotification'
                     _c206_EVSENotification = ((x >> 6) & 3)
-                    if _c206_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c206_EVSENotification} out of range (3 values)', r.at(p))
-                    _c206_EVSENotification = _E2[_c206_EVSENotification]
+                    if _c206_EVSENotification >= 3: _c206_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c206_EVSENotification, 3, r.at(p))
+                    else: _c206_EVSENotification = _E2[_c206_EVSENotification]
                     el = 'AC_EVSEStatus/RCD'
                     _c206_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c206_NotificationMaxDelay, _c206_EVSENotification, _c206_RCD)
@@ -18635,11 +18635,11 @@ def _d_PowerDeliveryResType(r):
                     if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 115: raise r.deviation('PowerDeliveryResType', p)
-                    if _c207_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c207_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c207_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c207_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c207_EVSENotification = ((x >> 2) & 3)
-                    if _c207_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c207_EVSENotification} out of range (3 values)', r.at(p))
-                    _c207_EVSENotification = _E2[_c207_EVSENotification]
+                    if _c207_EVSENotification >= 3: _c207_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c207_EVSENotification, 3, r.at(p))
+                    else: _c207_EVSENotification = _E2[_c207_EVSENotification]
                     f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c207_NotificationMaxDelay, _c207_EVSENotification)
                     s = 2
                 else:
@@ -18770,20 +18770,20 @@ def _d_PreChargeReqType(r):
         _c211_EVReady = ((x >> 35) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
         _c211_EVErrorCode = ((x >> 28) & 15)
-        if _c211_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c211_EVErrorCode} out of range (12 values)', r.at(p))
-        _c211_EVErrorCode = _E8[_c211_EVErrorCode]
+        if _c211_EVErrorCode >= 12: _c211_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c211_EVErrorCode, 12, r.at(p))
+        else: _c211_EVErrorCode = _E8[_c211_EVErrorCode]
         el = 'DC_EVStatus/EVRESSSOC'
         _c211_EVRESSSOC = ((x >> 18) & 127)
-        if _c211_EVRESSSOC > 100: raise DecodeError(f'value {_c211_EVRESSSOC} above maximum 100', r.at(p))
+        if _c211_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c211_EVRESSSOC, r.at(p))
         f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c211_EVReady, _c211_EVErrorCode, _c211_EVRESSSOC)
         el = 'EVTargetVoltage'
         el = 'EVTargetVoltage/Multiplier'
         _c212_Multiplier = ((x >> 10) & 7) + -3
-        if _c212_Multiplier > 3: raise DecodeError(f'value {_c212_Multiplier} above maximum 3', r.at(p))
+        if _c212_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c212_Multiplier, r.at(p))
         el = 'EVTargetVoltage/Unit'
         _c212_Unit = ((x >> 4) & 7)
-        if _c212_Unit >= 7: raise DecodeError(f'enumeration index {_c212_Unit} out of range (7 values)', r.at(p))
-        _c212_Unit = _E0[_c212_Unit]
+        if _c212_Unit >= 7: _c212_Unit = r.enum_index('PhysicalValueType/Unit', _c212_Unit, 7, r.at(p))
+        else: _c212_Unit = _E0[_c212_Unit]
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18799,16 +18799,16 @@ def _d_PreChargeReqType(r):
         x = (V >> (E - p)) & 262143
         if x & 254862: raise r.deviation('PreChargeReqType', p)
         if _neg: _c212_Value = -_c212_Value - 1
-        if _c212_Value < -32768 or _c212_Value > 32767: raise DecodeError(f'value {_c212_Value} outside [-32768, 32767]', r.at(p))
+        if _c212_Value < -32768 or _c212_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c212_Value, r.at(p))
         f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c212_Multiplier, _c212_Unit, _c212_Value)
         el = 'EVTargetCurrent'
         el = 'EVTargetCurrent/Multiplier'
         _c213_Multiplier = ((x >> 10) & 7) + -3
-        if _c213_Multiplier > 3: raise DecodeError(f'value {_c213_Multiplier} above maximum 3', r.at(p))
+        if _c213_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c213_Multiplier, r.at(p))
         el = 'EVTargetCurrent/Unit'
         _c213_Unit = ((x >> 4) & 7)
-        if _c213_Unit >= 7: raise DecodeError(f'enumeration index {_c213_Unit} out of range (7 values)', r.at(p))
-        _c213_Unit = _E0[_c213_Unit]
+        if _c213_Unit >= 7: _c213_Unit = r.enum_index('PhysicalValueType/Unit', _c213_Unit, 7, r.at(p))
+        else: _c213_Unit = _E0[_c213_Unit]
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18824,7 +18824,7 @@ def _d_PreChargeReqType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('PreChargeReqType', p)
         if _neg: _c213_Value = -_c213_Value - 1
-        if _c213_Value < -32768 or _c213_Value > 32767: raise DecodeError(f'value {_c213_Value} outside [-32768, 32767]', r.at(p))
+        if _c213_Value < -32768 or _c213_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c213_Value, r.at(p))
         f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c213_Multiplier, _c213_Unit, _c213_Value)
         r.pos = p
     except Exception as e:
@@ -18938,8 +18938,8 @@ def _d_PreChargeResType(r):
         if x & 387: raise r.deviation('PreChargeResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -18951,11 +18951,11 @@ def _d_PreChargeResType(r):
         el = 'EVSEPresentVoltage'
         el = 'EVSEPresentVoltage/Multiplier'
         _c217_Multiplier = ((x >> 10) & 7) + -3
-        if _c217_Multiplier > 3: raise DecodeError(f'value {_c217_Multiplier} above maximum 3', r.at(p))
+        if _c217_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c217_Multiplier, r.at(p))
         el = 'EVSEPresentVoltage/Unit'
         _c217_Unit = ((x >> 4) & 7)
-        if _c217_Unit >= 7: raise DecodeError(f'enumeration index {_c217_Unit} out of range (7 values)', r.at(p))
-        _c217_Unit = _E0[_c217_Unit]
+        if _c217_Unit >= 7: _c217_Unit = r.enum_index('PhysicalValueType/Unit', _c217_Unit, 7, r.at(p))
+        else: _c217_Unit = _E0[_c217_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18971,7 +18971,7 @@ def _d_PreChargeResType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('PreChargeResType', p)
         if _neg: _c217_Value = -_c217_Value - 1
-        if _c217_Value < -32768 or _c217_Value > 32767: raise DecodeError(f'value {_c217_Value} outside [-32768, 32767]', r.at(p))
+        if _c217_Value < -32768 or _c217_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c217_Value, r.at(p))
         f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c217_Multiplier, _c217_Unit, _c217_Value)
         r.pos = p
     except Exception as e:
@@ -19064,7 +19064,7 @@ def _d_RelativeTimeIntervalType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                if f_start > 16777214: raise DecodeError(f'value {f_start} outside [0, 16777214]', r.at(p))
+                if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -19087,7 +19087,7 @@ def _d_RelativeTimeIntervalType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if f_duration > 86400: raise DecodeError(f'value {f_duration} outside [0, 86400]', r.at(p))
+                    if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -19288,7 +19288,7 @@ def _d_SAScheduleTupleType(r):
                 if x & 3075: raise r.deviation('SAScheduleTupleType', p)
                 el = 'SAScheduleTupleID'
                 f_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
+                if f_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(p))
                 el = 'PMaxSchedule'
                 r.pos = p
                 f_PMaxSchedule = _d_PMaxScheduleType(r)
@@ -19503,7 +19503,7 @@ def _d_SalesTariffType(r):
                     if x & 1537: raise r.deviation('SalesTariffType', p)
                     el = 'SalesTariffID'
                     f_SalesTariffID = ((x >> 1) & 255) + 1
-                    if f_SalesTariffID > 255: raise DecodeError(f'value {f_SalesTariffID} above maximum 255', r.at(p))
+                    if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 10
@@ -19512,7 +19512,7 @@ def _d_SalesTariffType(r):
                     if x & 513: raise r.deviation('SalesTariffType', p)
                     el = 'SalesTariffID'
                     f_SalesTariffID = ((x >> 1) & 255) + 1
-                    if f_SalesTariffID > 255: raise DecodeError(f'value {f_SalesTariffID} above maximum 255', r.at(p))
+                    if f_SalesTariffID > 255: r.facet('SalesTariffType/SalesTariffID', 'maxInclusive 255', f_SalesTariffID, r.at(p))
                     s = 2
                 else:
                     raise r.deviation('SalesTariffType', p)
@@ -19532,7 +19532,7 @@ def _d_SalesTariffType(r):
                     else:
                         r.pos = p
                         f_SalesTariffDescription = r.string(83)
-                        if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.at(r.pos))
+                        if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -19995,11 +19995,11 @@ def _d_ConsumptionCostType(r):
                 el = 'startValue'
                 el = 'startValue/Multiplier'
                 _c222_Multiplier = ((x >> 10) & 7) + -3
-                if _c222_Multiplier > 3: raise DecodeError(f'value {_c222_Multiplier} above maximum 3', r.at(p))
+                if _c222_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c222_Multiplier, r.at(p))
                 el = 'startValue/Unit'
                 _c222_Unit = ((x >> 4) & 7)
-                if _c222_Unit >= 7: raise DecodeError(f'enumeration index {_c222_Unit} out of range (7 values)', r.at(p))
-                _c222_Unit = _E0[_c222_Unit]
+                if _c222_Unit >= 7: _c222_Unit = r.enum_index('PhysicalValueType/Unit', _c222_Unit, 7, r.at(p))
+                else: _c222_Unit = _E0[_c222_Unit]
                 el = 'startValue/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -20015,7 +20015,7 @@ def _d_ConsumptionCostType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('ConsumptionCostType', p)
                 if _neg: _c222_Value = -_c222_Value - 1
-                if _c222_Value < -32768 or _c222_Value > 32767: raise DecodeError(f'value {_c222_Value} outside [-32768, 32767]', r.at(p))
+                if _c222_Value < -32768 or _c222_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c222_Value, r.at(p))
                 f_startValue = iso2_msgdatatypes.PhysicalValueType(_c222_Multiplier, _c222_Unit, _c222_Value)
                 el = 'Cost'
                 r.pos = p
@@ -20170,8 +20170,8 @@ def _d_CostType(r):
                 if x & 103: raise r.deviation('CostType', p)
                 el = 'costKind'
                 f_costKind = ((x >> 3) & 3)
-                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', r.at(p))
-                f_costKind = _E20[f_costKind]
+                if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
+                else: f_costKind = _E20[f_costKind]
                 el = 'amount'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -20184,7 +20184,7 @@ def _d_CostType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', r.at(p))
+                if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -20197,7 +20197,7 @@ def _d_CostType(r):
                     if x & 35: raise r.deviation('CostType', p)
                     el = 'amountMultiplier'
                     f_amountMultiplier = ((x >> 2) & 7) + -3
-                    if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', r.at(p))
+                    if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -20284,7 +20284,7 @@ def _d_ServiceDetailReqType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ServiceDetailReqType', p)
-        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -20335,8 +20335,8 @@ def _d_ServiceDetailResType(r):
                 if x & 775: raise r.deviation('ServiceDetailResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'ServiceID'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -20349,7 +20349,7 @@ def _d_ServiceDetailResType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+                if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -20566,7 +20566,7 @@ def _d_ParameterSetType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ParameterSetType', p)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.at(p))
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
                 el = 'Parameter'
                 r.pos = p
                 _v = _d_ParameterType(r)
@@ -20740,7 +20740,7 @@ def _d_ParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_shortValue = -f_shortValue - 1
-                    if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', r.at(p))
+                    if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
                     s = -1
                 elif ec == 3:
                     p += 2
@@ -20762,7 +20762,7 @@ def _d_ParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_intValue = -f_intValue - 1
-                    if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', r.at(p))
+                    if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
                     s = -1
                 elif ec == 4:
                     p += 15
@@ -20772,11 +20772,11 @@ def _d_ParameterType(r):
                     el = 'physicalValue'
                     el = 'physicalValue/Multiplier'
                     _c226_Multiplier = ((x >> 10) & 7) + -3
-                    if _c226_Multiplier > 3: raise DecodeError(f'value {_c226_Multiplier} above maximum 3', r.at(p))
+                    if _c226_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c226_Multiplier, r.at(p))
                     el = 'physicalValue/Unit'
                     _c226_Unit = ((x >> 4) & 7)
-                    if _c226_Unit >= 7: raise DecodeError(f'enumeration index {_c226_Unit} out of range (7 values)', r.at(p))
-                    _c226_Unit = _E0[_c226_Unit]
+                    if _c226_Unit >= 7: _c226_Unit = r.enum_index('PhysicalValueType/Unit', _c226_Unit, 7, r.at(p))
+                    else: _c226_Unit = _E0[_c226_Unit]
                     el = 'physicalValue/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -20792,7 +20792,7 @@ def _d_ParameterType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ParameterType', p)
                     if _neg: _c226_Value = -_c226_Value - 1
-                    if _c226_Value < -32768 or _c226_Value > 32767: raise DecodeError(f'value {_c226_Value} outside [-32768, 32767]', r.at(p))
+                    if _c226_Value < -32768 or _c226_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c226_Value, r.at(p))
                     f_physicalValue = iso2_msgdatatypes.PhysicalValueType(_c226_Multiplier, _c226_Unit, _c226_Value)
                     s = -1
                 elif ec == 5:
@@ -20974,7 +20974,7 @@ def _d_ServiceDiscoveryReqType(r):
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(96)
-                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.at(r.pos))
+                        if len(f_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21103,8 +21103,8 @@ def _d_ServiceDiscoveryResType(r):
                 if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'PaymentOptionList'
                 r.pos = p
                 f_PaymentOptionList = _d_PaymentOptionListType(r)
@@ -21321,7 +21321,7 @@ def _d_ChargeServiceType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+                if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -21339,7 +21339,7 @@ def _d_ChargeServiceType(r):
                     else:
                         r.pos = p
                         f_ServiceName = r.string(99)
-                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.at(r.pos))
+                        if len(f_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21377,7 +21377,7 @@ def _d_ChargeServiceType(r):
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(101)
-                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.at(r.pos))
+                        if len(f_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21554,7 +21554,7 @@ def _d_ServiceType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+                if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -21572,7 +21572,7 @@ def _d_ServiceType(r):
                     else:
                         r.pos = p
                         f_ServiceName = r.string(99)
-                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.at(r.pos))
+                        if len(f_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21610,7 +21610,7 @@ def _d_ServiceType(r):
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(101)
-                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.at(r.pos))
+                        if len(f_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21756,8 +21756,8 @@ def _d_SupportedEnergyTransferModeType(r):
                 if x & 49: raise r.deviation('SupportedEnergyTransferModeType', p)
                 el = 'EnergyTransferMode'
                 _v = ((x >> 1) & 7)
-                if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.at(p))
-                _v = _E14[_v]
+                if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(p))
+                else: _v = _E14[_v]
                 f_EnergyTransferMode.append(_v)
                 s = 1
             if s == 1:
@@ -21773,8 +21773,8 @@ def _d_SupportedEnergyTransferModeType(r):
                         if x & 17: raise r.deviation('SupportedEnergyTransferModeType', p)
                         el = 'EnergyTransferMode'
                         _v = ((x >> 1) & 7)
-                        if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.at(p))
-                        _v = _E14[_v]
+                        if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(p))
+                        else: _v = _E14[_v]
                         f_EnergyTransferMode.append(_v)
                         _k += 1
                         if _k == 5:
@@ -21978,7 +21978,7 @@ def _d_SessionSetupReqType(r):
         else:
             r.pos = p
             f_EVCCID = r.binary()
-            if len(f_EVCCID) > 6: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 6]', r.at(r.pos))
+            if len(f_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', f_EVCCID, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -22036,12 +22036,12 @@ def _d_SessionSetupResType(r):
                 if x & 775: raise r.deviation('SessionSetupResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'EVSEID'
                 r.pos = p
                 f_EVSEID = r.string(26)
-                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
@@ -22071,7 +22071,7 @@ def _d_SessionSetupResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SessionSetupResType', p)
                     if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
-                    if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {f_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -22196,8 +22196,8 @@ def _d_SessionStopResType(r):
         if x & 387: raise r.deviation('SessionStopResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -23406,7 +23406,7 @@ def _d_MessageHeaderType(r):
                 else:
                     r.pos = p
                     f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                    if len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -23552,8 +23552,8 @@ def _d_NotificationType(r):
                 if x & 25: raise r.deviation('NotificationType', p)
                 el = 'FaultCode'
                 f_FaultCode = ((x >> 1) & 3)
-                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', r.at(p))
-                f_FaultCode = _E26[f_FaultCode]
+                if f_FaultCode >= 3: f_FaultCode = r.enum_index('NotificationType/FaultCode', f_FaultCode, 3, r.at(p))
+                else: f_FaultCode = _E26[f_FaultCode]
                 s = 1
             if s == 1:
                 p += 2
@@ -23571,7 +23571,7 @@ def _d_NotificationType(r):
                     else:
                         r.pos = p
                         f_FaultMsg = r.string(115)
-                        if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.at(r.pos))
+                        if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -23699,12 +23699,12 @@ def _d_BodyType(r):
                     el = 'AuthorizationRes'
                     el = 'AuthorizationRes/ResponseCode'
                     _c243_ResponseCode = ((x >> 7) & 31)
-                    if _c243_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c243_ResponseCode} out of range (26 values)', r.at(p))
-                    _c243_ResponseCode = _E4[_c243_ResponseCode]
+                    if _c243_ResponseCode >= 26: _c243_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', _c243_ResponseCode, 26, r.at(p))
+                    else: _c243_ResponseCode = _E4[_c243_ResponseCode]
                     el = 'AuthorizationRes/EVSEProcessing'
                     _c243_EVSEProcessing = ((x >> 2) & 3)
-                    if _c243_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c243_EVSEProcessing} out of range (3 values)', r.at(p))
-                    _c243_EVSEProcessing = _E5[_c243_EVSEProcessing]
+                    if _c243_EVSEProcessing >= 3: _c243_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', _c243_EVSEProcessing, 3, r.at(p))
+                    else: _c243_EVSEProcessing = _E5[_c243_EVSEProcessing]
                     f_AuthorizationRes = iso2_msgbody.AuthorizationResType(_c243_ResponseCode, _c243_EVSEProcessing)
                     s = 1
                 elif ec == 2:
@@ -23725,11 +23725,11 @@ def _d_BodyType(r):
                     _c246_EVReady = ((x >> 20) & 1) == 1
                     el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
                     _c246_EVErrorCode = ((x >> 13) & 15)
-                    if _c246_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c246_EVErrorCode} out of range (12 values)', r.at(p))
-                    _c246_EVErrorCode = _E8[_c246_EVErrorCode]
+                    if _c246_EVErrorCode >= 12: _c246_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c246_EVErrorCode, 12, r.at(p))
+                    else: _c246_EVErrorCode = _E8[_c246_EVErrorCode]
                     el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
                     _c246_EVRESSSOC = ((x >> 3) & 127)
-                    if _c246_EVRESSSOC > 100: raise DecodeError(f'value {_c246_EVRESSSOC} above maximum 100', r.at(p))
+                    if _c246_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c246_EVRESSSOC, r.at(p))
                     _c245_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c246_EVReady, _c246_EVErrorCode, _c246_EVRESSSOC)
                     f_CableCheckReq = iso2_msgbody.CableCheckReqType(_c245_DC_EVStatus)
                     s = 1
@@ -23741,8 +23741,8 @@ def _d_BodyType(r):
                     el = 'CableCheckRes'
                     el = 'CableCheckRes/ResponseCode'
                     _c247_ResponseCode = ((x >> 2) & 31)
-                    if _c247_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c247_ResponseCode} out of range (26 values)', r.at(p))
-                    _c247_ResponseCode = _E4[_c247_ResponseCode]
+                    if _c247_ResponseCode >= 26: _c247_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c247_ResponseCode, 26, r.at(p))
+                    else: _c247_ResponseCode = _E4[_c247_ResponseCode]
                     el = 'CableCheckRes/DC_EVSEStatus'
                     r.pos = p
                     _c247_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -23753,8 +23753,8 @@ def _d_BodyType(r):
                     if x & 51: raise r.deviation('BodyType', p)
                     el = 'CableCheckRes/EVSEProcessing'
                     _c247_EVSEProcessing = ((x >> 2) & 3)
-                    if _c247_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c247_EVSEProcessing} out of range (3 values)', r.at(p))
-                    _c247_EVSEProcessing = _E5[_c247_EVSEProcessing]
+                    if _c247_EVSEProcessing >= 3: _c247_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c247_EVSEProcessing, 3, r.at(p))
+                    else: _c247_EVSEProcessing = _E5[_c247_EVSEProcessing]
                     f_CableCheckRes = iso2_msgbody.CableCheckResType(_c247_ResponseCode, _c247_DC_EVSEStatus, _c247_EVSEProcessing)
                     s = 1
                 elif ec == 5:
@@ -23780,7 +23780,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c248_OEMProvisioningCert = r.binary()
-                        if len(_c248_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(_c248_OEMProvisioningCert)} outside [0, 800]', r.at(r.pos))
+                        if len(_c248_OEMProvisioningCert) > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c248_OEMProvisioningCert, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -23805,8 +23805,8 @@ def _d_BodyType(r):
                     el = 'CertificateInstallationRes'
                     el = 'CertificateInstallationRes/ResponseCode'
                     _c249_ResponseCode = ((x >> 2) & 31)
-                    if _c249_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c249_ResponseCode} out of range (26 values)', r.at(p))
-                    _c249_ResponseCode = _E4[_c249_ResponseCode]
+                    if _c249_ResponseCode >= 26: _c249_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c249_ResponseCode, 26, r.at(p))
+                    else: _c249_ResponseCode = _E4[_c249_ResponseCode]
                     el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
                     r.pos = p
                     _c249_SAProvisioningCertificateChain = _d_CertificateChainType(r)
@@ -23867,7 +23867,7 @@ def _d_BodyType(r):
                     el = 'CertificateUpdateReq/eMAID'
                     r.pos = p
                     _c250_eMAID = r.string(20)
-                    if len(_c250_eMAID) < 14 or len(_c250_eMAID) > 15: raise DecodeError(f'length {len(_c250_eMAID)} outside [14, 15]', r.at(r.pos))
+                    if len(_c250_eMAID) < 14 or len(_c250_eMAID) > 15: r.facet('CertificateUpdateReqType/eMAID', 'length [14, 15]', _c250_eMAID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
@@ -23946,7 +23946,7 @@ def _d_BodyType(r):
                     el = 'PaymentDetailsReq/eMAID'
                     r.pos = p
                     _c252_eMAID = r.string(20)
-                    if len(_c252_eMAID) < 14 or len(_c252_eMAID) > 15: raise DecodeError(f'length {len(_c252_eMAID)} outside [14, 15]', r.at(r.pos))
+                    if len(_c252_eMAID) < 14 or len(_c252_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', _c252_eMAID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
@@ -23969,12 +23969,12 @@ def _d_BodyType(r):
                     el = 'PaymentDetailsRes'
                     el = 'PaymentDetailsRes/ResponseCode'
                     _c253_ResponseCode = ((x >> 3) & 31)
-                    if _c253_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c253_ResponseCode} out of range (26 values)', r.at(p))
-                    _c253_ResponseCode = _E4[_c253_ResponseCode]
+                    if _c253_ResponseCode >= 26: _c253_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c253_ResponseCode, 26, r.at(p))
+                    else: _c253_ResponseCode = _E4[_c253_ResponseCode]
                     el = 'PaymentDetailsRes/GenChallenge'
                     r.pos = p
                     _c253_GenChallenge = r.binary()
-                    if len(_c253_GenChallenge) < 16 or len(_c253_GenChallenge) > 16: raise DecodeError(f'length {len(_c253_GenChallenge)} outside [16, 16]', r.at(r.pos))
+                    if len(_c253_GenChallenge) < 16 or len(_c253_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c253_GenChallenge, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 4
                     if p > E: V, E, p = r.slide(p, 4)
@@ -23995,7 +23995,7 @@ def _d_BodyType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
                     if _neg: _c253_EVSETimeStamp = -_c253_EVSETimeStamp - 1
-                    if _c253_EVSETimeStamp < -9223372036854775808 or _c253_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {_c253_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+                    if _c253_EVSETimeStamp < -9223372036854775808 or _c253_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c253_EVSETimeStamp, r.at(p))
                     f_PaymentDetailsRes = iso2_msgbody.PaymentDetailsResType(_c253_ResponseCode, _c253_GenChallenge, _c253_EVSETimeStamp)
                     s = 1
                 elif ec == 19:
@@ -24023,8 +24023,8 @@ def _d_BodyType(r):
                     el = 'PaymentServiceSelectionRes'
                     el = 'PaymentServiceSelectionRes/ResponseCode'
                     _c255_ResponseCode = ((x >> 2) & 31)
-                    if _c255_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c255_ResponseCode} out of range (26 values)', r.at(p))
-                    _c255_ResponseCode = _E4[_c255_ResponseCode]
+                    if _c255_ResponseCode >= 26: _c255_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c255_ResponseCode, 26, r.at(p))
+                    else: _c255_ResponseCode = _E4[_c255_ResponseCode]
                     f_PaymentServiceSelectionRes = iso2_msgbody.PaymentServiceSelectionResType(_c255_ResponseCode)
                     s = 1
                 elif ec == 21:
@@ -24050,20 +24050,20 @@ def _d_BodyType(r):
                     _c257_EVReady = ((x >> 35) & 1) == 1
                     el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
                     _c257_EVErrorCode = ((x >> 28) & 15)
-                    if _c257_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c257_EVErrorCode} out of range (12 values)', r.at(p))
-                    _c257_EVErrorCode = _E8[_c257_EVErrorCode]
+                    if _c257_EVErrorCode >= 12: _c257_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c257_EVErrorCode, 12, r.at(p))
+                    else: _c257_EVErrorCode = _E8[_c257_EVErrorCode]
                     el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
                     _c257_EVRESSSOC = ((x >> 18) & 127)
-                    if _c257_EVRESSSOC > 100: raise DecodeError(f'value {_c257_EVRESSSOC} above maximum 100', r.at(p))
+                    if _c257_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c257_EVRESSSOC, r.at(p))
                     _c256_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c257_EVReady, _c257_EVErrorCode, _c257_EVRESSSOC)
                     el = 'PreChargeReq/EVTargetVoltage'
                     el = 'PreChargeReq/EVTargetVoltage/Multiplier'
                     _c258_Multiplier = ((x >> 10) & 7) + -3
-                    if _c258_Multiplier > 3: raise DecodeError(f'value {_c258_Multiplier} above maximum 3', r.at(p))
+                    if _c258_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c258_Multiplier, r.at(p))
                     el = 'PreChargeReq/EVTargetVoltage/Unit'
                     _c258_Unit = ((x >> 4) & 7)
-                    if _c258_Unit >= 7: raise DecodeError(f'enumeration index {_c258_Unit} out of range (7 values)', r.at(p))
-                    _c258_Unit = _E0[_c258_Unit]
+                    if _c258_Unit >= 7: _c258_Unit = r.enum_index('PhysicalValueType/Unit', _c258_Unit, 7, r.at(p))
+                    else: _c258_Unit = _E0[_c258_Unit]
                     el = 'PreChargeReq/EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -24079,16 +24079,16 @@ def _d_BodyType(r):
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('BodyType', p)
                     if _neg: _c258_Value = -_c258_Value - 1
-                    if _c258_Value < -32768 or _c258_Value > 32767: raise DecodeError(f'value {_c258_Value} outside [-32768, 32767]', r.at(p))
+                    if _c258_Value < -32768 or _c258_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c258_Value, r.at(p))
                     _c256_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c258_Multiplier, _c258_Unit, _c258_Value)
                     el = 'PreChargeReq/EVTargetCurrent'
                     el = 'PreChargeReq/EVTargetCurrent/Multiplier'
                     _c259_Multiplier = ((x >> 10) & 7) + -3
-                    if _c259_Multiplier > 3: raise DecodeError(f'value {_c259_Multiplier} above maximum 3', r.at(p))
+                    if _c259_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c259_Multiplier, r.at(p))
                     el = 'PreChargeReq/EVTargetCurrent/Unit'
                     _c259_Unit = ((x >> 4) & 7)
-                    if _c259_Unit >= 7: raise DecodeError(f'enumeration index {_c259_Unit} out of range (7 values)', r.at(p))
-                    _c259_Unit = _E0[_c259_Unit]
+                    if _c259_Unit >= 7: _c259_Unit = r.enum_index('PhysicalValueType/Unit', _c259_Unit, 7, r.at(p))
+                    else: _c259_Unit = _E0[_c259_Unit]
                     el = 'PreChargeReq/EVTargetCurrent/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -24104,7 +24104,7 @@ def _d_BodyType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('BodyType', p)
                     if _neg: _c259_Value = -_c259_Value - 1
-                    if _c259_Value < -32768 or _c259_Value > 32767: raise DecodeError(f'value {_c259_Value} outside [-32768, 32767]', r.at(p))
+                    if _c259_Value < -32768 or _c259_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c259_Value, r.at(p))
                     _c256_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c259_Multiplier, _c259_Unit, _c259_Value)
                     f_PreChargeReq = iso2_msgbody.PreChargeReqType(_c256_DC_EVStatus, _c256_EVTargetVoltage, _c256_EVTargetCurrent)
                     s = 1
@@ -24116,8 +24116,8 @@ def _d_BodyType(r):
                     el = 'PreChargeRes'
                     el = 'PreChargeRes/ResponseCode'
                     _c260_ResponseCode = ((x >> 2) & 31)
-                    if _c260_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c260_ResponseCode} out of range (26 values)', r.at(p))
-                    _c260_ResponseCode = _E4[_c260_ResponseCode]
+                    if _c260_ResponseCode >= 26: _c260_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c260_ResponseCode, 26, r.at(p))
+                    else: _c260_ResponseCode = _E4[_c260_ResponseCode]
                     el = 'PreChargeRes/DC_EVSEStatus'
                     r.pos = p
                     _c260_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -24129,11 +24129,11 @@ def _d_BodyType(r):
                     el = 'PreChargeRes/EVSEPresentVoltage'
                     el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
                     _c261_Multiplier = ((x >> 10) & 7) + -3
-                    if _c261_Multiplier > 3: raise DecodeError(f'value {_c261_Multiplier} above maximum 3', r.at(p))
+                    if _c261_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c261_Multiplier, r.at(p))
                     el = 'PreChargeRes/EVSEPresentVoltage/Unit'
                     _c261_Unit = ((x >> 4) & 7)
-                    if _c261_Unit >= 7: raise DecodeError(f'enumeration index {_c261_Unit} out of range (7 values)', r.at(p))
-                    _c261_Unit = _E0[_c261_Unit]
+                    if _c261_Unit >= 7: _c261_Unit = r.enum_index('PhysicalValueType/Unit', _c261_Unit, 7, r.at(p))
+                    else: _c261_Unit = _E0[_c261_Unit]
                     el = 'PreChargeRes/EVSEPresentVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -24149,7 +24149,7 @@ def _d_BodyType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('BodyType', p)
                     if _neg: _c261_Value = -_c261_Value - 1
-                    if _c261_Value < -32768 or _c261_Value > 32767: raise DecodeError(f'value {_c261_Value} outside [-32768, 32767]', r.at(p))
+                    if _c261_Value < -32768 or _c261_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c261_Value, r.at(p))
                     _c260_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c261_Multiplier, _c261_Unit, _c261_Value)
                     f_PreChargeRes = iso2_msgbody.PreChargeResType(_c260_ResponseCode, _c260_DC_EVSEStatus, _c260_EVSEPresentVoltage)
                     s = 1
@@ -24172,7 +24172,7 @@ def _d_BodyType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
-                    if _c262_ServiceID > 65535: raise DecodeError(f'value {_c262_ServiceID} outside [0, 65535]', r.at(p))
+                    if _c262_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c262_ServiceID, r.at(p))
                     f_ServiceDetailReq = iso2_msgbody.ServiceDetailReqType(_c262_ServiceID)
                     s = 1
                 elif ec == 26:
@@ -24209,7 +24209,7 @@ def _d_BodyType(r):
                     else:
                         r.pos = p
                         _c263_EVCCID = r.binary()
-                        if len(_c263_EVCCID) > 6: raise DecodeError(f'length {len(_c263_EVCCID)} outside [0, 6]', r.at(r.pos))
+                        if len(_c263_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c263_EVCCID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24243,8 +24243,8 @@ def _d_BodyType(r):
                     el = 'SessionStopRes'
                     el = 'SessionStopRes/ResponseCode'
                     _c265_ResponseCode = ((x >> 2) & 31)
-                    if _c265_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c265_ResponseCode} out of range (26 values)', r.at(p))
-                    _c265_ResponseCode = _E4[_c265_ResponseCode]
+                    if _c265_ResponseCode >= 26: _c265_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c265_ResponseCode, 26, r.at(p))
+                    else: _c265_ResponseCode = _E4[_c265_ResponseCode]
                     f_SessionStopRes = iso2_msgbody.SessionStopResType(_c265_ResponseCode)
                     s = 1
                 elif ec == 33:
@@ -24258,11 +24258,11 @@ def _d_BodyType(r):
                     _c267_EVReady = ((x >> 20) & 1) == 1
                     el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
                     _c267_EVErrorCode = ((x >> 13) & 15)
-                    if _c267_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c267_EVErrorCode} out of range (12 values)', r.at(p))
-                    _c267_EVErrorCode = _E8[_c267_EVErrorCode]
+                    if _c267_EVErrorCode >= 12: _c267_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c267_EVErrorCode, 12, r.at(p))
+                    else: _c267_EVErrorCode = _E8[_c267_EVErrorCode]
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
                     _c267_EVRESSSOC = ((x >> 3) & 127)
-                    if _c267_EVRESSSOC > 100: raise DecodeError(f'value {_c267_EVRESSSOC} above maximum 100', r.at(p))
+                    if _c267_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c267_EVRESSSOC, r.at(p))
                     _c266_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c267_EVReady, _c267_EVErrorCode, _c267_EVRESSSOC)
                     f_WeldingDetectionReq = iso2_msgbody.WeldingDetectionReqType(_c266_DC_EVStatus)
                     s = 1
@@ -24274,8 +24274,8 @@ def _d_BodyType(r):
                     el = 'WeldingDetectionRes'
                     el = 'WeldingDetectionRes/ResponseCode'
                     _c268_ResponseCode = ((x >> 2) & 31)
-                    if _c268_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c268_ResponseCode} out of range (26 values)', r.at(p))
-                    _c268_ResponseCode = _E4[_c268_ResponseCode]
+                    if _c268_ResponseCode >= 26: _c268_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c268_ResponseCode, 26, r.at(p))
+                    else: _c268_ResponseCode = _E4[_c268_ResponseCode]
                     el = 'WeldingDetectionRes/DC_EVSEStatus'
                     r.pos = p
                     _c268_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -24287,11 +24287,11 @@ def _d_BodyType(r):
                     el = 'WeldingDetectionRes/EVSEPresentVoltage'
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
                     _c269_Multiplier = ((x >> 10) & 7) + -3
-                    if _c269_Multiplier > 3: raise DecodeError(f'value {_c269_Multiplier} above maximum 3', r.at(p))
+                    if _c269_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c269_Multiplier, r.at(p))
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
                     _c269_Unit = ((x >> 4) & 7)
-                    if _c269_Unit >= 7: raise DecodeError(f'enumeration index {_c269_Unit} out of range (7 values)', r.at(p))
-                    _c269_Unit = _E0[_c269_Unit]
+                    if _c269_Unit >= 7: _c269_Unit = r.enum_index('PhysicalValueType/Unit', _c269_Unit, 7, r.at(p))
+                    else: _c269_Unit = _E0[_c269_Unit]
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -24307,7 +24307,7 @@ def _d_BodyType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('BodyType', p)
                     if _neg: _c269_Value = -_c269_Value - 1
-                    if _c269_Value < -32768 or _c269_Value > 32767: raise DecodeError(f'value {_c269_Value} outside [-32768, 32767]', r.at(p))
+                    if _c269_Value < -32768 or _c269_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c269_Value, r.at(p))
                     _c268_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c269_Multiplier, _c269_Unit, _c269_Value)
                     f_WeldingDetectionRes = iso2_msgbody.WeldingDetectionResType(_c268_ResponseCode, _c268_DC_EVSEStatus, _c268_EVSEPresentVoltage)
                     s = 1
@@ -25135,11 +25135,11 @@ def _d_WeldingDetectionReqType(r):
         _c309_EVReady = ((x >> 20) & 1) == 1
         el = 'DC_EVStatus/EVErrorCode'
         _c309_EVErrorCode = ((x >> 13) & 15)
-        if _c309_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c309_EVErrorCode} out of range (12 values)', r.at(p))
-        _c309_EVErrorCode = _E8[_c309_EVErrorCode]
+        if _c309_EVErrorCode >= 12: _c309_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c309_EVErrorCode, 12, r.at(p))
+        else: _c309_EVErrorCode = _E8[_c309_EVErrorCode]
         el = 'DC_EVStatus/EVRESSSOC'
         _c309_EVRESSSOC = ((x >> 3) & 127)
-        if _c309_EVRESSSOC > 100: raise DecodeError(f'value {_c309_EVRESSSOC} above maximum 100', r.at(p))
+        if _c309_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c309_EVRESSSOC, r.at(p))
         f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c309_EVReady, _c309_EVErrorCode, _c309_EVRESSSOC)
         r.pos = p
     except Exception as e:
@@ -25199,8 +25199,8 @@ def _d_WeldingDetectionResType(r):
         if x & 387: raise r.deviation('WeldingDetectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', f_ResponseCode, 26, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
@@ -25212,11 +25212,11 @@ def _d_WeldingDetectionResType(r):
         el = 'EVSEPresentVoltage'
         el = 'EVSEPresentVoltage/Multiplier'
         _c311_Multiplier = ((x >> 10) & 7) + -3
-        if _c311_Multiplier > 3: raise DecodeError(f'value {_c311_Multiplier} above maximum 3', r.at(p))
+        if _c311_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c311_Multiplier, r.at(p))
         el = 'EVSEPresentVoltage/Unit'
         _c311_Unit = ((x >> 4) & 7)
-        if _c311_Unit >= 7: raise DecodeError(f'enumeration index {_c311_Unit} out of range (7 values)', r.at(p))
-        _c311_Unit = _E0[_c311_Unit]
+        if _c311_Unit >= 7: _c311_Unit = r.enum_index('PhysicalValueType/Unit', _c311_Unit, 7, r.at(p))
+        else: _c311_Unit = _E0[_c311_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -25232,7 +25232,7 @@ def _d_WeldingDetectionResType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('WeldingDetectionResType', p)
         if _neg: _c311_Value = -_c311_Value - 1
-        if _c311_Value < -32768 or _c311_Value > 32767: raise DecodeError(f'value {_c311_Value} outside [-32768, 32767]', r.at(p))
+        if _c311_Value < -32768 or _c311_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c311_Value, r.at(p))
         f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c311_Multiplier, _c311_Unit, _c311_Value)
         r.pos = p
     except Exception as e:
@@ -26256,7 +26256,7 @@ def _de85(r):  # BulkSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('BulkSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('BulkSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -26283,7 +26283,7 @@ def _de86(r):  # Certificate
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.at(r.pos))
+        if len(val) > 800: r.facet('Certificate', 'length [0, 800]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -26314,8 +26314,8 @@ def _de87(r):  # ChargeProgress
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ChargeProgress', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E18[val]
+    if val >= 3: val = r.enum_index('ChargeProgress', val, 3, r.at(p))
+    else: val = _E18[val]
     r.pos = p
     return val
 
@@ -26392,7 +26392,7 @@ def _de92(r):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ChargingProfileEntryMaxNumberOfPhasesInUse', p)
     val = ((x >> 1) & 3) + 1
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
+    if val > 3: r.facet('ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', val, r.at(p))
     r.pos = p
     return val
 
@@ -26429,7 +26429,7 @@ def _de94(r):  # ChargingProfileEntryStart
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('ChargingProfileEntryStart', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26541,7 +26541,7 @@ def _de105(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26600,7 +26600,7 @@ def _de108(r):  # EVCCID
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 6: raise DecodeError(f'length {len(val)} outside [0, 6]', r.at(r.pos))
+        if len(val) > 6: r.facet('EVCCID', 'length [0, 6]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -26643,8 +26643,8 @@ def _de111(r):  # EVErrorCode
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVErrorCode', p)
     val = ((x >> 1) & 15)
-    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', r.at(p))
-    val = _E8[val]
+    if val >= 12: val = r.enum_index('EVErrorCode', val, 12, r.at(p))
+    else: val = _E8[val]
     r.pos = p
     return val
 
@@ -26721,7 +26721,7 @@ def _de121(r):  # EVRESSSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('EVRESSSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('EVRESSSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -26797,7 +26797,7 @@ def _de126(r):  # EVSEID
     if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
     r.pos = p
     val = r.string(26)
-    if len(val) < 7 or len(val) > 37: raise DecodeError(f'length {len(val)} outside [7, 37]', r.at(r.pos))
+    if len(val) < 7 or len(val) > 37: r.facet('EVSEID', 'length [7, 37]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -26830,8 +26830,8 @@ def _de127(r):  # EVSEIsolationStatus
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVSEIsolationStatus', p)
     val = ((x >> 1) & 7)
-    if val >= 5: raise DecodeError(f'enumeration index {val} out of range (5 values)', r.at(p))
-    val = _E10[val]
+    if val >= 5: val = r.enum_index('EVSEIsolationStatus', val, 5, r.at(p))
+    else: val = _E10[val]
     r.pos = p
     return val
 
@@ -26920,8 +26920,8 @@ def _de139(r):  # EVSENotification
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E2[val]
+    if val >= 3: val = r.enum_index('EVSENotification', val, 3, r.at(p))
+    else: val = _E2[val]
     r.pos = p
     return val
 
@@ -26983,8 +26983,8 @@ def _de144(r):  # EVSEProcessing
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E5[val]
+    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(p))
+    else: val = _E5[val]
     r.pos = p
     return val
 
@@ -27007,8 +27007,8 @@ def _de145(r):  # EVSEStatusCode
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVSEStatusCode', p)
     val = ((x >> 1) & 15)
-    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', r.at(p))
-    val = _E11[val]
+    if val >= 12: val = r.enum_index('EVSEStatusCode', val, 12, r.at(p))
+    else: val = _E11[val]
     r.pos = p
     return val
 
@@ -27043,7 +27043,7 @@ def _de146(r):  # EVSETimeStamp
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('EVSETimeStamp', p)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27104,8 +27104,8 @@ def _de150(r):  # EnergyTransferMode
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EnergyTransferMode', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E14[val]
+    if val >= 6: val = r.enum_index('EnergyTransferMode', val, 6, r.at(p))
+    else: val = _E14[val]
     r.pos = p
     return val
 
@@ -27162,8 +27162,8 @@ def _de152(r):  # FaultCode
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('FaultCode', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E26[val]
+    if val >= 3: val = r.enum_index('FaultCode', val, 3, r.at(p))
+    else: val = _E26[val]
     r.pos = p
     return val
 
@@ -27191,7 +27191,7 @@ def _de153(r):  # FaultMsg
     else:
         r.pos = p
         val = r.string(115)
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('FaultMsg', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -27245,7 +27245,7 @@ def _de155(r):  # FullSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('FullSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('FullSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -27301,7 +27301,7 @@ def _de157(r):  # GenChallenge
     if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 16 or len(val) > 16: raise DecodeError(f'length {len(val)} outside [16, 16]', r.at(r.pos))
+    if len(val) < 16 or len(val) > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -27426,7 +27426,7 @@ def _de162(r):  # MaxEntriesSAScheduleTuple
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('MaxEntriesSAScheduleTuple', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27458,7 +27458,7 @@ def _de163(r):  # MeterID
     else:
         r.pos = p
         val = r.string(29)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -27506,7 +27506,7 @@ def _de165(r):  # MeterReading
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterReading', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('MeterReading', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27545,7 +27545,7 @@ def _de166(r):  # MeterStatus
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27607,7 +27607,7 @@ def _de168(r):  # Multiplier
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('Multiplier', p)
     val = ((x >> 1) & 7) + -3
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
+    if val > 3: r.facet('Multiplier', 'maxInclusive 3', val, r.at(p))
     r.pos = p
     return val
 
@@ -27644,7 +27644,7 @@ def _de170(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27697,7 +27697,7 @@ def _de172(r):  # OEMProvisioningCert
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.at(r.pos))
+        if len(val) > 800: r.facet('OEMProvisioningCert', 'length [0, 800]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -27866,7 +27866,7 @@ def _de180(r):  # ParameterSetID
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ParameterSetID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('ParameterSetID', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28050,8 +28050,8 @@ def _de190(r):  # RequestedEnergyTransferMode
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('RequestedEnergyTransferMode', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E14[val]
+    if val >= 6: val = r.enum_index('RequestedEnergyTransferMode', val, 6, r.at(p))
+    else: val = _E14[val]
     r.pos = p
     return val
 
@@ -28074,8 +28074,8 @@ def _de191(r):  # ResponseCode
     x = (V >> (E - p)) & 127
     if x & 65: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 31)
-    if val >= 26: raise DecodeError(f'enumeration index {val} out of range (26 values)', r.at(p))
-    val = _E4[val]
+    if val >= 26: val = r.enum_index('ResponseCode', val, 26, r.at(p))
+    else: val = _E4[val]
     r.pos = p
     return val
 
@@ -28110,7 +28110,7 @@ def _de192(r):  # RetryCounter
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RetryCounter', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('RetryCounter', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28156,7 +28156,7 @@ def _de196(r):  # SAScheduleTupleID
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('SAScheduleTupleID', p)
     val = ((x >> 1) & 255) + 1
-    if val > 255: raise DecodeError(f'value {val} above maximum 255', r.at(p))
+    if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(p))
     r.pos = p
     return val
 
@@ -28178,7 +28178,7 @@ def _de197(r):  # SAScheduleTupleID
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('SAScheduleTupleID', p)
     val = ((x >> 1) & 255) + 1
-    if val > 255: raise DecodeError(f'value {val} above maximum 255', r.at(p))
+    if val > 255: r.facet('SAScheduleTupleID', 'maxInclusive 255', val, r.at(p))
     r.pos = p
     return val
 
@@ -28245,7 +28245,7 @@ def _de200(r):  # SalesTariffDescription
     else:
         r.pos = p
         val = r.string(83)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('SalesTariffDescription', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -28278,7 +28278,7 @@ def _de201(r):  # SalesTariffID
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('SalesTariffID', p)
     val = ((x >> 1) & 255) + 1
-    if val > 255: raise DecodeError(f'value {val} above maximum 255', r.at(p))
+    if val > 255: r.facet('SalesTariffID', 'maxInclusive 255', val, r.at(p))
     r.pos = p
     return val
 
@@ -28427,7 +28427,7 @@ def _de209(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28463,7 +28463,7 @@ def _de210(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28501,7 +28501,7 @@ def _de212(r):  # ServiceName
     else:
         r.pos = p
         val = r.string(99)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('ServiceName', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -28545,7 +28545,7 @@ def _de214(r):  # ServiceScope
     else:
         r.pos = p
         val = r.string(96)
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('ServiceScope', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -28583,7 +28583,7 @@ def _de215(r):  # ServiceScope
     else:
         r.pos = p
         val = r.string(101)
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('ServiceScope', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -28621,7 +28621,7 @@ def _de216(r):  # SessionID
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -28657,7 +28657,7 @@ def _de217(r):  # SessionID
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        if len(val) > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -28693,7 +28693,7 @@ def _de218(r):  # SigMeterReading
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('SigMeterReading', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -28748,7 +28748,7 @@ def _de221(r):  # TMeter
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TMeter', p)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
+    if val < -9223372036854775808 or val > 9223372036854775807: r.facet('TMeter', 'range [-9223372036854775808, 9223372036854775807]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28776,8 +28776,8 @@ def _de222(r):  # Unit
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('Unit', p)
     val = ((x >> 1) & 7)
-    if val >= 7: raise DecodeError(f'enumeration index {val} out of range (7 values)', r.at(p))
-    val = _E0[val]
+    if val >= 7: val = r.enum_index('Unit', val, 7, r.at(p))
+    else: val = _E0[val]
     r.pos = p
     return val
 
@@ -28812,7 +28812,7 @@ def _de223(r):  # Value
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29138,7 +29138,7 @@ def _de233(r):  # amount
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('amount', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29165,7 +29165,7 @@ def _de234(r):  # amountMultiplier
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('amountMultiplier', p)
     val = ((x >> 1) & 7) + -3
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
+    if val > 3: r.facet('amountMultiplier', 'maxInclusive 3', val, r.at(p))
     r.pos = p
     return val
 
@@ -29229,8 +29229,8 @@ def _de237(r):  # costKind
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('costKind', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E20[val]
+    if val >= 3: val = r.enum_index('costKind', val, 3, r.at(p))
+    else: val = _E20[val]
     r.pos = p
     return val
 
@@ -29262,7 +29262,7 @@ def _de238(r):  # duration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if val > 86400: raise DecodeError(f'value {val} outside [0, 86400]', r.at(p))
+    if val > 86400: r.facet('duration', 'range [0, 86400]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29301,7 +29301,7 @@ def _de239(r):  # intValue
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('intValue', p)
     if _neg: val = -val - 1
-    if val < -2147483648 or val > 2147483647: raise DecodeError(f'value {val} outside [-2147483648, 2147483647]', r.at(p))
+    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29347,7 +29347,7 @@ def _de241(r):  # shortValue
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('shortValue', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29384,7 +29384,7 @@ def _de242(r):  # start
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if val > 16777214: raise DecodeError(f'value {val} outside [0, 16777214]', r.at(p))
+    if val > 16777214: r.facet('start', 'range [0, 16777214]', val, r.at(p))
     r.pos = p
     return val
 

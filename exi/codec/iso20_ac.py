@@ -49,7 +49,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: raise DecodeError(f'value {_c1_Value} outside [-32768, 32767]', r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c1_Exponent, _c1_Value)
                 s = 1
             if s == 1:
@@ -79,7 +79,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c2_Value = -_c2_Value - 1
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise DecodeError(f'value {_c2_Value} outside [-32768, 32767]', r.at(p))
+                    if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c2_Exponent, _c2_Value)
                     s = 2
                 elif ec == 1:
@@ -105,7 +105,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c3_Value = -_c3_Value - 1
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise DecodeError(f'value {_c3_Value} outside [-32768, 32767]', r.at(p))
+                    if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c3_Exponent, _c3_Value)
                     s = 3
                 elif ec == 2:
@@ -131,7 +131,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c4_Value = -_c4_Value - 1
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise DecodeError(f'value {_c4_Value} outside [-32768, 32767]', r.at(p))
+                    if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c4_Exponent, _c4_Value)
                     s = 4
                 else:
@@ -163,7 +163,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c5_Value = -_c5_Value - 1
-                    if _c5_Value < -32768 or _c5_Value > 32767: raise DecodeError(f'value {_c5_Value} outside [-32768, 32767]', r.at(p))
+                    if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c5_Exponent, _c5_Value)
                     s = 3
                 elif ec == 1:
@@ -189,7 +189,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: raise DecodeError(f'value {_c6_Value} outside [-32768, 32767]', r.at(p))
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c6_Exponent, _c6_Value)
                     s = 4
                 else:
@@ -217,7 +217,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: raise DecodeError(f'value {_c7_Value} outside [-32768, 32767]', r.at(p))
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c7_Exponent, _c7_Value)
                 s = 4
             if s == 4:
@@ -247,7 +247,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c8_Value = -_c8_Value - 1
-                    if _c8_Value < -32768 or _c8_Value > 32767: raise DecodeError(f'value {_c8_Value} outside [-32768, 32767]', r.at(p))
+                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c8_Exponent, _c8_Value)
                     s = 5
                 elif ec == 1:
@@ -273,7 +273,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c9_Value = -_c9_Value - 1
-                    if _c9_Value < -32768 or _c9_Value > 32767: raise DecodeError(f'value {_c9_Value} outside [-32768, 32767]', r.at(p))
+                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c9_Exponent, _c9_Value)
                     s = 6
                 elif ec == 2:
@@ -308,7 +308,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c10_Value = -_c10_Value - 1
-                    if _c10_Value < -32768 or _c10_Value > 32767: raise DecodeError(f'value {_c10_Value} outside [-32768, 32767]', r.at(p))
+                    if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c10_Exponent, _c10_Value)
                     s = 6
                 elif ec == 1:
@@ -635,7 +635,7 @@ def _d_RationalNumberType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('RationalNumberType', p)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
+        if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -717,7 +717,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                 if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: raise DecodeError(f'value {_c21_Value} outside [-32768, 32767]', r.at(p))
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(p))
                 f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c21_Exponent, _c21_Value)
                 s = 1
             if s == 1:
@@ -747,7 +747,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c22_Value = -_c22_Value - 1
-                    if _c22_Value < -32768 or _c22_Value > 32767: raise DecodeError(f'value {_c22_Value} outside [-32768, 32767]', r.at(p))
+                    if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(p))
                     f_EVSEMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c22_Exponent, _c22_Value)
                     s = 2
                 elif ec == 1:
@@ -773,7 +773,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c23_Value = -_c23_Value - 1
-                    if _c23_Value < -32768 or _c23_Value > 32767: raise DecodeError(f'value {_c23_Value} outside [-32768, 32767]', r.at(p))
+                    if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(p))
                     f_EVSEMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c23_Exponent, _c23_Value)
                     s = 3
                 elif ec == 2:
@@ -799,7 +799,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c24_Value = -_c24_Value - 1
-                    if _c24_Value < -32768 or _c24_Value > 32767: raise DecodeError(f'value {_c24_Value} outside [-32768, 32767]', r.at(p))
+                    if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(p))
                     f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c24_Exponent, _c24_Value)
                     s = 4
                 else:
@@ -831,7 +831,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c25_Value = -_c25_Value - 1
-                    if _c25_Value < -32768 or _c25_Value > 32767: raise DecodeError(f'value {_c25_Value} outside [-32768, 32767]', r.at(p))
+                    if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(p))
                     f_EVSEMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c25_Exponent, _c25_Value)
                     s = 3
                 elif ec == 1:
@@ -857,7 +857,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c26_Value = -_c26_Value - 1
-                    if _c26_Value < -32768 or _c26_Value > 32767: raise DecodeError(f'value {_c26_Value} outside [-32768, 32767]', r.at(p))
+                    if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(p))
                     f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c26_Exponent, _c26_Value)
                     s = 4
                 else:
@@ -885,7 +885,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                 if _neg: _c27_Value = -_c27_Value - 1
-                if _c27_Value < -32768 or _c27_Value > 32767: raise DecodeError(f'value {_c27_Value} outside [-32768, 32767]', r.at(p))
+                if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(p))
                 f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c27_Exponent, _c27_Value)
                 s = 4
             if s == 4:
@@ -915,7 +915,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c28_Value = -_c28_Value - 1
-                    if _c28_Value < -32768 or _c28_Value > 32767: raise DecodeError(f'value {_c28_Value} outside [-32768, 32767]', r.at(p))
+                    if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(p))
                     f_EVSEMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c28_Exponent, _c28_Value)
                     s = 5
                 elif ec == 1:
@@ -941,7 +941,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c29_Value = -_c29_Value - 1
-                    if _c29_Value < -32768 or _c29_Value > 32767: raise DecodeError(f'value {_c29_Value} outside [-32768, 32767]', r.at(p))
+                    if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(p))
                     f_EVSEMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c29_Exponent, _c29_Value)
                     s = 6
                 elif ec == 2:
@@ -967,7 +967,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c30_Value = -_c30_Value - 1
-                    if _c30_Value < -32768 or _c30_Value > 32767: raise DecodeError(f'value {_c30_Value} outside [-32768, 32767]', r.at(p))
+                    if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(p))
                     f_EVSENominalFrequency = iso20_commontypes.RationalNumberType(_c30_Exponent, _c30_Value)
                     s = 7
                 else:
@@ -999,7 +999,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c31_Value = -_c31_Value - 1
-                    if _c31_Value < -32768 or _c31_Value > 32767: raise DecodeError(f'value {_c31_Value} outside [-32768, 32767]', r.at(p))
+                    if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(p))
                     f_EVSEMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c31_Exponent, _c31_Value)
                     s = 6
                 elif ec == 1:
@@ -1025,7 +1025,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c32_Value = -_c32_Value - 1
-                    if _c32_Value < -32768 or _c32_Value > 32767: raise DecodeError(f'value {_c32_Value} outside [-32768, 32767]', r.at(p))
+                    if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(p))
                     f_EVSENominalFrequency = iso20_commontypes.RationalNumberType(_c32_Exponent, _c32_Value)
                     s = 7
                 else:
@@ -1053,7 +1053,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                 if _neg: _c33_Value = -_c33_Value - 1
-                if _c33_Value < -32768 or _c33_Value > 32767: raise DecodeError(f'value {_c33_Value} outside [-32768, 32767]', r.at(p))
+                if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(p))
                 f_EVSENominalFrequency = iso20_commontypes.RationalNumberType(_c33_Exponent, _c33_Value)
                 s = 7
             if s == 7:
@@ -1083,7 +1083,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c34_Value = -_c34_Value - 1
-                    if _c34_Value < -32768 or _c34_Value > 32767: raise DecodeError(f'value {_c34_Value} outside [-32768, 32767]', r.at(p))
+                    if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(p))
                     f_MaximumPowerAsymmetry = iso20_commontypes.RationalNumberType(_c34_Exponent, _c34_Value)
                     s = 8
                 elif ec == 1:
@@ -1109,7 +1109,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c35_Value = -_c35_Value - 1
-                    if _c35_Value < -32768 or _c35_Value > 32767: raise DecodeError(f'value {_c35_Value} outside [-32768, 32767]', r.at(p))
+                    if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(p))
                     f_EVSEPowerRampLimitation = iso20_commontypes.RationalNumberType(_c35_Exponent, _c35_Value)
                     s = 9
                 elif ec == 2:
@@ -1135,7 +1135,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c36_Value = -_c36_Value - 1
-                    if _c36_Value < -32768 or _c36_Value > 32767: raise DecodeError(f'value {_c36_Value} outside [-32768, 32767]', r.at(p))
+                    if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c36_Exponent, _c36_Value)
                     s = 10
                 elif ec == 3:
@@ -1161,7 +1161,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c37_Value = -_c37_Value - 1
-                    if _c37_Value < -32768 or _c37_Value > 32767: raise DecodeError(f'value {_c37_Value} outside [-32768, 32767]', r.at(p))
+                    if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c37_Exponent, _c37_Value)
                     s = 11
                 elif ec == 4:
@@ -1187,7 +1187,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c38_Value = -_c38_Value - 1
-                    if _c38_Value < -32768 or _c38_Value > 32767: raise DecodeError(f'value {_c38_Value} outside [-32768, 32767]', r.at(p))
+                    if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c38_Exponent, _c38_Value)
                     s = 12
                 elif ec == 5:
@@ -1222,7 +1222,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c39_Value = -_c39_Value - 1
-                    if _c39_Value < -32768 or _c39_Value > 32767: raise DecodeError(f'value {_c39_Value} outside [-32768, 32767]', r.at(p))
+                    if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(p))
                     f_EVSEPowerRampLimitation = iso20_commontypes.RationalNumberType(_c39_Exponent, _c39_Value)
                     s = 9
                 elif ec == 1:
@@ -1248,7 +1248,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c40_Value = -_c40_Value - 1
-                    if _c40_Value < -32768 or _c40_Value > 32767: raise DecodeError(f'value {_c40_Value} outside [-32768, 32767]', r.at(p))
+                    if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c40_Exponent, _c40_Value)
                     s = 10
                 elif ec == 2:
@@ -1274,7 +1274,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c41_Value = -_c41_Value - 1
-                    if _c41_Value < -32768 or _c41_Value > 32767: raise DecodeError(f'value {_c41_Value} outside [-32768, 32767]', r.at(p))
+                    if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c41_Exponent, _c41_Value)
                     s = 11
                 elif ec == 3:
@@ -1300,7 +1300,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c42_Value = -_c42_Value - 1
-                    if _c42_Value < -32768 or _c42_Value > 32767: raise DecodeError(f'value {_c42_Value} outside [-32768, 32767]', r.at(p))
+                    if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c42_Exponent, _c42_Value)
                     s = 12
                 elif ec == 4:
@@ -1335,7 +1335,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c43_Value = -_c43_Value - 1
-                    if _c43_Value < -32768 or _c43_Value > 32767: raise DecodeError(f'value {_c43_Value} outside [-32768, 32767]', r.at(p))
+                    if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c43_Exponent, _c43_Value)
                     s = 10
                 elif ec == 1:
@@ -1361,7 +1361,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c44_Value = -_c44_Value - 1
-                    if _c44_Value < -32768 or _c44_Value > 32767: raise DecodeError(f'value {_c44_Value} outside [-32768, 32767]', r.at(p))
+                    if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c44_Exponent, _c44_Value)
                     s = 11
                 elif ec == 2:
@@ -1387,7 +1387,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c45_Value = -_c45_Value - 1
-                    if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', r.at(p))
+                    if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c45_Exponent, _c45_Value)
                     s = 12
                 elif ec == 3:
@@ -1422,7 +1422,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c46_Value = -_c46_Value - 1
-                    if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', r.at(p))
+                    if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c46_Exponent, _c46_Value)
                     s = 11
                 elif ec == 1:
@@ -1448,7 +1448,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c47_Value = -_c47_Value - 1
-                    if _c47_Value < -32768 or _c47_Value > 32767: raise DecodeError(f'value {_c47_Value} outside [-32768, 32767]', r.at(p))
+                    if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c47_Exponent, _c47_Value)
                     s = 12
                 elif ec == 2:
@@ -1483,7 +1483,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c48_Value = -_c48_Value - 1
-                    if _c48_Value < -32768 or _c48_Value > 32767: raise DecodeError(f'value {_c48_Value} outside [-32768, 32767]', r.at(p))
+                    if _c48_Value < -32768 or _c48_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c48_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c48_Exponent, _c48_Value)
                     s = 12
                 elif ec == 1:
@@ -2668,7 +2668,7 @@ def _d_MessageHeaderType(r):
                 el = 'SessionID'
                 r.pos = p
                 f_SessionID = r.binary()
-                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.at(r.pos))
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
@@ -2686,7 +2686,7 @@ def _d_MessageHeaderType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -12550,7 +12550,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'PresentSOC'
                     f_PresentSOC = ((x >> 1) & 127)
-                    if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.at(p))
+                    if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -12559,7 +12559,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -12568,7 +12568,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 9
@@ -12577,7 +12577,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 1
@@ -12595,7 +12595,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 5:
                     p += 1
@@ -12613,7 +12613,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 6:
                     p += 1
@@ -12631,7 +12631,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 7:
                     p += 3
@@ -12664,7 +12664,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c109_Value = -_c109_Value - 1
-                    if _c109_Value < -32768 or _c109_Value > 32767: raise DecodeError(f'value {_c109_Value} outside [-32768, 32767]', r.at(p))
+                    if _c109_Value < -32768 or _c109_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c109_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c109_Exponent, _c109_Value)
                     s = 9
                 elif ec == 9:
@@ -12691,7 +12691,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -12700,7 +12700,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 9
@@ -12709,7 +12709,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 1
@@ -12727,7 +12727,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 4:
                     p += 1
@@ -12745,7 +12745,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 5:
                     p += 1
@@ -12763,7 +12763,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 6:
                     p += 3
@@ -12796,7 +12796,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c110_Value = -_c110_Value - 1
-                    if _c110_Value < -32768 or _c110_Value > 32767: raise DecodeError(f'value {_c110_Value} outside [-32768, 32767]', r.at(p))
+                    if _c110_Value < -32768 or _c110_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c110_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c110_Exponent, _c110_Value)
                     s = 9
                 elif ec == 8:
@@ -12823,7 +12823,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 9
@@ -12832,7 +12832,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -12850,7 +12850,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 3:
                     p += 1
@@ -12868,7 +12868,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 4:
                     p += 1
@@ -12886,7 +12886,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 3
@@ -12919,7 +12919,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c111_Value = -_c111_Value - 1
-                    if _c111_Value < -32768 or _c111_Value > 32767: raise DecodeError(f'value {_c111_Value} outside [-32768, 32767]', r.at(p))
+                    if _c111_Value < -32768 or _c111_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c111_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c111_Exponent, _c111_Value)
                     s = 9
                 elif ec == 7:
@@ -12946,7 +12946,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -12964,7 +12964,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 2:
                     p += 1
@@ -12982,7 +12982,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 3:
                     p += 1
@@ -13000,7 +13000,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 3
@@ -13033,7 +13033,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c112_Value = -_c112_Value - 1
-                    if _c112_Value < -32768 or _c112_Value > 32767: raise DecodeError(f'value {_c112_Value} outside [-32768, 32767]', r.at(p))
+                    if _c112_Value < -32768 or _c112_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c112_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c112_Exponent, _c112_Value)
                     s = 9
                 elif ec == 6:
@@ -13069,7 +13069,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 1:
                     p += 1
@@ -13087,7 +13087,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 2:
                     p += 1
@@ -13105,7 +13105,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 3
@@ -13138,7 +13138,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c113_Value = -_c113_Value - 1
-                    if _c113_Value < -32768 or _c113_Value > 32767: raise DecodeError(f'value {_c113_Value} outside [-32768, 32767]', r.at(p))
+                    if _c113_Value < -32768 or _c113_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c113_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c113_Exponent, _c113_Value)
                     s = 9
                 elif ec == 5:
@@ -13174,7 +13174,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 1:
                     p += 1
@@ -13192,7 +13192,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 3
@@ -13225,7 +13225,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c114_Value = -_c114_Value - 1
-                    if _c114_Value < -32768 or _c114_Value > 32767: raise DecodeError(f'value {_c114_Value} outside [-32768, 32767]', r.at(p))
+                    if _c114_Value < -32768 or _c114_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c114_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c114_Exponent, _c114_Value)
                     s = 9
                 elif ec == 4:
@@ -13261,7 +13261,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 3
@@ -13294,7 +13294,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c115_Value = -_c115_Value - 1
-                    if _c115_Value < -32768 or _c115_Value > 32767: raise DecodeError(f'value {_c115_Value} outside [-32768, 32767]', r.at(p))
+                    if _c115_Value < -32768 or _c115_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c115_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c115_Exponent, _c115_Value)
                     s = 9
                 elif ec == 3:
@@ -13345,7 +13345,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c116_Value = -_c116_Value - 1
-                    if _c116_Value < -32768 or _c116_Value > 32767: raise DecodeError(f'value {_c116_Value} outside [-32768, 32767]', r.at(p))
+                    if _c116_Value < -32768 or _c116_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c116_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c116_Exponent, _c116_Value)
                     s = 9
                 elif ec == 2:
@@ -13388,7 +13388,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c117_Value = -_c117_Value - 1
-                    if _c117_Value < -32768 or _c117_Value > 32767: raise DecodeError(f'value {_c117_Value} outside [-32768, 32767]', r.at(p))
+                    if _c117_Value < -32768 or _c117_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c117_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c117_Exponent, _c117_Value)
                     s = 9
                 elif ec == 1:
@@ -14202,8 +14202,8 @@ def _d_AC_ChargeLoopResType(r):
                 if x & 385: raise r.deviation('AC_ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E0[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AC_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E0[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 4
@@ -14228,11 +14228,11 @@ def _d_AC_ChargeLoopResType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 227: raise r.deviation('AC_ChargeLoopResType', p)
-                    if _c127_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c127_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c127_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c127_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c127_EVSENotification = ((x >> 2) & 7)
-                    if _c127_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c127_EVSENotification} out of range (6 values)', r.at(p))
-                    _c127_EVSENotification = _E1[_c127_EVSENotification]
+                    if _c127_EVSENotification >= 6: _c127_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c127_EVSENotification, 6, r.at(p))
+                    else: _c127_EVSENotification = _E1[_c127_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c127_NotificationMaxDelay, _c127_EVSENotification)
                     s = 3
                 elif ec == 1:
@@ -14270,7 +14270,7 @@ def _d_AC_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_ChargeLoopResType', p)
                     if _neg: _c128_Value = -_c128_Value - 1
-                    if _c128_Value < -32768 or _c128_Value > 32767: raise DecodeError(f'value {_c128_Value} outside [-32768, 32767]', r.at(p))
+                    if _c128_Value < -32768 or _c128_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c128_Value, r.at(p))
                     f_EVSETargetFrequency = iso20_commontypes.RationalNumberType(_c128_Exponent, _c128_Value)
                     s = 6
                 elif ec == 4:
@@ -14345,7 +14345,7 @@ def _d_AC_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_ChargeLoopResType', p)
                     if _neg: _c130_Value = -_c130_Value - 1
-                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', r.at(p))
+                    if _c130_Value < -32768 or _c130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c130_Value, r.at(p))
                     f_EVSETargetFrequency = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                     s = 6
                 elif ec == 3:
@@ -14414,7 +14414,7 @@ def _d_AC_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_ChargeLoopResType', p)
                     if _neg: _c132_Value = -_c132_Value - 1
-                    if _c132_Value < -32768 or _c132_Value > 32767: raise DecodeError(f'value {_c132_Value} outside [-32768, 32767]', r.at(p))
+                    if _c132_Value < -32768 or _c132_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c132_Value, r.at(p))
                     f_EVSETargetFrequency = iso20_commontypes.RationalNumberType(_c132_Exponent, _c132_Value)
                     s = 6
                 elif ec == 2:
@@ -14477,7 +14477,7 @@ def _d_AC_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_ChargeLoopResType', p)
                     if _neg: _c134_Value = -_c134_Value - 1
-                    if _c134_Value < -32768 or _c134_Value > 32767: raise DecodeError(f'value {_c134_Value} outside [-32768, 32767]', r.at(p))
+                    if _c134_Value < -32768 or _c134_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c134_Value, r.at(p))
                     f_EVSETargetFrequency = iso20_commontypes.RationalNumberType(_c134_Exponent, _c134_Value)
                     s = 6
                 elif ec == 1:
@@ -15027,8 +15027,8 @@ def _d_ChargeLoopResType(r):
                 if x & 385: raise r.deviation('ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E0[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E0[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 3
@@ -15053,11 +15053,11 @@ def _d_ChargeLoopResType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 227: raise r.deviation('ChargeLoopResType', p)
-                    if _c149_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c149_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c149_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c149_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c149_EVSENotification = ((x >> 2) & 7)
-                    if _c149_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c149_EVSENotification} out of range (6 values)', r.at(p))
-                    _c149_EVSENotification = _E1[_c149_EVSENotification]
+                    if _c149_EVSENotification >= 6: _c149_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c149_EVSENotification, 6, r.at(p))
+                    else: _c149_EVSENotification = _E1[_c149_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c149_NotificationMaxDelay, _c149_EVSENotification)
                     s = 3
                 elif ec == 1:
@@ -15274,8 +15274,8 @@ def _d_V2GResponseType(r):
         if x & 771: raise r.deviation('V2GResponseType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E0[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('V2GResponseType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E0[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15338,11 +15338,11 @@ def _d_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 227: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
-        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.at(p))
-        f_EVSENotification = _E1[f_EVSENotification]
+        if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(p))
+        else: f_EVSENotification = _E1[f_EVSENotification]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15412,7 +15412,7 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = p
                     f_MeterID = r.string(53)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -15433,7 +15433,7 @@ def _d_MeterInfoType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(p))
                 s = 2
             if s == 2:
                 p += 3
@@ -15455,7 +15455,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -15473,7 +15473,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -15491,7 +15491,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 3:
                     el = 'MeterSignature'
@@ -15505,7 +15505,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -15530,7 +15530,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 1
@@ -15548,7 +15548,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 6:
                     pass
@@ -15575,7 +15575,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -15593,7 +15593,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 2:
                     el = 'MeterSignature'
@@ -15607,7 +15607,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -15632,7 +15632,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 1
@@ -15650,7 +15650,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 5:
                     pass
@@ -15677,7 +15677,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 1:
                     el = 'MeterSignature'
@@ -15691,7 +15691,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -15716,7 +15716,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 1
@@ -15734,7 +15734,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 4:
                     pass
@@ -15757,7 +15757,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -15782,7 +15782,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 1
@@ -15800,7 +15800,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 3:
                     pass
@@ -15830,7 +15830,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 1
@@ -15848,7 +15848,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 2:
                     pass
@@ -15875,7 +15875,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 1:
                     pass
@@ -16270,7 +16270,7 @@ def _d_ReceiptType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                 s = 1
             if s == 1:
                 p += 3
@@ -16300,7 +16300,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c154_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'EnergyCosts/CostPerUnit'
                     el = 'EnergyCosts/CostPerUnit/Exponent'
@@ -16320,7 +16320,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c154_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_EnergyCosts = iso20_commontypes.DetailedCostType(_c154_Amount, _c154_CostPerUnit)
                     s = 2
@@ -16348,7 +16348,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c157_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -16368,7 +16368,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c157_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c157_Amount, _c157_CostPerUnit)
                     s = 3
@@ -16396,7 +16396,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c158_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -16416,7 +16416,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c158_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c158_Amount, _c158_CostPerUnit)
                     s = 4
@@ -16444,7 +16444,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c159_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -16464,7 +16464,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c159_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c159_Amount, _c159_CostPerUnit)
                     s = 5
@@ -16487,7 +16487,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c160_TaxRuleID < 1 or _c160_TaxRuleID > 4294967295: raise DecodeError(f'value {_c160_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c160_TaxRuleID < 1 or _c160_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c160_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c161_Exponent = ((x >> 4) & 255) + -128
@@ -16506,7 +16506,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c161_Value = -_c161_Value - 1
-                    if _c161_Value < -32768 or _c161_Value > 32767: raise DecodeError(f'value {_c161_Value} outside [-32768, 32767]', r.at(p))
+                    if _c161_Value < -32768 or _c161_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c161_Value, r.at(p))
                     _c160_Amount = iso20_commontypes.RationalNumberType(_c161_Exponent, _c161_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c160_TaxRuleID, _c160_Amount)
                     f_TaxCosts.append(_v)
@@ -16544,7 +16544,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c162_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -16564,7 +16564,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c162_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c162_Amount, _c162_CostPerUnit)
                     s = 3
@@ -16592,7 +16592,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c163_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -16612,7 +16612,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c163_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c163_Amount, _c163_CostPerUnit)
                     s = 4
@@ -16640,7 +16640,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c164_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -16660,7 +16660,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c164_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c164_Amount, _c164_CostPerUnit)
                     s = 5
@@ -16683,7 +16683,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c165_TaxRuleID < 1 or _c165_TaxRuleID > 4294967295: raise DecodeError(f'value {_c165_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c165_TaxRuleID < 1 or _c165_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c165_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c161_Exponent = ((x >> 4) & 255) + -128
@@ -16702,7 +16702,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c161_Value = -_c161_Value - 1
-                    if _c161_Value < -32768 or _c161_Value > 32767: raise DecodeError(f'value {_c161_Value} outside [-32768, 32767]', r.at(p))
+                    if _c161_Value < -32768 or _c161_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c161_Value, r.at(p))
                     _c165_Amount = iso20_commontypes.RationalNumberType(_c161_Exponent, _c161_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c165_TaxRuleID, _c165_Amount)
                     f_TaxCosts.append(_v)
@@ -16740,7 +16740,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c166_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -16760,7 +16760,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c166_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c166_Amount, _c166_CostPerUnit)
                     s = 4
@@ -16788,7 +16788,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c167_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -16808,7 +16808,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c167_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c167_Amount, _c167_CostPerUnit)
                     s = 5
@@ -16831,7 +16831,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c168_TaxRuleID < 1 or _c168_TaxRuleID > 4294967295: raise DecodeError(f'value {_c168_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c168_TaxRuleID < 1 or _c168_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c168_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c161_Exponent = ((x >> 4) & 255) + -128
@@ -16850,7 +16850,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c161_Value = -_c161_Value - 1
-                    if _c161_Value < -32768 or _c161_Value > 32767: raise DecodeError(f'value {_c161_Value} outside [-32768, 32767]', r.at(p))
+                    if _c161_Value < -32768 or _c161_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c161_Value, r.at(p))
                     _c168_Amount = iso20_commontypes.RationalNumberType(_c161_Exponent, _c161_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c168_TaxRuleID, _c168_Amount)
                     f_TaxCosts.append(_v)
@@ -16888,7 +16888,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c155_Value = -_c155_Value - 1
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                     _c169_Amount = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -16908,7 +16908,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     _c169_CostPerUnit = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c169_Amount, _c169_CostPerUnit)
                     s = 5
@@ -16931,7 +16931,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c170_TaxRuleID < 1 or _c170_TaxRuleID > 4294967295: raise DecodeError(f'value {_c170_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c170_TaxRuleID < 1 or _c170_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c170_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c161_Exponent = ((x >> 4) & 255) + -128
@@ -16950,7 +16950,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c161_Value = -_c161_Value - 1
-                    if _c161_Value < -32768 or _c161_Value > 32767: raise DecodeError(f'value {_c161_Value} outside [-32768, 32767]', r.at(p))
+                    if _c161_Value < -32768 or _c161_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c161_Value, r.at(p))
                     _c170_Amount = iso20_commontypes.RationalNumberType(_c161_Exponent, _c161_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c170_TaxRuleID, _c170_Amount)
                     f_TaxCosts.append(_v)
@@ -16983,7 +16983,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c171_TaxRuleID < 1 or _c171_TaxRuleID > 4294967295: raise DecodeError(f'value {_c171_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c171_TaxRuleID < 1 or _c171_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c171_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c161_Exponent = ((x >> 4) & 255) + -128
@@ -17002,7 +17002,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c161_Value = -_c161_Value - 1
-                    if _c161_Value < -32768 or _c161_Value > 32767: raise DecodeError(f'value {_c161_Value} outside [-32768, 32767]', r.at(p))
+                    if _c161_Value < -32768 or _c161_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c161_Value, r.at(p))
                     _c171_Amount = iso20_commontypes.RationalNumberType(_c161_Exponent, _c161_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c171_TaxRuleID, _c171_Amount)
                     f_TaxCosts.append(_v)
@@ -17037,7 +17037,7 @@ def _d_ReceiptType(r):
                         if p > E: V, E, p = r.slide(p, 16)
                         x = (V >> (E - p)) & 65535
                         if x & 61454: raise r.deviation('ReceiptType', p)
-                        if _c172_TaxRuleID < 1 or _c172_TaxRuleID > 4294967295: raise DecodeError(f'value {_c172_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                        if _c172_TaxRuleID < 1 or _c172_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c172_TaxRuleID, r.at(p))
                         el = 'TaxCosts/Amount'
                         el = 'TaxCosts/Amount/Exponent'
                         _c161_Exponent = ((x >> 4) & 255) + -128
@@ -17056,7 +17056,7 @@ def _d_ReceiptType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('ReceiptType', p)
                         if _neg: _c161_Value = -_c161_Value - 1
-                        if _c161_Value < -32768 or _c161_Value > 32767: raise DecodeError(f'value {_c161_Value} outside [-32768, 32767]', r.at(p))
+                        if _c161_Value < -32768 or _c161_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c161_Value, r.at(p))
                         _c172_Amount = iso20_commontypes.RationalNumberType(_c161_Exponent, _c161_Value)
                         _v = iso20_commontypes.DetailedTaxType(_c172_TaxRuleID, _c172_Amount)
                         f_TaxCosts.append(_v)
@@ -17913,7 +17913,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('DetailedCostType', p)
         if _neg: _c192_Value = -_c192_Value - 1
-        if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', r.at(p))
+        if _c192_Value < -32768 or _c192_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c192_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
         el = 'CostPerUnit'
         el = 'CostPerUnit/Exponent'
@@ -17933,7 +17933,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedCostType', p)
         if _neg: _c193_Value = -_c193_Value - 1
-        if _c193_Value < -32768 or _c193_Value > 32767: raise DecodeError(f'value {_c193_Value} outside [-32768, 32767]', r.at(p))
+        if _c193_Value < -32768 or _c193_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c193_Value, r.at(p))
         f_CostPerUnit = iso20_commontypes.RationalNumberType(_c193_Exponent, _c193_Value)
         r.pos = p
     except Exception as e:
@@ -18024,7 +18024,7 @@ def _d_DetailedTaxType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('DetailedTaxType', p)
-        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.at(p))
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(p))
         el = 'Amount'
         el = 'Amount/Exponent'
         _c196_Exponent = ((x >> 4) & 255) + -128
@@ -18043,7 +18043,7 @@ def _d_DetailedTaxType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedTaxType', p)
         if _neg: _c196_Value = -_c196_Value - 1
-        if _c196_Value < -32768 or _c196_Value > 32767: raise DecodeError(f'value {_c196_Value} outside [-32768, 32767]', r.at(p))
+        if _c196_Value < -32768 or _c196_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c196_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c196_Exponent, _c196_Value)
         r.pos = p
     except Exception as e:
@@ -18305,8 +18305,8 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
                 if x & 385: raise r.deviation('AC_ChargeParameterDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E0[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AC_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E0[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 2
@@ -18421,8 +18421,8 @@ def _d_ChargeParameterDiscoveryResType(r):
         if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E0[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E0[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -18503,7 +18503,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c200_Value = -_c200_Value - 1
-                if _c200_Value < -32768 or _c200_Value > 32767: raise DecodeError(f'value {_c200_Value} outside [-32768, 32767]', r.at(p))
+                if _c200_Value < -32768 or _c200_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c200_Value, r.at(p))
                 f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c200_Exponent, _c200_Value)
                 s = 1
             if s == 1:
@@ -18533,7 +18533,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c201_Value = -_c201_Value - 1
-                    if _c201_Value < -32768 or _c201_Value > 32767: raise DecodeError(f'value {_c201_Value} outside [-32768, 32767]', r.at(p))
+                    if _c201_Value < -32768 or _c201_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c201_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c201_Exponent, _c201_Value)
                     s = 2
                 elif ec == 1:
@@ -18559,7 +18559,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c202_Value = -_c202_Value - 1
-                    if _c202_Value < -32768 or _c202_Value > 32767: raise DecodeError(f'value {_c202_Value} outside [-32768, 32767]', r.at(p))
+                    if _c202_Value < -32768 or _c202_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c202_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c202_Exponent, _c202_Value)
                     s = 3
                 elif ec == 2:
@@ -18585,7 +18585,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c203_Value = -_c203_Value - 1
-                    if _c203_Value < -32768 or _c203_Value > 32767: raise DecodeError(f'value {_c203_Value} outside [-32768, 32767]', r.at(p))
+                    if _c203_Value < -32768 or _c203_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c203_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c203_Exponent, _c203_Value)
                     s = 4
                 else:
@@ -18617,7 +18617,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c204_Value = -_c204_Value - 1
-                    if _c204_Value < -32768 or _c204_Value > 32767: raise DecodeError(f'value {_c204_Value} outside [-32768, 32767]', r.at(p))
+                    if _c204_Value < -32768 or _c204_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c204_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c204_Exponent, _c204_Value)
                     s = 3
                 elif ec == 1:
@@ -18643,7 +18643,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c205_Value = -_c205_Value - 1
-                    if _c205_Value < -32768 or _c205_Value > 32767: raise DecodeError(f'value {_c205_Value} outside [-32768, 32767]', r.at(p))
+                    if _c205_Value < -32768 or _c205_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c205_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c205_Exponent, _c205_Value)
                     s = 4
                 else:
@@ -18671,7 +18671,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c206_Value = -_c206_Value - 1
-                if _c206_Value < -32768 or _c206_Value > 32767: raise DecodeError(f'value {_c206_Value} outside [-32768, 32767]', r.at(p))
+                if _c206_Value < -32768 or _c206_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c206_Value, r.at(p))
                 f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c206_Exponent, _c206_Value)
                 s = 4
             if s == 4:
@@ -18701,7 +18701,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c207_Value = -_c207_Value - 1
-                    if _c207_Value < -32768 or _c207_Value > 32767: raise DecodeError(f'value {_c207_Value} outside [-32768, 32767]', r.at(p))
+                    if _c207_Value < -32768 or _c207_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c207_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c207_Exponent, _c207_Value)
                     s = 5
                 elif ec == 1:
@@ -18727,7 +18727,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c208_Value = -_c208_Value - 1
-                    if _c208_Value < -32768 or _c208_Value > 32767: raise DecodeError(f'value {_c208_Value} outside [-32768, 32767]', r.at(p))
+                    if _c208_Value < -32768 or _c208_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c208_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c208_Exponent, _c208_Value)
                     s = 6
                 elif ec == 2:
@@ -18753,7 +18753,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c209_Value = -_c209_Value - 1
-                    if _c209_Value < -32768 or _c209_Value > 32767: raise DecodeError(f'value {_c209_Value} outside [-32768, 32767]', r.at(p))
+                    if _c209_Value < -32768 or _c209_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c209_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c209_Exponent, _c209_Value)
                     s = 7
                 else:
@@ -18785,7 +18785,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c210_Value = -_c210_Value - 1
-                    if _c210_Value < -32768 or _c210_Value > 32767: raise DecodeError(f'value {_c210_Value} outside [-32768, 32767]', r.at(p))
+                    if _c210_Value < -32768 or _c210_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c210_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c210_Exponent, _c210_Value)
                     s = 6
                 elif ec == 1:
@@ -18811,7 +18811,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c211_Value = -_c211_Value - 1
-                    if _c211_Value < -32768 or _c211_Value > 32767: raise DecodeError(f'value {_c211_Value} outside [-32768, 32767]', r.at(p))
+                    if _c211_Value < -32768 or _c211_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c211_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c211_Exponent, _c211_Value)
                     s = 7
                 else:
@@ -18839,7 +18839,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c212_Value = -_c212_Value - 1
-                if _c212_Value < -32768 or _c212_Value > 32767: raise DecodeError(f'value {_c212_Value} outside [-32768, 32767]', r.at(p))
+                if _c212_Value < -32768 or _c212_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c212_Value, r.at(p))
                 f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c212_Exponent, _c212_Value)
                 s = 7
             if s == 7:
@@ -18869,7 +18869,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c213_Value = -_c213_Value - 1
-                    if _c213_Value < -32768 or _c213_Value > 32767: raise DecodeError(f'value {_c213_Value} outside [-32768, 32767]', r.at(p))
+                    if _c213_Value < -32768 or _c213_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c213_Value, r.at(p))
                     f_EVMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c213_Exponent, _c213_Value)
                     s = 8
                 elif ec == 1:
@@ -18895,7 +18895,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c214_Value = -_c214_Value - 1
-                    if _c214_Value < -32768 or _c214_Value > 32767: raise DecodeError(f'value {_c214_Value} outside [-32768, 32767]', r.at(p))
+                    if _c214_Value < -32768 or _c214_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c214_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c214_Exponent, _c214_Value)
                     s = 9
                 elif ec == 2:
@@ -18921,7 +18921,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c215_Value = -_c215_Value - 1
-                    if _c215_Value < -32768 or _c215_Value > 32767: raise DecodeError(f'value {_c215_Value} outside [-32768, 32767]', r.at(p))
+                    if _c215_Value < -32768 or _c215_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c215_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c215_Exponent, _c215_Value)
                     s = 10
                 else:
@@ -18953,7 +18953,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c216_Value = -_c216_Value - 1
-                    if _c216_Value < -32768 or _c216_Value > 32767: raise DecodeError(f'value {_c216_Value} outside [-32768, 32767]', r.at(p))
+                    if _c216_Value < -32768 or _c216_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c216_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c216_Exponent, _c216_Value)
                     s = 9
                 elif ec == 1:
@@ -18979,7 +18979,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c217_Value = -_c217_Value - 1
-                    if _c217_Value < -32768 or _c217_Value > 32767: raise DecodeError(f'value {_c217_Value} outside [-32768, 32767]', r.at(p))
+                    if _c217_Value < -32768 or _c217_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c217_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c217_Exponent, _c217_Value)
                     s = 10
                 else:
@@ -19007,7 +19007,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c218_Value = -_c218_Value - 1
-                if _c218_Value < -32768 or _c218_Value > 32767: raise DecodeError(f'value {_c218_Value} outside [-32768, 32767]', r.at(p))
+                if _c218_Value < -32768 or _c218_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c218_Value, r.at(p))
                 f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c218_Exponent, _c218_Value)
                 s = 10
             if s == 10:
@@ -19037,7 +19037,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c219_Value = -_c219_Value - 1
-                    if _c219_Value < -32768 or _c219_Value > 32767: raise DecodeError(f'value {_c219_Value} outside [-32768, 32767]', r.at(p))
+                    if _c219_Value < -32768 or _c219_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c219_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c219_Exponent, _c219_Value)
                     s = 11
                 elif ec == 1:
@@ -19063,7 +19063,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c220_Value = -_c220_Value - 1
-                    if _c220_Value < -32768 or _c220_Value > 32767: raise DecodeError(f'value {_c220_Value} outside [-32768, 32767]', r.at(p))
+                    if _c220_Value < -32768 or _c220_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c220_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c220_Exponent, _c220_Value)
                     s = 12
                 elif ec == 2:
@@ -19098,7 +19098,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c221_Value = -_c221_Value - 1
-                    if _c221_Value < -32768 or _c221_Value > 32767: raise DecodeError(f'value {_c221_Value} outside [-32768, 32767]', r.at(p))
+                    if _c221_Value < -32768 or _c221_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c221_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c221_Exponent, _c221_Value)
                     s = 12
                 elif ec == 1:
@@ -19745,7 +19745,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                 if _neg: _c244_Value = -_c244_Value - 1
-                if _c244_Value < -32768 or _c244_Value > 32767: raise DecodeError(f'value {_c244_Value} outside [-32768, 32767]', r.at(p))
+                if _c244_Value < -32768 or _c244_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c244_Value, r.at(p))
                 f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c244_Exponent, _c244_Value)
                 s = 1
             if s == 1:
@@ -19775,7 +19775,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c245_Value = -_c245_Value - 1
-                    if _c245_Value < -32768 or _c245_Value > 32767: raise DecodeError(f'value {_c245_Value} outside [-32768, 32767]', r.at(p))
+                    if _c245_Value < -32768 or _c245_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c245_Value, r.at(p))
                     f_EVSEMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c245_Exponent, _c245_Value)
                     s = 2
                 elif ec == 1:
@@ -19801,7 +19801,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c246_Value = -_c246_Value - 1
-                    if _c246_Value < -32768 or _c246_Value > 32767: raise DecodeError(f'value {_c246_Value} outside [-32768, 32767]', r.at(p))
+                    if _c246_Value < -32768 or _c246_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c246_Value, r.at(p))
                     f_EVSEMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c246_Exponent, _c246_Value)
                     s = 3
                 elif ec == 2:
@@ -19827,7 +19827,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c247_Value = -_c247_Value - 1
-                    if _c247_Value < -32768 or _c247_Value > 32767: raise DecodeError(f'value {_c247_Value} outside [-32768, 32767]', r.at(p))
+                    if _c247_Value < -32768 or _c247_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c247_Value, r.at(p))
                     f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c247_Exponent, _c247_Value)
                     s = 4
                 else:
@@ -19859,7 +19859,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c248_Value = -_c248_Value - 1
-                    if _c248_Value < -32768 or _c248_Value > 32767: raise DecodeError(f'value {_c248_Value} outside [-32768, 32767]', r.at(p))
+                    if _c248_Value < -32768 or _c248_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c248_Value, r.at(p))
                     f_EVSEMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c248_Exponent, _c248_Value)
                     s = 3
                 elif ec == 1:
@@ -19885,7 +19885,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c249_Value = -_c249_Value - 1
-                    if _c249_Value < -32768 or _c249_Value > 32767: raise DecodeError(f'value {_c249_Value} outside [-32768, 32767]', r.at(p))
+                    if _c249_Value < -32768 or _c249_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c249_Value, r.at(p))
                     f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c249_Exponent, _c249_Value)
                     s = 4
                 else:
@@ -19913,7 +19913,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                 if _neg: _c250_Value = -_c250_Value - 1
-                if _c250_Value < -32768 or _c250_Value > 32767: raise DecodeError(f'value {_c250_Value} outside [-32768, 32767]', r.at(p))
+                if _c250_Value < -32768 or _c250_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c250_Value, r.at(p))
                 f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c250_Exponent, _c250_Value)
                 s = 4
             if s == 4:
@@ -19943,7 +19943,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c251_Value = -_c251_Value - 1
-                    if _c251_Value < -32768 or _c251_Value > 32767: raise DecodeError(f'value {_c251_Value} outside [-32768, 32767]', r.at(p))
+                    if _c251_Value < -32768 or _c251_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c251_Value, r.at(p))
                     f_EVSEMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c251_Exponent, _c251_Value)
                     s = 5
                 elif ec == 1:
@@ -19969,7 +19969,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c252_Value = -_c252_Value - 1
-                    if _c252_Value < -32768 or _c252_Value > 32767: raise DecodeError(f'value {_c252_Value} outside [-32768, 32767]', r.at(p))
+                    if _c252_Value < -32768 or _c252_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c252_Value, r.at(p))
                     f_EVSEMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c252_Exponent, _c252_Value)
                     s = 6
                 elif ec == 2:
@@ -19995,7 +19995,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c253_Value = -_c253_Value - 1
-                    if _c253_Value < -32768 or _c253_Value > 32767: raise DecodeError(f'value {_c253_Value} outside [-32768, 32767]', r.at(p))
+                    if _c253_Value < -32768 or _c253_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c253_Value, r.at(p))
                     f_EVSENominalFrequency = iso20_commontypes.RationalNumberType(_c253_Exponent, _c253_Value)
                     s = 7
                 else:
@@ -20027,7 +20027,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c254_Value = -_c254_Value - 1
-                    if _c254_Value < -32768 or _c254_Value > 32767: raise DecodeError(f'value {_c254_Value} outside [-32768, 32767]', r.at(p))
+                    if _c254_Value < -32768 or _c254_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c254_Value, r.at(p))
                     f_EVSEMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c254_Exponent, _c254_Value)
                     s = 6
                 elif ec == 1:
@@ -20053,7 +20053,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c255_Value = -_c255_Value - 1
-                    if _c255_Value < -32768 or _c255_Value > 32767: raise DecodeError(f'value {_c255_Value} outside [-32768, 32767]', r.at(p))
+                    if _c255_Value < -32768 or _c255_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c255_Value, r.at(p))
                     f_EVSENominalFrequency = iso20_commontypes.RationalNumberType(_c255_Exponent, _c255_Value)
                     s = 7
                 else:
@@ -20081,7 +20081,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                 if _neg: _c256_Value = -_c256_Value - 1
-                if _c256_Value < -32768 or _c256_Value > 32767: raise DecodeError(f'value {_c256_Value} outside [-32768, 32767]', r.at(p))
+                if _c256_Value < -32768 or _c256_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c256_Value, r.at(p))
                 f_EVSENominalFrequency = iso20_commontypes.RationalNumberType(_c256_Exponent, _c256_Value)
                 s = 7
             if s == 7:
@@ -20111,7 +20111,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c257_Value = -_c257_Value - 1
-                    if _c257_Value < -32768 or _c257_Value > 32767: raise DecodeError(f'value {_c257_Value} outside [-32768, 32767]', r.at(p))
+                    if _c257_Value < -32768 or _c257_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c257_Value, r.at(p))
                     f_MaximumPowerAsymmetry = iso20_commontypes.RationalNumberType(_c257_Exponent, _c257_Value)
                     s = 8
                 elif ec == 1:
@@ -20137,7 +20137,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c258_Value = -_c258_Value - 1
-                    if _c258_Value < -32768 or _c258_Value > 32767: raise DecodeError(f'value {_c258_Value} outside [-32768, 32767]', r.at(p))
+                    if _c258_Value < -32768 or _c258_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c258_Value, r.at(p))
                     f_EVSEPowerRampLimitation = iso20_commontypes.RationalNumberType(_c258_Exponent, _c258_Value)
                     s = 9
                 elif ec == 2:
@@ -20163,7 +20163,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c259_Value = -_c259_Value - 1
-                    if _c259_Value < -32768 or _c259_Value > 32767: raise DecodeError(f'value {_c259_Value} outside [-32768, 32767]', r.at(p))
+                    if _c259_Value < -32768 or _c259_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c259_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c259_Exponent, _c259_Value)
                     s = 10
                 elif ec == 3:
@@ -20189,7 +20189,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c260_Value = -_c260_Value - 1
-                    if _c260_Value < -32768 or _c260_Value > 32767: raise DecodeError(f'value {_c260_Value} outside [-32768, 32767]', r.at(p))
+                    if _c260_Value < -32768 or _c260_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c260_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c260_Exponent, _c260_Value)
                     s = 11
                 elif ec == 4:
@@ -20215,7 +20215,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c261_Value = -_c261_Value - 1
-                    if _c261_Value < -32768 or _c261_Value > 32767: raise DecodeError(f'value {_c261_Value} outside [-32768, 32767]', r.at(p))
+                    if _c261_Value < -32768 or _c261_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c261_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c261_Exponent, _c261_Value)
                     s = 12
                 elif ec == 5:
@@ -20241,7 +20241,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c262_Value = -_c262_Value - 1
-                    if _c262_Value < -32768 or _c262_Value > 32767: raise DecodeError(f'value {_c262_Value} outside [-32768, 32767]', r.at(p))
+                    if _c262_Value < -32768 or _c262_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c262_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c262_Exponent, _c262_Value)
                     s = 13
                 else:
@@ -20273,7 +20273,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c263_Value = -_c263_Value - 1
-                    if _c263_Value < -32768 or _c263_Value > 32767: raise DecodeError(f'value {_c263_Value} outside [-32768, 32767]', r.at(p))
+                    if _c263_Value < -32768 or _c263_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c263_Value, r.at(p))
                     f_EVSEPowerRampLimitation = iso20_commontypes.RationalNumberType(_c263_Exponent, _c263_Value)
                     s = 9
                 elif ec == 1:
@@ -20299,7 +20299,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c264_Value = -_c264_Value - 1
-                    if _c264_Value < -32768 or _c264_Value > 32767: raise DecodeError(f'value {_c264_Value} outside [-32768, 32767]', r.at(p))
+                    if _c264_Value < -32768 or _c264_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c264_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c264_Exponent, _c264_Value)
                     s = 10
                 elif ec == 2:
@@ -20325,7 +20325,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c265_Value = -_c265_Value - 1
-                    if _c265_Value < -32768 or _c265_Value > 32767: raise DecodeError(f'value {_c265_Value} outside [-32768, 32767]', r.at(p))
+                    if _c265_Value < -32768 or _c265_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c265_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c265_Exponent, _c265_Value)
                     s = 11
                 elif ec == 3:
@@ -20351,7 +20351,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c266_Value = -_c266_Value - 1
-                    if _c266_Value < -32768 or _c266_Value > 32767: raise DecodeError(f'value {_c266_Value} outside [-32768, 32767]', r.at(p))
+                    if _c266_Value < -32768 or _c266_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c266_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c266_Exponent, _c266_Value)
                     s = 12
                 elif ec == 4:
@@ -20377,7 +20377,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c267_Value = -_c267_Value - 1
-                    if _c267_Value < -32768 or _c267_Value > 32767: raise DecodeError(f'value {_c267_Value} outside [-32768, 32767]', r.at(p))
+                    if _c267_Value < -32768 or _c267_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c267_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c267_Exponent, _c267_Value)
                     s = 13
                 else:
@@ -20409,7 +20409,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c268_Value = -_c268_Value - 1
-                    if _c268_Value < -32768 or _c268_Value > 32767: raise DecodeError(f'value {_c268_Value} outside [-32768, 32767]', r.at(p))
+                    if _c268_Value < -32768 or _c268_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c268_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c268_Exponent, _c268_Value)
                     s = 10
                 elif ec == 1:
@@ -20435,7 +20435,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c269_Value = -_c269_Value - 1
-                    if _c269_Value < -32768 or _c269_Value > 32767: raise DecodeError(f'value {_c269_Value} outside [-32768, 32767]', r.at(p))
+                    if _c269_Value < -32768 or _c269_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c269_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c269_Exponent, _c269_Value)
                     s = 11
                 elif ec == 2:
@@ -20461,7 +20461,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c270_Value = -_c270_Value - 1
-                    if _c270_Value < -32768 or _c270_Value > 32767: raise DecodeError(f'value {_c270_Value} outside [-32768, 32767]', r.at(p))
+                    if _c270_Value < -32768 or _c270_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c270_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c270_Exponent, _c270_Value)
                     s = 12
                 elif ec == 3:
@@ -20487,7 +20487,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c271_Value = -_c271_Value - 1
-                    if _c271_Value < -32768 or _c271_Value > 32767: raise DecodeError(f'value {_c271_Value} outside [-32768, 32767]', r.at(p))
+                    if _c271_Value < -32768 or _c271_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c271_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c271_Exponent, _c271_Value)
                     s = 13
                 else:
@@ -20519,7 +20519,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c272_Value = -_c272_Value - 1
-                    if _c272_Value < -32768 or _c272_Value > 32767: raise DecodeError(f'value {_c272_Value} outside [-32768, 32767]', r.at(p))
+                    if _c272_Value < -32768 or _c272_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c272_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c272_Exponent, _c272_Value)
                     s = 11
                 elif ec == 1:
@@ -20545,7 +20545,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c273_Value = -_c273_Value - 1
-                    if _c273_Value < -32768 or _c273_Value > 32767: raise DecodeError(f'value {_c273_Value} outside [-32768, 32767]', r.at(p))
+                    if _c273_Value < -32768 or _c273_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c273_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c273_Exponent, _c273_Value)
                     s = 12
                 elif ec == 2:
@@ -20571,7 +20571,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c274_Value = -_c274_Value - 1
-                    if _c274_Value < -32768 or _c274_Value > 32767: raise DecodeError(f'value {_c274_Value} outside [-32768, 32767]', r.at(p))
+                    if _c274_Value < -32768 or _c274_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c274_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c274_Exponent, _c274_Value)
                     s = 13
                 else:
@@ -20603,7 +20603,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c275_Value = -_c275_Value - 1
-                    if _c275_Value < -32768 or _c275_Value > 32767: raise DecodeError(f'value {_c275_Value} outside [-32768, 32767]', r.at(p))
+                    if _c275_Value < -32768 or _c275_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c275_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c275_Exponent, _c275_Value)
                     s = 12
                 elif ec == 1:
@@ -20629,7 +20629,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c276_Value = -_c276_Value - 1
-                    if _c276_Value < -32768 or _c276_Value > 32767: raise DecodeError(f'value {_c276_Value} outside [-32768, 32767]', r.at(p))
+                    if _c276_Value < -32768 or _c276_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c276_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c276_Exponent, _c276_Value)
                     s = 13
                 else:
@@ -20657,7 +20657,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                 if _neg: _c277_Value = -_c277_Value - 1
-                if _c277_Value < -32768 or _c277_Value > 32767: raise DecodeError(f'value {_c277_Value} outside [-32768, 32767]', r.at(p))
+                if _c277_Value < -32768 or _c277_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c277_Value, r.at(p))
                 f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c277_Exponent, _c277_Value)
                 s = 13
             if s == 13:
@@ -20687,7 +20687,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c278_Value = -_c278_Value - 1
-                    if _c278_Value < -32768 or _c278_Value > 32767: raise DecodeError(f'value {_c278_Value} outside [-32768, 32767]', r.at(p))
+                    if _c278_Value < -32768 or _c278_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c278_Value, r.at(p))
                     f_EVSEMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c278_Exponent, _c278_Value)
                     s = 14
                 elif ec == 1:
@@ -20713,7 +20713,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c279_Value = -_c279_Value - 1
-                    if _c279_Value < -32768 or _c279_Value > 32767: raise DecodeError(f'value {_c279_Value} outside [-32768, 32767]', r.at(p))
+                    if _c279_Value < -32768 or _c279_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c279_Value, r.at(p))
                     f_EVSEMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c279_Exponent, _c279_Value)
                     s = 15
                 elif ec == 2:
@@ -20739,7 +20739,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c280_Value = -_c280_Value - 1
-                    if _c280_Value < -32768 or _c280_Value > 32767: raise DecodeError(f'value {_c280_Value} outside [-32768, 32767]', r.at(p))
+                    if _c280_Value < -32768 or _c280_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c280_Value, r.at(p))
                     f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c280_Exponent, _c280_Value)
                     s = 16
                 else:
@@ -20771,7 +20771,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c281_Value = -_c281_Value - 1
-                    if _c281_Value < -32768 or _c281_Value > 32767: raise DecodeError(f'value {_c281_Value} outside [-32768, 32767]', r.at(p))
+                    if _c281_Value < -32768 or _c281_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c281_Value, r.at(p))
                     f_EVSEMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c281_Exponent, _c281_Value)
                     s = 15
                 elif ec == 1:
@@ -20797,7 +20797,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c282_Value = -_c282_Value - 1
-                    if _c282_Value < -32768 or _c282_Value > 32767: raise DecodeError(f'value {_c282_Value} outside [-32768, 32767]', r.at(p))
+                    if _c282_Value < -32768 or _c282_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c282_Value, r.at(p))
                     f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c282_Exponent, _c282_Value)
                     s = 16
                 else:
@@ -20825,7 +20825,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                 if _neg: _c283_Value = -_c283_Value - 1
-                if _c283_Value < -32768 or _c283_Value > 32767: raise DecodeError(f'value {_c283_Value} outside [-32768, 32767]', r.at(p))
+                if _c283_Value < -32768 or _c283_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c283_Value, r.at(p))
                 f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c283_Exponent, _c283_Value)
                 s = 16
             if s == 16:
@@ -20855,7 +20855,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c284_Value = -_c284_Value - 1
-                    if _c284_Value < -32768 or _c284_Value > 32767: raise DecodeError(f'value {_c284_Value} outside [-32768, 32767]', r.at(p))
+                    if _c284_Value < -32768 or _c284_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c284_Value, r.at(p))
                     f_EVSEMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c284_Exponent, _c284_Value)
                     s = 17
                 elif ec == 1:
@@ -20881,7 +20881,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c285_Value = -_c285_Value - 1
-                    if _c285_Value < -32768 or _c285_Value > 32767: raise DecodeError(f'value {_c285_Value} outside [-32768, 32767]', r.at(p))
+                    if _c285_Value < -32768 or _c285_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c285_Value, r.at(p))
                     f_EVSEMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c285_Exponent, _c285_Value)
                     s = 18
                 elif ec == 2:
@@ -20916,7 +20916,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', p)
                     if _neg: _c286_Value = -_c286_Value - 1
-                    if _c286_Value < -32768 or _c286_Value > 32767: raise DecodeError(f'value {_c286_Value} outside [-32768, 32767]', r.at(p))
+                    if _c286_Value < -32768 or _c286_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c286_Value, r.at(p))
                     f_EVSEMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c286_Exponent, _c286_Value)
                     s = 18
                 elif ec == 1:
@@ -22066,7 +22066,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EVTargetEnergyRequest'
                     el = 'EVTargetEnergyRequest/Exponent'
                     _c330_Exponent = ((x >> 4) & 255) + -128
@@ -22085,7 +22085,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c330_Value = -_c330_Value - 1
-                    if _c330_Value < -32768 or _c330_Value > 32767: raise DecodeError(f'value {_c330_Value} outside [-32768, 32767]', r.at(p))
+                    if _c330_Value < -32768 or _c330_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c330_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c330_Exponent, _c330_Value)
                     s = 2
                 elif ec == 1:
@@ -22111,7 +22111,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c331_Value = -_c331_Value - 1
-                    if _c331_Value < -32768 or _c331_Value > 32767: raise DecodeError(f'value {_c331_Value} outside [-32768, 32767]', r.at(p))
+                    if _c331_Value < -32768 or _c331_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c331_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c331_Exponent, _c331_Value)
                     s = 2
                 else:
@@ -22139,7 +22139,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c332_Value = -_c332_Value - 1
-                if _c332_Value < -32768 or _c332_Value > 32767: raise DecodeError(f'value {_c332_Value} outside [-32768, 32767]', r.at(p))
+                if _c332_Value < -32768 or _c332_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c332_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c332_Exponent, _c332_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -22159,7 +22159,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c333_Value = -_c333_Value - 1
-                if _c333_Value < -32768 or _c333_Value > 32767: raise DecodeError(f'value {_c333_Value} outside [-32768, 32767]', r.at(p))
+                if _c333_Value < -32768 or _c333_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c333_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c333_Exponent, _c333_Value)
                 el = 'EVMaximumChargePower'
                 el = 'EVMaximumChargePower/Exponent'
@@ -22179,7 +22179,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c334_Value = -_c334_Value - 1
-                if _c334_Value < -32768 or _c334_Value > 32767: raise DecodeError(f'value {_c334_Value} outside [-32768, 32767]', r.at(p))
+                if _c334_Value < -32768 or _c334_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c334_Value, r.at(p))
                 f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c334_Exponent, _c334_Value)
                 s = 5
             if s == 5:
@@ -22209,7 +22209,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c335_Value = -_c335_Value - 1
-                    if _c335_Value < -32768 or _c335_Value > 32767: raise DecodeError(f'value {_c335_Value} outside [-32768, 32767]', r.at(p))
+                    if _c335_Value < -32768 or _c335_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c335_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c335_Exponent, _c335_Value)
                     s = 6
                 elif ec == 1:
@@ -22235,7 +22235,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c336_Value = -_c336_Value - 1
-                    if _c336_Value < -32768 or _c336_Value > 32767: raise DecodeError(f'value {_c336_Value} outside [-32768, 32767]', r.at(p))
+                    if _c336_Value < -32768 or _c336_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c336_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c336_Exponent, _c336_Value)
                     s = 7
                 elif ec == 2:
@@ -22261,7 +22261,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c337_Value = -_c337_Value - 1
-                    if _c337_Value < -32768 or _c337_Value > 32767: raise DecodeError(f'value {_c337_Value} outside [-32768, 32767]', r.at(p))
+                    if _c337_Value < -32768 or _c337_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c337_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c337_Exponent, _c337_Value)
                     s = 8
                 else:
@@ -22293,7 +22293,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c338_Value = -_c338_Value - 1
-                    if _c338_Value < -32768 or _c338_Value > 32767: raise DecodeError(f'value {_c338_Value} outside [-32768, 32767]', r.at(p))
+                    if _c338_Value < -32768 or _c338_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c338_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c338_Exponent, _c338_Value)
                     s = 7
                 elif ec == 1:
@@ -22319,7 +22319,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c339_Value = -_c339_Value - 1
-                    if _c339_Value < -32768 or _c339_Value > 32767: raise DecodeError(f'value {_c339_Value} outside [-32768, 32767]', r.at(p))
+                    if _c339_Value < -32768 or _c339_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c339_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c339_Exponent, _c339_Value)
                     s = 8
                 else:
@@ -22347,7 +22347,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c340_Value = -_c340_Value - 1
-                if _c340_Value < -32768 or _c340_Value > 32767: raise DecodeError(f'value {_c340_Value} outside [-32768, 32767]', r.at(p))
+                if _c340_Value < -32768 or _c340_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c340_Value, r.at(p))
                 f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c340_Exponent, _c340_Value)
                 s = 8
             if s == 8:
@@ -22377,7 +22377,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c341_Value = -_c341_Value - 1
-                    if _c341_Value < -32768 or _c341_Value > 32767: raise DecodeError(f'value {_c341_Value} outside [-32768, 32767]', r.at(p))
+                    if _c341_Value < -32768 or _c341_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c341_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c341_Exponent, _c341_Value)
                     s = 9
                 elif ec == 1:
@@ -22403,7 +22403,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c342_Value = -_c342_Value - 1
-                    if _c342_Value < -32768 or _c342_Value > 32767: raise DecodeError(f'value {_c342_Value} outside [-32768, 32767]', r.at(p))
+                    if _c342_Value < -32768 or _c342_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c342_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c342_Exponent, _c342_Value)
                     s = 10
                 elif ec == 2:
@@ -22429,7 +22429,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c343_Value = -_c343_Value - 1
-                    if _c343_Value < -32768 or _c343_Value > 32767: raise DecodeError(f'value {_c343_Value} outside [-32768, 32767]', r.at(p))
+                    if _c343_Value < -32768 or _c343_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c343_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c343_Exponent, _c343_Value)
                     s = 11
                 else:
@@ -22461,7 +22461,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c344_Value = -_c344_Value - 1
-                    if _c344_Value < -32768 or _c344_Value > 32767: raise DecodeError(f'value {_c344_Value} outside [-32768, 32767]', r.at(p))
+                    if _c344_Value < -32768 or _c344_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c344_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c344_Exponent, _c344_Value)
                     s = 10
                 elif ec == 1:
@@ -22487,7 +22487,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c345_Value = -_c345_Value - 1
-                    if _c345_Value < -32768 or _c345_Value > 32767: raise DecodeError(f'value {_c345_Value} outside [-32768, 32767]', r.at(p))
+                    if _c345_Value < -32768 or _c345_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c345_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c345_Exponent, _c345_Value)
                     s = 11
                 else:
@@ -22515,7 +22515,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c346_Value = -_c346_Value - 1
-                if _c346_Value < -32768 or _c346_Value > 32767: raise DecodeError(f'value {_c346_Value} outside [-32768, 32767]', r.at(p))
+                if _c346_Value < -32768 or _c346_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c346_Value, r.at(p))
                 f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c346_Exponent, _c346_Value)
                 s = 11
             if s == 11:
@@ -22545,7 +22545,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c347_Value = -_c347_Value - 1
-                    if _c347_Value < -32768 or _c347_Value > 32767: raise DecodeError(f'value {_c347_Value} outside [-32768, 32767]', r.at(p))
+                    if _c347_Value < -32768 or _c347_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c347_Value, r.at(p))
                     f_EVPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c347_Exponent, _c347_Value)
                     s = 12
                 elif ec == 1:
@@ -22571,7 +22571,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c348_Value = -_c348_Value - 1
-                    if _c348_Value < -32768 or _c348_Value > 32767: raise DecodeError(f'value {_c348_Value} outside [-32768, 32767]', r.at(p))
+                    if _c348_Value < -32768 or _c348_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c348_Value, r.at(p))
                     f_EVPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c348_Exponent, _c348_Value)
                     s = 13
                 elif ec == 2:
@@ -22597,7 +22597,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c349_Value = -_c349_Value - 1
-                    if _c349_Value < -32768 or _c349_Value > 32767: raise DecodeError(f'value {_c349_Value} outside [-32768, 32767]', r.at(p))
+                    if _c349_Value < -32768 or _c349_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c349_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c349_Exponent, _c349_Value)
                     s = 14
                 else:
@@ -22629,7 +22629,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c350_Value = -_c350_Value - 1
-                    if _c350_Value < -32768 or _c350_Value > 32767: raise DecodeError(f'value {_c350_Value} outside [-32768, 32767]', r.at(p))
+                    if _c350_Value < -32768 or _c350_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c350_Value, r.at(p))
                     f_EVPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c350_Exponent, _c350_Value)
                     s = 13
                 elif ec == 1:
@@ -22655,7 +22655,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c351_Value = -_c351_Value - 1
-                    if _c351_Value < -32768 or _c351_Value > 32767: raise DecodeError(f'value {_c351_Value} outside [-32768, 32767]', r.at(p))
+                    if _c351_Value < -32768 or _c351_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c351_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c351_Exponent, _c351_Value)
                     s = 14
                 else:
@@ -22683,7 +22683,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c352_Value = -_c352_Value - 1
-                if _c352_Value < -32768 or _c352_Value > 32767: raise DecodeError(f'value {_c352_Value} outside [-32768, 32767]', r.at(p))
+                if _c352_Value < -32768 or _c352_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c352_Value, r.at(p))
                 f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c352_Exponent, _c352_Value)
                 s = 14
             if s == 14:
@@ -22713,7 +22713,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c353_Value = -_c353_Value - 1
-                    if _c353_Value < -32768 or _c353_Value > 32767: raise DecodeError(f'value {_c353_Value} outside [-32768, 32767]', r.at(p))
+                    if _c353_Value < -32768 or _c353_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c353_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c353_Exponent, _c353_Value)
                     s = 15
                 elif ec == 1:
@@ -22739,7 +22739,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c354_Value = -_c354_Value - 1
-                    if _c354_Value < -32768 or _c354_Value > 32767: raise DecodeError(f'value {_c354_Value} outside [-32768, 32767]', r.at(p))
+                    if _c354_Value < -32768 or _c354_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c354_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c354_Exponent, _c354_Value)
                     s = 16
                 elif ec == 2:
@@ -22774,7 +22774,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c355_Value = -_c355_Value - 1
-                    if _c355_Value < -32768 or _c355_Value > 32767: raise DecodeError(f'value {_c355_Value} outside [-32768, 32767]', r.at(p))
+                    if _c355_Value < -32768 or _c355_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c355_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c355_Exponent, _c355_Value)
                     s = 16
                 elif ec == 1:
@@ -23507,7 +23507,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EVTargetEnergyRequest'
                     el = 'EVTargetEnergyRequest/Exponent'
                     _c382_Exponent = ((x >> 4) & 255) + -128
@@ -23526,7 +23526,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c382_Value = -_c382_Value - 1
-                    if _c382_Value < -32768 or _c382_Value > 32767: raise DecodeError(f'value {_c382_Value} outside [-32768, 32767]', r.at(p))
+                    if _c382_Value < -32768 or _c382_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c382_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c382_Exponent, _c382_Value)
                     s = 2
                 elif ec == 1:
@@ -23552,7 +23552,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c383_Value = -_c383_Value - 1
-                    if _c383_Value < -32768 or _c383_Value > 32767: raise DecodeError(f'value {_c383_Value} outside [-32768, 32767]', r.at(p))
+                    if _c383_Value < -32768 or _c383_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c383_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c383_Exponent, _c383_Value)
                     s = 2
                 else:
@@ -23580,7 +23580,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c384_Value = -_c384_Value - 1
-                if _c384_Value < -32768 or _c384_Value > 32767: raise DecodeError(f'value {_c384_Value} outside [-32768, 32767]', r.at(p))
+                if _c384_Value < -32768 or _c384_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c384_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c384_Exponent, _c384_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -23600,7 +23600,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c385_Value = -_c385_Value - 1
-                if _c385_Value < -32768 or _c385_Value > 32767: raise DecodeError(f'value {_c385_Value} outside [-32768, 32767]', r.at(p))
+                if _c385_Value < -32768 or _c385_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c385_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c385_Exponent, _c385_Value)
                 s = -1
         r.pos = p
@@ -23784,7 +23784,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EVTargetEnergyRequest'
                     el = 'EVTargetEnergyRequest/Exponent'
                     _c390_Exponent = ((x >> 4) & 255) + -128
@@ -23803,7 +23803,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c390_Value = -_c390_Value - 1
-                    if _c390_Value < -32768 or _c390_Value > 32767: raise DecodeError(f'value {_c390_Value} outside [-32768, 32767]', r.at(p))
+                    if _c390_Value < -32768 or _c390_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c390_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c390_Exponent, _c390_Value)
                     s = 2
                 elif ec == 1:
@@ -23829,7 +23829,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c391_Value = -_c391_Value - 1
-                    if _c391_Value < -32768 or _c391_Value > 32767: raise DecodeError(f'value {_c391_Value} outside [-32768, 32767]', r.at(p))
+                    if _c391_Value < -32768 or _c391_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c391_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c391_Exponent, _c391_Value)
                     s = 2
                 else:
@@ -23857,7 +23857,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c392_Value = -_c392_Value - 1
-                if _c392_Value < -32768 or _c392_Value > 32767: raise DecodeError(f'value {_c392_Value} outside [-32768, 32767]', r.at(p))
+                if _c392_Value < -32768 or _c392_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c392_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c392_Exponent, _c392_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -23877,7 +23877,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c393_Value = -_c393_Value - 1
-                if _c393_Value < -32768 or _c393_Value > 32767: raise DecodeError(f'value {_c393_Value} outside [-32768, 32767]', r.at(p))
+                if _c393_Value < -32768 or _c393_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c393_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c393_Exponent, _c393_Value)
                 el = 'EVMaximumChargePower'
                 el = 'EVMaximumChargePower/Exponent'
@@ -23897,7 +23897,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c394_Value = -_c394_Value - 1
-                if _c394_Value < -32768 or _c394_Value > 32767: raise DecodeError(f'value {_c394_Value} outside [-32768, 32767]', r.at(p))
+                if _c394_Value < -32768 or _c394_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c394_Value, r.at(p))
                 f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c394_Exponent, _c394_Value)
                 s = 5
             if s == 5:
@@ -23927,7 +23927,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c395_Value = -_c395_Value - 1
-                    if _c395_Value < -32768 or _c395_Value > 32767: raise DecodeError(f'value {_c395_Value} outside [-32768, 32767]', r.at(p))
+                    if _c395_Value < -32768 or _c395_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c395_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c395_Exponent, _c395_Value)
                     s = 6
                 elif ec == 1:
@@ -23953,7 +23953,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c396_Value = -_c396_Value - 1
-                    if _c396_Value < -32768 or _c396_Value > 32767: raise DecodeError(f'value {_c396_Value} outside [-32768, 32767]', r.at(p))
+                    if _c396_Value < -32768 or _c396_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c396_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c396_Exponent, _c396_Value)
                     s = 7
                 elif ec == 2:
@@ -23979,7 +23979,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c397_Value = -_c397_Value - 1
-                    if _c397_Value < -32768 or _c397_Value > 32767: raise DecodeError(f'value {_c397_Value} outside [-32768, 32767]', r.at(p))
+                    if _c397_Value < -32768 or _c397_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c397_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c397_Exponent, _c397_Value)
                     s = 8
                 else:
@@ -24011,7 +24011,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c398_Value = -_c398_Value - 1
-                    if _c398_Value < -32768 or _c398_Value > 32767: raise DecodeError(f'value {_c398_Value} outside [-32768, 32767]', r.at(p))
+                    if _c398_Value < -32768 or _c398_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c398_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c398_Exponent, _c398_Value)
                     s = 7
                 elif ec == 1:
@@ -24037,7 +24037,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c399_Value = -_c399_Value - 1
-                    if _c399_Value < -32768 or _c399_Value > 32767: raise DecodeError(f'value {_c399_Value} outside [-32768, 32767]', r.at(p))
+                    if _c399_Value < -32768 or _c399_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c399_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c399_Exponent, _c399_Value)
                     s = 8
                 else:
@@ -24065,7 +24065,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c400_Value = -_c400_Value - 1
-                if _c400_Value < -32768 or _c400_Value > 32767: raise DecodeError(f'value {_c400_Value} outside [-32768, 32767]', r.at(p))
+                if _c400_Value < -32768 or _c400_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c400_Value, r.at(p))
                 f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c400_Exponent, _c400_Value)
                 s = 8
             if s == 8:
@@ -24095,7 +24095,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c401_Value = -_c401_Value - 1
-                    if _c401_Value < -32768 or _c401_Value > 32767: raise DecodeError(f'value {_c401_Value} outside [-32768, 32767]', r.at(p))
+                    if _c401_Value < -32768 or _c401_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c401_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c401_Exponent, _c401_Value)
                     s = 9
                 elif ec == 1:
@@ -24121,7 +24121,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c402_Value = -_c402_Value - 1
-                    if _c402_Value < -32768 or _c402_Value > 32767: raise DecodeError(f'value {_c402_Value} outside [-32768, 32767]', r.at(p))
+                    if _c402_Value < -32768 or _c402_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c402_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c402_Exponent, _c402_Value)
                     s = 10
                 elif ec == 2:
@@ -24147,7 +24147,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c403_Value = -_c403_Value - 1
-                    if _c403_Value < -32768 or _c403_Value > 32767: raise DecodeError(f'value {_c403_Value} outside [-32768, 32767]', r.at(p))
+                    if _c403_Value < -32768 or _c403_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c403_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c403_Exponent, _c403_Value)
                     s = 11
                 else:
@@ -24179,7 +24179,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c404_Value = -_c404_Value - 1
-                    if _c404_Value < -32768 or _c404_Value > 32767: raise DecodeError(f'value {_c404_Value} outside [-32768, 32767]', r.at(p))
+                    if _c404_Value < -32768 or _c404_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c404_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c404_Exponent, _c404_Value)
                     s = 10
                 elif ec == 1:
@@ -24205,7 +24205,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c405_Value = -_c405_Value - 1
-                    if _c405_Value < -32768 or _c405_Value > 32767: raise DecodeError(f'value {_c405_Value} outside [-32768, 32767]', r.at(p))
+                    if _c405_Value < -32768 or _c405_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c405_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c405_Exponent, _c405_Value)
                     s = 11
                 else:
@@ -24233,7 +24233,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c406_Value = -_c406_Value - 1
-                if _c406_Value < -32768 or _c406_Value > 32767: raise DecodeError(f'value {_c406_Value} outside [-32768, 32767]', r.at(p))
+                if _c406_Value < -32768 or _c406_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c406_Value, r.at(p))
                 f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c406_Exponent, _c406_Value)
                 s = 11
             if s == 11:
@@ -24263,7 +24263,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c407_Value = -_c407_Value - 1
-                    if _c407_Value < -32768 or _c407_Value > 32767: raise DecodeError(f'value {_c407_Value} outside [-32768, 32767]', r.at(p))
+                    if _c407_Value < -32768 or _c407_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c407_Value, r.at(p))
                     f_EVPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c407_Exponent, _c407_Value)
                     s = 12
                 elif ec == 1:
@@ -24289,7 +24289,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c408_Value = -_c408_Value - 1
-                    if _c408_Value < -32768 or _c408_Value > 32767: raise DecodeError(f'value {_c408_Value} outside [-32768, 32767]', r.at(p))
+                    if _c408_Value < -32768 or _c408_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c408_Value, r.at(p))
                     f_EVPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c408_Exponent, _c408_Value)
                     s = 13
                 elif ec == 2:
@@ -24315,7 +24315,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c409_Value = -_c409_Value - 1
-                    if _c409_Value < -32768 or _c409_Value > 32767: raise DecodeError(f'value {_c409_Value} outside [-32768, 32767]', r.at(p))
+                    if _c409_Value < -32768 or _c409_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c409_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c409_Exponent, _c409_Value)
                     s = 14
                 else:
@@ -24347,7 +24347,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c410_Value = -_c410_Value - 1
-                    if _c410_Value < -32768 or _c410_Value > 32767: raise DecodeError(f'value {_c410_Value} outside [-32768, 32767]', r.at(p))
+                    if _c410_Value < -32768 or _c410_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c410_Value, r.at(p))
                     f_EVPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c410_Exponent, _c410_Value)
                     s = 13
                 elif ec == 1:
@@ -24373,7 +24373,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c411_Value = -_c411_Value - 1
-                    if _c411_Value < -32768 or _c411_Value > 32767: raise DecodeError(f'value {_c411_Value} outside [-32768, 32767]', r.at(p))
+                    if _c411_Value < -32768 or _c411_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c411_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c411_Exponent, _c411_Value)
                     s = 14
                 else:
@@ -24401,7 +24401,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c412_Value = -_c412_Value - 1
-                if _c412_Value < -32768 or _c412_Value > 32767: raise DecodeError(f'value {_c412_Value} outside [-32768, 32767]', r.at(p))
+                if _c412_Value < -32768 or _c412_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c412_Value, r.at(p))
                 f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c412_Exponent, _c412_Value)
                 s = 14
             if s == 14:
@@ -24431,7 +24431,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c413_Value = -_c413_Value - 1
-                    if _c413_Value < -32768 or _c413_Value > 32767: raise DecodeError(f'value {_c413_Value} outside [-32768, 32767]', r.at(p))
+                    if _c413_Value < -32768 or _c413_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c413_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c413_Exponent, _c413_Value)
                     s = 15
                 elif ec == 1:
@@ -24457,7 +24457,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c414_Value = -_c414_Value - 1
-                    if _c414_Value < -32768 or _c414_Value > 32767: raise DecodeError(f'value {_c414_Value} outside [-32768, 32767]', r.at(p))
+                    if _c414_Value < -32768 or _c414_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c414_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c414_Exponent, _c414_Value)
                     s = 16
                 elif ec == 2:
@@ -24483,7 +24483,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c415_Value = -_c415_Value - 1
-                    if _c415_Value < -32768 or _c415_Value > 32767: raise DecodeError(f'value {_c415_Value} outside [-32768, 32767]', r.at(p))
+                    if _c415_Value < -32768 or _c415_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c415_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c415_Exponent, _c415_Value)
                     s = 17
                 else:
@@ -24515,7 +24515,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c416_Value = -_c416_Value - 1
-                    if _c416_Value < -32768 or _c416_Value > 32767: raise DecodeError(f'value {_c416_Value} outside [-32768, 32767]', r.at(p))
+                    if _c416_Value < -32768 or _c416_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c416_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c416_Exponent, _c416_Value)
                     s = 16
                 elif ec == 1:
@@ -24541,7 +24541,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c417_Value = -_c417_Value - 1
-                    if _c417_Value < -32768 or _c417_Value > 32767: raise DecodeError(f'value {_c417_Value} outside [-32768, 32767]', r.at(p))
+                    if _c417_Value < -32768 or _c417_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c417_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c417_Exponent, _c417_Value)
                     s = 17
                 else:
@@ -24569,7 +24569,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c418_Value = -_c418_Value - 1
-                if _c418_Value < -32768 or _c418_Value > 32767: raise DecodeError(f'value {_c418_Value} outside [-32768, 32767]', r.at(p))
+                if _c418_Value < -32768 or _c418_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c418_Value, r.at(p))
                 f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c418_Exponent, _c418_Value)
                 s = 17
             if s == 17:
@@ -24599,7 +24599,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c419_Value = -_c419_Value - 1
-                    if _c419_Value < -32768 or _c419_Value > 32767: raise DecodeError(f'value {_c419_Value} outside [-32768, 32767]', r.at(p))
+                    if _c419_Value < -32768 or _c419_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c419_Value, r.at(p))
                     f_EVMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c419_Exponent, _c419_Value)
                     s = 18
                 elif ec == 1:
@@ -24625,7 +24625,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c420_Value = -_c420_Value - 1
-                    if _c420_Value < -32768 or _c420_Value > 32767: raise DecodeError(f'value {_c420_Value} outside [-32768, 32767]', r.at(p))
+                    if _c420_Value < -32768 or _c420_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c420_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c420_Exponent, _c420_Value)
                     s = 19
                 elif ec == 2:
@@ -24651,7 +24651,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c421_Value = -_c421_Value - 1
-                    if _c421_Value < -32768 or _c421_Value > 32767: raise DecodeError(f'value {_c421_Value} outside [-32768, 32767]', r.at(p))
+                    if _c421_Value < -32768 or _c421_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c421_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c421_Exponent, _c421_Value)
                     s = 20
                 else:
@@ -24683,7 +24683,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c422_Value = -_c422_Value - 1
-                    if _c422_Value < -32768 or _c422_Value > 32767: raise DecodeError(f'value {_c422_Value} outside [-32768, 32767]', r.at(p))
+                    if _c422_Value < -32768 or _c422_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c422_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c422_Exponent, _c422_Value)
                     s = 19
                 elif ec == 1:
@@ -24709,7 +24709,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c423_Value = -_c423_Value - 1
-                    if _c423_Value < -32768 or _c423_Value > 32767: raise DecodeError(f'value {_c423_Value} outside [-32768, 32767]', r.at(p))
+                    if _c423_Value < -32768 or _c423_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c423_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c423_Exponent, _c423_Value)
                     s = 20
                 else:
@@ -24737,7 +24737,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                 if _neg: _c424_Value = -_c424_Value - 1
-                if _c424_Value < -32768 or _c424_Value > 32767: raise DecodeError(f'value {_c424_Value} outside [-32768, 32767]', r.at(p))
+                if _c424_Value < -32768 or _c424_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c424_Value, r.at(p))
                 f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c424_Exponent, _c424_Value)
                 s = 20
             if s == 20:
@@ -24767,7 +24767,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c425_Value = -_c425_Value - 1
-                    if _c425_Value < -32768 or _c425_Value > 32767: raise DecodeError(f'value {_c425_Value} outside [-32768, 32767]', r.at(p))
+                    if _c425_Value < -32768 or _c425_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c425_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c425_Exponent, _c425_Value)
                     s = 21
                 elif ec == 1:
@@ -24793,7 +24793,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c426_Value = -_c426_Value - 1
-                    if _c426_Value < -32768 or _c426_Value > 32767: raise DecodeError(f'value {_c426_Value} outside [-32768, 32767]', r.at(p))
+                    if _c426_Value < -32768 or _c426_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c426_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c426_Exponent, _c426_Value)
                     s = 22
                 elif ec == 2:
@@ -24819,7 +24819,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c427_Value = -_c427_Value - 1
-                    if _c427_Value < -32768 or _c427_Value > 32767: raise DecodeError(f'value {_c427_Value} outside [-32768, 32767]', r.at(p))
+                    if _c427_Value < -32768 or _c427_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c427_Value, r.at(p))
                     f_EVMaximumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c427_Exponent, _c427_Value)
                     s = 23
                 elif ec == 3:
@@ -24845,7 +24845,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c428_Value = -_c428_Value - 1
-                    if _c428_Value < -32768 or _c428_Value > 32767: raise DecodeError(f'value {_c428_Value} outside [-32768, 32767]', r.at(p))
+                    if _c428_Value < -32768 or _c428_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c428_Value, r.at(p))
                     f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c428_Exponent, _c428_Value)
                     s = 24
                 elif ec == 4:
@@ -24880,7 +24880,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c429_Value = -_c429_Value - 1
-                    if _c429_Value < -32768 or _c429_Value > 32767: raise DecodeError(f'value {_c429_Value} outside [-32768, 32767]', r.at(p))
+                    if _c429_Value < -32768 or _c429_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c429_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c429_Exponent, _c429_Value)
                     s = 22
                 elif ec == 1:
@@ -24906,7 +24906,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c430_Value = -_c430_Value - 1
-                    if _c430_Value < -32768 or _c430_Value > 32767: raise DecodeError(f'value {_c430_Value} outside [-32768, 32767]', r.at(p))
+                    if _c430_Value < -32768 or _c430_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c430_Value, r.at(p))
                     f_EVMaximumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c430_Exponent, _c430_Value)
                     s = 23
                 elif ec == 2:
@@ -24932,7 +24932,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c431_Value = -_c431_Value - 1
-                    if _c431_Value < -32768 or _c431_Value > 32767: raise DecodeError(f'value {_c431_Value} outside [-32768, 32767]', r.at(p))
+                    if _c431_Value < -32768 or _c431_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c431_Value, r.at(p))
                     f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c431_Exponent, _c431_Value)
                     s = 24
                 elif ec == 3:
@@ -24967,7 +24967,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c432_Value = -_c432_Value - 1
-                    if _c432_Value < -32768 or _c432_Value > 32767: raise DecodeError(f'value {_c432_Value} outside [-32768, 32767]', r.at(p))
+                    if _c432_Value < -32768 or _c432_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c432_Value, r.at(p))
                     f_EVMaximumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c432_Exponent, _c432_Value)
                     s = 23
                 elif ec == 1:
@@ -24993,7 +24993,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c433_Value = -_c433_Value - 1
-                    if _c433_Value < -32768 or _c433_Value > 32767: raise DecodeError(f'value {_c433_Value} outside [-32768, 32767]', r.at(p))
+                    if _c433_Value < -32768 or _c433_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c433_Value, r.at(p))
                     f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c433_Exponent, _c433_Value)
                     s = 24
                 elif ec == 2:
@@ -25028,7 +25028,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', p)
                     if _neg: _c434_Value = -_c434_Value - 1
-                    if _c434_Value < -32768 or _c434_Value > 32767: raise DecodeError(f'value {_c434_Value} outside [-32768, 32767]', r.at(p))
+                    if _c434_Value < -32768 or _c434_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c434_Value, r.at(p))
                     f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c434_Exponent, _c434_Value)
                     s = 24
                 elif ec == 1:
@@ -26244,7 +26244,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -26253,7 +26253,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -26262,7 +26262,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
@@ -26280,7 +26280,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 14
@@ -26305,7 +26305,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c480_Value = -_c480_Value - 1
-                    if _c480_Value < -32768 or _c480_Value > 32767: raise DecodeError(f'value {_c480_Value} outside [-32768, 32767]', r.at(p))
+                    if _c480_Value < -32768 or _c480_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c480_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c480_Exponent, _c480_Value)
                     s = 5
                 else:
@@ -26321,7 +26321,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -26330,7 +26330,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -26348,7 +26348,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 14
@@ -26373,7 +26373,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c481_Value = -_c481_Value - 1
-                    if _c481_Value < -32768 or _c481_Value > 32767: raise DecodeError(f'value {_c481_Value} outside [-32768, 32767]', r.at(p))
+                    if _c481_Value < -32768 or _c481_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c481_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c481_Exponent, _c481_Value)
                     s = 5
                 else:
@@ -26389,7 +26389,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -26407,7 +26407,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 14
@@ -26432,7 +26432,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c482_Value = -_c482_Value - 1
-                    if _c482_Value < -32768 or _c482_Value > 32767: raise DecodeError(f'value {_c482_Value} outside [-32768, 32767]', r.at(p))
+                    if _c482_Value < -32768 or _c482_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c482_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c482_Exponent, _c482_Value)
                     s = 5
                 else:
@@ -26457,7 +26457,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 14
@@ -26482,7 +26482,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c483_Value = -_c483_Value - 1
-                    if _c483_Value < -32768 or _c483_Value > 32767: raise DecodeError(f'value {_c483_Value} outside [-32768, 32767]', r.at(p))
+                    if _c483_Value < -32768 or _c483_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c483_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c483_Exponent, _c483_Value)
                     s = 5
                 else:
@@ -26510,7 +26510,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                 if _neg: _c484_Value = -_c484_Value - 1
-                if _c484_Value < -32768 or _c484_Value > 32767: raise DecodeError(f'value {_c484_Value} outside [-32768, 32767]', r.at(p))
+                if _c484_Value < -32768 or _c484_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c484_Value, r.at(p))
                 f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c484_Exponent, _c484_Value)
                 s = 5
             if s == 5:
@@ -26540,7 +26540,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c485_Value = -_c485_Value - 1
-                    if _c485_Value < -32768 or _c485_Value > 32767: raise DecodeError(f'value {_c485_Value} outside [-32768, 32767]', r.at(p))
+                    if _c485_Value < -32768 or _c485_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c485_Value, r.at(p))
                     f_EVSETargetActivePower_L2 = iso20_commontypes.RationalNumberType(_c485_Exponent, _c485_Value)
                     s = 6
                 elif ec == 1:
@@ -26566,7 +26566,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c486_Value = -_c486_Value - 1
-                    if _c486_Value < -32768 or _c486_Value > 32767: raise DecodeError(f'value {_c486_Value} outside [-32768, 32767]', r.at(p))
+                    if _c486_Value < -32768 or _c486_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c486_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c486_Exponent, _c486_Value)
                     s = 7
                 elif ec == 2:
@@ -26592,7 +26592,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c487_Value = -_c487_Value - 1
-                    if _c487_Value < -32768 or _c487_Value > 32767: raise DecodeError(f'value {_c487_Value} outside [-32768, 32767]', r.at(p))
+                    if _c487_Value < -32768 or _c487_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c487_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c487_Exponent, _c487_Value)
                     s = 8
                 elif ec == 3:
@@ -26618,7 +26618,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c488_Value = -_c488_Value - 1
-                    if _c488_Value < -32768 or _c488_Value > 32767: raise DecodeError(f'value {_c488_Value} outside [-32768, 32767]', r.at(p))
+                    if _c488_Value < -32768 or _c488_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c488_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c488_Exponent, _c488_Value)
                     s = 9
                 elif ec == 4:
@@ -26644,7 +26644,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c489_Value = -_c489_Value - 1
-                    if _c489_Value < -32768 or _c489_Value > 32767: raise DecodeError(f'value {_c489_Value} outside [-32768, 32767]', r.at(p))
+                    if _c489_Value < -32768 or _c489_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c489_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c489_Exponent, _c489_Value)
                     s = 10
                 elif ec == 5:
@@ -26670,7 +26670,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c490_Value = -_c490_Value - 1
-                    if _c490_Value < -32768 or _c490_Value > 32767: raise DecodeError(f'value {_c490_Value} outside [-32768, 32767]', r.at(p))
+                    if _c490_Value < -32768 or _c490_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c490_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c490_Exponent, _c490_Value)
                     s = 11
                 elif ec == 6:
@@ -26696,7 +26696,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c491_Value = -_c491_Value - 1
-                    if _c491_Value < -32768 or _c491_Value > 32767: raise DecodeError(f'value {_c491_Value} outside [-32768, 32767]', r.at(p))
+                    if _c491_Value < -32768 or _c491_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c491_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c491_Exponent, _c491_Value)
                     s = 12
                 elif ec == 7:
@@ -26722,7 +26722,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c492_Value = -_c492_Value - 1
-                    if _c492_Value < -32768 or _c492_Value > 32767: raise DecodeError(f'value {_c492_Value} outside [-32768, 32767]', r.at(p))
+                    if _c492_Value < -32768 or _c492_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c492_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c492_Exponent, _c492_Value)
                     s = 13
                 elif ec == 8:
@@ -26757,7 +26757,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c493_Value = -_c493_Value - 1
-                    if _c493_Value < -32768 or _c493_Value > 32767: raise DecodeError(f'value {_c493_Value} outside [-32768, 32767]', r.at(p))
+                    if _c493_Value < -32768 or _c493_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c493_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c493_Exponent, _c493_Value)
                     s = 7
                 elif ec == 1:
@@ -26783,7 +26783,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c494_Value = -_c494_Value - 1
-                    if _c494_Value < -32768 or _c494_Value > 32767: raise DecodeError(f'value {_c494_Value} outside [-32768, 32767]', r.at(p))
+                    if _c494_Value < -32768 or _c494_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c494_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c494_Exponent, _c494_Value)
                     s = 8
                 elif ec == 2:
@@ -26809,7 +26809,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     s = 9
                 elif ec == 3:
@@ -26835,7 +26835,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     s = 10
                 elif ec == 4:
@@ -26861,7 +26861,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c497_Value = -_c497_Value - 1
-                    if _c497_Value < -32768 or _c497_Value > 32767: raise DecodeError(f'value {_c497_Value} outside [-32768, 32767]', r.at(p))
+                    if _c497_Value < -32768 or _c497_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c497_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c497_Exponent, _c497_Value)
                     s = 11
                 elif ec == 5:
@@ -26887,7 +26887,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c498_Value = -_c498_Value - 1
-                    if _c498_Value < -32768 or _c498_Value > 32767: raise DecodeError(f'value {_c498_Value} outside [-32768, 32767]', r.at(p))
+                    if _c498_Value < -32768 or _c498_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c498_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c498_Exponent, _c498_Value)
                     s = 12
                 elif ec == 6:
@@ -26913,7 +26913,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c499_Value = -_c499_Value - 1
-                    if _c499_Value < -32768 or _c499_Value > 32767: raise DecodeError(f'value {_c499_Value} outside [-32768, 32767]', r.at(p))
+                    if _c499_Value < -32768 or _c499_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c499_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c499_Exponent, _c499_Value)
                     s = 13
                 elif ec == 7:
@@ -26948,7 +26948,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c500_Value = -_c500_Value - 1
-                    if _c500_Value < -32768 or _c500_Value > 32767: raise DecodeError(f'value {_c500_Value} outside [-32768, 32767]', r.at(p))
+                    if _c500_Value < -32768 or _c500_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c500_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c500_Exponent, _c500_Value)
                     s = 8
                 elif ec == 1:
@@ -26974,7 +26974,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c501_Value = -_c501_Value - 1
-                    if _c501_Value < -32768 or _c501_Value > 32767: raise DecodeError(f'value {_c501_Value} outside [-32768, 32767]', r.at(p))
+                    if _c501_Value < -32768 or _c501_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c501_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c501_Exponent, _c501_Value)
                     s = 9
                 elif ec == 2:
@@ -27000,7 +27000,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c502_Value = -_c502_Value - 1
-                    if _c502_Value < -32768 or _c502_Value > 32767: raise DecodeError(f'value {_c502_Value} outside [-32768, 32767]', r.at(p))
+                    if _c502_Value < -32768 or _c502_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c502_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c502_Exponent, _c502_Value)
                     s = 10
                 elif ec == 3:
@@ -27026,7 +27026,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c503_Value = -_c503_Value - 1
-                    if _c503_Value < -32768 or _c503_Value > 32767: raise DecodeError(f'value {_c503_Value} outside [-32768, 32767]', r.at(p))
+                    if _c503_Value < -32768 or _c503_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c503_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c503_Exponent, _c503_Value)
                     s = 11
                 elif ec == 4:
@@ -27052,7 +27052,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c504_Value = -_c504_Value - 1
-                    if _c504_Value < -32768 or _c504_Value > 32767: raise DecodeError(f'value {_c504_Value} outside [-32768, 32767]', r.at(p))
+                    if _c504_Value < -32768 or _c504_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c504_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c504_Exponent, _c504_Value)
                     s = 12
                 elif ec == 5:
@@ -27078,7 +27078,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c505_Value = -_c505_Value - 1
-                    if _c505_Value < -32768 or _c505_Value > 32767: raise DecodeError(f'value {_c505_Value} outside [-32768, 32767]', r.at(p))
+                    if _c505_Value < -32768 or _c505_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c505_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c505_Exponent, _c505_Value)
                     s = 13
                 elif ec == 6:
@@ -27113,7 +27113,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c506_Value = -_c506_Value - 1
-                    if _c506_Value < -32768 or _c506_Value > 32767: raise DecodeError(f'value {_c506_Value} outside [-32768, 32767]', r.at(p))
+                    if _c506_Value < -32768 or _c506_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c506_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c506_Exponent, _c506_Value)
                     s = 9
                 elif ec == 1:
@@ -27139,7 +27139,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c507_Value = -_c507_Value - 1
-                    if _c507_Value < -32768 or _c507_Value > 32767: raise DecodeError(f'value {_c507_Value} outside [-32768, 32767]', r.at(p))
+                    if _c507_Value < -32768 or _c507_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c507_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c507_Exponent, _c507_Value)
                     s = 10
                 elif ec == 2:
@@ -27165,7 +27165,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c508_Value = -_c508_Value - 1
-                    if _c508_Value < -32768 or _c508_Value > 32767: raise DecodeError(f'value {_c508_Value} outside [-32768, 32767]', r.at(p))
+                    if _c508_Value < -32768 or _c508_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c508_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c508_Exponent, _c508_Value)
                     s = 11
                 elif ec == 3:
@@ -27191,7 +27191,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c509_Value = -_c509_Value - 1
-                    if _c509_Value < -32768 or _c509_Value > 32767: raise DecodeError(f'value {_c509_Value} outside [-32768, 32767]', r.at(p))
+                    if _c509_Value < -32768 or _c509_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c509_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c509_Exponent, _c509_Value)
                     s = 12
                 elif ec == 4:
@@ -27217,7 +27217,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c510_Value = -_c510_Value - 1
-                    if _c510_Value < -32768 or _c510_Value > 32767: raise DecodeError(f'value {_c510_Value} outside [-32768, 32767]', r.at(p))
+                    if _c510_Value < -32768 or _c510_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c510_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c510_Exponent, _c510_Value)
                     s = 13
                 elif ec == 5:
@@ -27252,7 +27252,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c511_Value = -_c511_Value - 1
-                    if _c511_Value < -32768 or _c511_Value > 32767: raise DecodeError(f'value {_c511_Value} outside [-32768, 32767]', r.at(p))
+                    if _c511_Value < -32768 or _c511_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c511_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c511_Exponent, _c511_Value)
                     s = 10
                 elif ec == 1:
@@ -27278,7 +27278,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c512_Value = -_c512_Value - 1
-                    if _c512_Value < -32768 or _c512_Value > 32767: raise DecodeError(f'value {_c512_Value} outside [-32768, 32767]', r.at(p))
+                    if _c512_Value < -32768 or _c512_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c512_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c512_Exponent, _c512_Value)
                     s = 11
                 elif ec == 2:
@@ -27304,7 +27304,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c513_Value = -_c513_Value - 1
-                    if _c513_Value < -32768 or _c513_Value > 32767: raise DecodeError(f'value {_c513_Value} outside [-32768, 32767]', r.at(p))
+                    if _c513_Value < -32768 or _c513_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c513_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c513_Exponent, _c513_Value)
                     s = 12
                 elif ec == 3:
@@ -27330,7 +27330,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c514_Value = -_c514_Value - 1
-                    if _c514_Value < -32768 or _c514_Value > 32767: raise DecodeError(f'value {_c514_Value} outside [-32768, 32767]', r.at(p))
+                    if _c514_Value < -32768 or _c514_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c514_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c514_Exponent, _c514_Value)
                     s = 13
                 elif ec == 4:
@@ -27365,7 +27365,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c515_Value = -_c515_Value - 1
-                    if _c515_Value < -32768 or _c515_Value > 32767: raise DecodeError(f'value {_c515_Value} outside [-32768, 32767]', r.at(p))
+                    if _c515_Value < -32768 or _c515_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c515_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c515_Exponent, _c515_Value)
                     s = 11
                 elif ec == 1:
@@ -27391,7 +27391,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c516_Value = -_c516_Value - 1
-                    if _c516_Value < -32768 or _c516_Value > 32767: raise DecodeError(f'value {_c516_Value} outside [-32768, 32767]', r.at(p))
+                    if _c516_Value < -32768 or _c516_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c516_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c516_Exponent, _c516_Value)
                     s = 12
                 elif ec == 2:
@@ -27417,7 +27417,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c517_Value = -_c517_Value - 1
-                    if _c517_Value < -32768 or _c517_Value > 32767: raise DecodeError(f'value {_c517_Value} outside [-32768, 32767]', r.at(p))
+                    if _c517_Value < -32768 or _c517_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c517_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c517_Exponent, _c517_Value)
                     s = 13
                 elif ec == 3:
@@ -27452,7 +27452,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c518_Value = -_c518_Value - 1
-                    if _c518_Value < -32768 or _c518_Value > 32767: raise DecodeError(f'value {_c518_Value} outside [-32768, 32767]', r.at(p))
+                    if _c518_Value < -32768 or _c518_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c518_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c518_Exponent, _c518_Value)
                     s = 12
                 elif ec == 1:
@@ -27478,7 +27478,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c519_Value = -_c519_Value - 1
-                    if _c519_Value < -32768 or _c519_Value > 32767: raise DecodeError(f'value {_c519_Value} outside [-32768, 32767]', r.at(p))
+                    if _c519_Value < -32768 or _c519_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c519_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c519_Exponent, _c519_Value)
                     s = 13
                 elif ec == 2:
@@ -27513,7 +27513,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c520_Value = -_c520_Value - 1
-                    if _c520_Value < -32768 or _c520_Value > 32767: raise DecodeError(f'value {_c520_Value} outside [-32768, 32767]', r.at(p))
+                    if _c520_Value < -32768 or _c520_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c520_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c520_Exponent, _c520_Value)
                     s = 13
                 elif ec == 1:
@@ -28697,7 +28697,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -28706,7 +28706,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -28715,7 +28715,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
@@ -28733,7 +28733,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 4:
                     pass
@@ -28751,7 +28751,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -28760,7 +28760,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -28778,7 +28778,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 3:
                     pass
@@ -28796,7 +28796,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -28814,7 +28814,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 2:
                     pass
@@ -28841,7 +28841,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 1:
                     pass
@@ -29042,7 +29042,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_AC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -29051,7 +29051,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -29060,7 +29060,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
@@ -29078,7 +29078,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 14
@@ -29103,7 +29103,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c562_Value = -_c562_Value - 1
-                    if _c562_Value < -32768 or _c562_Value > 32767: raise DecodeError(f'value {_c562_Value} outside [-32768, 32767]', r.at(p))
+                    if _c562_Value < -32768 or _c562_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c562_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c562_Exponent, _c562_Value)
                     s = 5
                 else:
@@ -29119,7 +29119,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -29128,7 +29128,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -29146,7 +29146,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 14
@@ -29171,7 +29171,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c563_Value = -_c563_Value - 1
-                    if _c563_Value < -32768 or _c563_Value > 32767: raise DecodeError(f'value {_c563_Value} outside [-32768, 32767]', r.at(p))
+                    if _c563_Value < -32768 or _c563_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c563_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c563_Exponent, _c563_Value)
                     s = 5
                 else:
@@ -29187,7 +29187,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('BPT_Dynamic_AC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -29205,7 +29205,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 14
@@ -29230,7 +29230,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c564_Value = -_c564_Value - 1
-                    if _c564_Value < -32768 or _c564_Value > 32767: raise DecodeError(f'value {_c564_Value} outside [-32768, 32767]', r.at(p))
+                    if _c564_Value < -32768 or _c564_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c564_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c564_Exponent, _c564_Value)
                     s = 5
                 else:
@@ -29255,7 +29255,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_AC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 14
@@ -29280,7 +29280,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c565_Value = -_c565_Value - 1
-                    if _c565_Value < -32768 or _c565_Value > 32767: raise DecodeError(f'value {_c565_Value} outside [-32768, 32767]', r.at(p))
+                    if _c565_Value < -32768 or _c565_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c565_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c565_Exponent, _c565_Value)
                     s = 5
                 else:
@@ -29308,7 +29308,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                 if _neg: _c566_Value = -_c566_Value - 1
-                if _c566_Value < -32768 or _c566_Value > 32767: raise DecodeError(f'value {_c566_Value} outside [-32768, 32767]', r.at(p))
+                if _c566_Value < -32768 or _c566_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c566_Value, r.at(p))
                 f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c566_Exponent, _c566_Value)
                 s = 5
             if s == 5:
@@ -29338,7 +29338,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c567_Value = -_c567_Value - 1
-                    if _c567_Value < -32768 or _c567_Value > 32767: raise DecodeError(f'value {_c567_Value} outside [-32768, 32767]', r.at(p))
+                    if _c567_Value < -32768 or _c567_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c567_Value, r.at(p))
                     f_EVSETargetActivePower_L2 = iso20_commontypes.RationalNumberType(_c567_Exponent, _c567_Value)
                     s = 6
                 elif ec == 1:
@@ -29364,7 +29364,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c568_Value = -_c568_Value - 1
-                    if _c568_Value < -32768 or _c568_Value > 32767: raise DecodeError(f'value {_c568_Value} outside [-32768, 32767]', r.at(p))
+                    if _c568_Value < -32768 or _c568_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c568_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c568_Exponent, _c568_Value)
                     s = 7
                 elif ec == 2:
@@ -29390,7 +29390,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c569_Value = -_c569_Value - 1
-                    if _c569_Value < -32768 or _c569_Value > 32767: raise DecodeError(f'value {_c569_Value} outside [-32768, 32767]', r.at(p))
+                    if _c569_Value < -32768 or _c569_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c569_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c569_Exponent, _c569_Value)
                     s = 8
                 elif ec == 3:
@@ -29416,7 +29416,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c570_Value = -_c570_Value - 1
-                    if _c570_Value < -32768 or _c570_Value > 32767: raise DecodeError(f'value {_c570_Value} outside [-32768, 32767]', r.at(p))
+                    if _c570_Value < -32768 or _c570_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c570_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c570_Exponent, _c570_Value)
                     s = 9
                 elif ec == 4:
@@ -29442,7 +29442,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c571_Value = -_c571_Value - 1
-                    if _c571_Value < -32768 or _c571_Value > 32767: raise DecodeError(f'value {_c571_Value} outside [-32768, 32767]', r.at(p))
+                    if _c571_Value < -32768 or _c571_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c571_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c571_Exponent, _c571_Value)
                     s = 10
                 elif ec == 5:
@@ -29468,7 +29468,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c572_Value = -_c572_Value - 1
-                    if _c572_Value < -32768 or _c572_Value > 32767: raise DecodeError(f'value {_c572_Value} outside [-32768, 32767]', r.at(p))
+                    if _c572_Value < -32768 or _c572_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c572_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c572_Exponent, _c572_Value)
                     s = 11
                 elif ec == 6:
@@ -29494,7 +29494,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c573_Value = -_c573_Value - 1
-                    if _c573_Value < -32768 or _c573_Value > 32767: raise DecodeError(f'value {_c573_Value} outside [-32768, 32767]', r.at(p))
+                    if _c573_Value < -32768 or _c573_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c573_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c573_Exponent, _c573_Value)
                     s = 12
                 elif ec == 7:
@@ -29520,7 +29520,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c574_Value = -_c574_Value - 1
-                    if _c574_Value < -32768 or _c574_Value > 32767: raise DecodeError(f'value {_c574_Value} outside [-32768, 32767]', r.at(p))
+                    if _c574_Value < -32768 or _c574_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c574_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c574_Exponent, _c574_Value)
                     s = 13
                 elif ec == 8:
@@ -29555,7 +29555,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c575_Value = -_c575_Value - 1
-                    if _c575_Value < -32768 or _c575_Value > 32767: raise DecodeError(f'value {_c575_Value} outside [-32768, 32767]', r.at(p))
+                    if _c575_Value < -32768 or _c575_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c575_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c575_Exponent, _c575_Value)
                     s = 7
                 elif ec == 1:
@@ -29581,7 +29581,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c576_Value = -_c576_Value - 1
-                    if _c576_Value < -32768 or _c576_Value > 32767: raise DecodeError(f'value {_c576_Value} outside [-32768, 32767]', r.at(p))
+                    if _c576_Value < -32768 or _c576_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c576_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c576_Exponent, _c576_Value)
                     s = 8
                 elif ec == 2:
@@ -29607,7 +29607,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c577_Value = -_c577_Value - 1
-                    if _c577_Value < -32768 or _c577_Value > 32767: raise DecodeError(f'value {_c577_Value} outside [-32768, 32767]', r.at(p))
+                    if _c577_Value < -32768 or _c577_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c577_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c577_Exponent, _c577_Value)
                     s = 9
                 elif ec == 3:
@@ -29633,7 +29633,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c578_Value = -_c578_Value - 1
-                    if _c578_Value < -32768 or _c578_Value > 32767: raise DecodeError(f'value {_c578_Value} outside [-32768, 32767]', r.at(p))
+                    if _c578_Value < -32768 or _c578_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c578_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c578_Exponent, _c578_Value)
                     s = 10
                 elif ec == 4:
@@ -29659,7 +29659,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c579_Value = -_c579_Value - 1
-                    if _c579_Value < -32768 or _c579_Value > 32767: raise DecodeError(f'value {_c579_Value} outside [-32768, 32767]', r.at(p))
+                    if _c579_Value < -32768 or _c579_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c579_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c579_Exponent, _c579_Value)
                     s = 11
                 elif ec == 5:
@@ -29685,7 +29685,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c580_Value = -_c580_Value - 1
-                    if _c580_Value < -32768 or _c580_Value > 32767: raise DecodeError(f'value {_c580_Value} outside [-32768, 32767]', r.at(p))
+                    if _c580_Value < -32768 or _c580_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c580_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c580_Exponent, _c580_Value)
                     s = 12
                 elif ec == 6:
@@ -29711,7 +29711,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c581_Value = -_c581_Value - 1
-                    if _c581_Value < -32768 or _c581_Value > 32767: raise DecodeError(f'value {_c581_Value} outside [-32768, 32767]', r.at(p))
+                    if _c581_Value < -32768 or _c581_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c581_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c581_Exponent, _c581_Value)
                     s = 13
                 elif ec == 7:
@@ -29746,7 +29746,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c582_Value = -_c582_Value - 1
-                    if _c582_Value < -32768 or _c582_Value > 32767: raise DecodeError(f'value {_c582_Value} outside [-32768, 32767]', r.at(p))
+                    if _c582_Value < -32768 or _c582_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c582_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c582_Exponent, _c582_Value)
                     s = 8
                 elif ec == 1:
@@ -29772,7 +29772,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c583_Value = -_c583_Value - 1
-                    if _c583_Value < -32768 or _c583_Value > 32767: raise DecodeError(f'value {_c583_Value} outside [-32768, 32767]', r.at(p))
+                    if _c583_Value < -32768 or _c583_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c583_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c583_Exponent, _c583_Value)
                     s = 9
                 elif ec == 2:
@@ -29798,7 +29798,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c584_Value = -_c584_Value - 1
-                    if _c584_Value < -32768 or _c584_Value > 32767: raise DecodeError(f'value {_c584_Value} outside [-32768, 32767]', r.at(p))
+                    if _c584_Value < -32768 or _c584_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c584_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c584_Exponent, _c584_Value)
                     s = 10
                 elif ec == 3:
@@ -29824,7 +29824,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c585_Value = -_c585_Value - 1
-                    if _c585_Value < -32768 or _c585_Value > 32767: raise DecodeError(f'value {_c585_Value} outside [-32768, 32767]', r.at(p))
+                    if _c585_Value < -32768 or _c585_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c585_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c585_Exponent, _c585_Value)
                     s = 11
                 elif ec == 4:
@@ -29850,7 +29850,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c586_Value = -_c586_Value - 1
-                    if _c586_Value < -32768 or _c586_Value > 32767: raise DecodeError(f'value {_c586_Value} outside [-32768, 32767]', r.at(p))
+                    if _c586_Value < -32768 or _c586_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c586_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c586_Exponent, _c586_Value)
                     s = 12
                 elif ec == 5:
@@ -29876,7 +29876,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c587_Value = -_c587_Value - 1
-                    if _c587_Value < -32768 or _c587_Value > 32767: raise DecodeError(f'value {_c587_Value} outside [-32768, 32767]', r.at(p))
+                    if _c587_Value < -32768 or _c587_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c587_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c587_Exponent, _c587_Value)
                     s = 13
                 elif ec == 6:
@@ -29911,7 +29911,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c588_Value = -_c588_Value - 1
-                    if _c588_Value < -32768 or _c588_Value > 32767: raise DecodeError(f'value {_c588_Value} outside [-32768, 32767]', r.at(p))
+                    if _c588_Value < -32768 or _c588_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c588_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c588_Exponent, _c588_Value)
                     s = 9
                 elif ec == 1:
@@ -29937,7 +29937,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c589_Value = -_c589_Value - 1
-                    if _c589_Value < -32768 or _c589_Value > 32767: raise DecodeError(f'value {_c589_Value} outside [-32768, 32767]', r.at(p))
+                    if _c589_Value < -32768 or _c589_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c589_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c589_Exponent, _c589_Value)
                     s = 10
                 elif ec == 2:
@@ -29963,7 +29963,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c590_Value = -_c590_Value - 1
-                    if _c590_Value < -32768 or _c590_Value > 32767: raise DecodeError(f'value {_c590_Value} outside [-32768, 32767]', r.at(p))
+                    if _c590_Value < -32768 or _c590_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c590_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c590_Exponent, _c590_Value)
                     s = 11
                 elif ec == 3:
@@ -29989,7 +29989,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c591_Value = -_c591_Value - 1
-                    if _c591_Value < -32768 or _c591_Value > 32767: raise DecodeError(f'value {_c591_Value} outside [-32768, 32767]', r.at(p))
+                    if _c591_Value < -32768 or _c591_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c591_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c591_Exponent, _c591_Value)
                     s = 12
                 elif ec == 4:
@@ -30015,7 +30015,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c592_Value = -_c592_Value - 1
-                    if _c592_Value < -32768 or _c592_Value > 32767: raise DecodeError(f'value {_c592_Value} outside [-32768, 32767]', r.at(p))
+                    if _c592_Value < -32768 or _c592_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c592_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c592_Exponent, _c592_Value)
                     s = 13
                 elif ec == 5:
@@ -30050,7 +30050,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c593_Value = -_c593_Value - 1
-                    if _c593_Value < -32768 or _c593_Value > 32767: raise DecodeError(f'value {_c593_Value} outside [-32768, 32767]', r.at(p))
+                    if _c593_Value < -32768 or _c593_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c593_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c593_Exponent, _c593_Value)
                     s = 10
                 elif ec == 1:
@@ -30076,7 +30076,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c594_Value = -_c594_Value - 1
-                    if _c594_Value < -32768 or _c594_Value > 32767: raise DecodeError(f'value {_c594_Value} outside [-32768, 32767]', r.at(p))
+                    if _c594_Value < -32768 or _c594_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c594_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c594_Exponent, _c594_Value)
                     s = 11
                 elif ec == 2:
@@ -30102,7 +30102,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c595_Value = -_c595_Value - 1
-                    if _c595_Value < -32768 or _c595_Value > 32767: raise DecodeError(f'value {_c595_Value} outside [-32768, 32767]', r.at(p))
+                    if _c595_Value < -32768 or _c595_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c595_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c595_Exponent, _c595_Value)
                     s = 12
                 elif ec == 3:
@@ -30128,7 +30128,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c596_Value = -_c596_Value - 1
-                    if _c596_Value < -32768 or _c596_Value > 32767: raise DecodeError(f'value {_c596_Value} outside [-32768, 32767]', r.at(p))
+                    if _c596_Value < -32768 or _c596_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c596_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c596_Exponent, _c596_Value)
                     s = 13
                 elif ec == 4:
@@ -30163,7 +30163,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c597_Value = -_c597_Value - 1
-                    if _c597_Value < -32768 or _c597_Value > 32767: raise DecodeError(f'value {_c597_Value} outside [-32768, 32767]', r.at(p))
+                    if _c597_Value < -32768 or _c597_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c597_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c597_Exponent, _c597_Value)
                     s = 11
                 elif ec == 1:
@@ -30189,7 +30189,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c598_Value = -_c598_Value - 1
-                    if _c598_Value < -32768 or _c598_Value > 32767: raise DecodeError(f'value {_c598_Value} outside [-32768, 32767]', r.at(p))
+                    if _c598_Value < -32768 or _c598_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c598_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c598_Exponent, _c598_Value)
                     s = 12
                 elif ec == 2:
@@ -30215,7 +30215,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c599_Value = -_c599_Value - 1
-                    if _c599_Value < -32768 or _c599_Value > 32767: raise DecodeError(f'value {_c599_Value} outside [-32768, 32767]', r.at(p))
+                    if _c599_Value < -32768 or _c599_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c599_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c599_Exponent, _c599_Value)
                     s = 13
                 elif ec == 3:
@@ -30250,7 +30250,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c600_Value = -_c600_Value - 1
-                    if _c600_Value < -32768 or _c600_Value > 32767: raise DecodeError(f'value {_c600_Value} outside [-32768, 32767]', r.at(p))
+                    if _c600_Value < -32768 or _c600_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c600_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c600_Exponent, _c600_Value)
                     s = 12
                 elif ec == 1:
@@ -30276,7 +30276,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c601_Value = -_c601_Value - 1
-                    if _c601_Value < -32768 or _c601_Value > 32767: raise DecodeError(f'value {_c601_Value} outside [-32768, 32767]', r.at(p))
+                    if _c601_Value < -32768 or _c601_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c601_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c601_Exponent, _c601_Value)
                     s = 13
                 elif ec == 2:
@@ -30311,7 +30311,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', p)
                     if _neg: _c602_Value = -_c602_Value - 1
-                    if _c602_Value < -32768 or _c602_Value > 32767: raise DecodeError(f'value {_c602_Value} outside [-32768, 32767]', r.at(p))
+                    if _c602_Value < -32768 or _c602_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c602_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c602_Exponent, _c602_Value)
                     s = 13
                 elif ec == 1:
@@ -31513,7 +31513,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c644_Value = -_c644_Value - 1
-                    if _c644_Value < -32768 or _c644_Value > 32767: raise DecodeError(f'value {_c644_Value} outside [-32768, 32767]', r.at(p))
+                    if _c644_Value < -32768 or _c644_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c644_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c644_Exponent, _c644_Value)
                     s = 1
                 elif ec == 1:
@@ -31539,7 +31539,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c645_Value = -_c645_Value - 1
-                    if _c645_Value < -32768 or _c645_Value > 32767: raise DecodeError(f'value {_c645_Value} outside [-32768, 32767]', r.at(p))
+                    if _c645_Value < -32768 or _c645_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c645_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c645_Exponent, _c645_Value)
                     s = 2
                 elif ec == 2:
@@ -31565,7 +31565,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c646_Value = -_c646_Value - 1
-                    if _c646_Value < -32768 or _c646_Value > 32767: raise DecodeError(f'value {_c646_Value} outside [-32768, 32767]', r.at(p))
+                    if _c646_Value < -32768 or _c646_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c646_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c646_Exponent, _c646_Value)
                     s = 3
                 elif ec == 3:
@@ -31591,7 +31591,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c647_Value = -_c647_Value - 1
-                    if _c647_Value < -32768 or _c647_Value > 32767: raise DecodeError(f'value {_c647_Value} outside [-32768, 32767]', r.at(p))
+                    if _c647_Value < -32768 or _c647_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c647_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c647_Exponent, _c647_Value)
                     s = 4
                 elif ec == 4:
@@ -31617,7 +31617,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c648_Value = -_c648_Value - 1
-                    if _c648_Value < -32768 or _c648_Value > 32767: raise DecodeError(f'value {_c648_Value} outside [-32768, 32767]', r.at(p))
+                    if _c648_Value < -32768 or _c648_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c648_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c648_Exponent, _c648_Value)
                     s = 5
                 elif ec == 5:
@@ -31643,7 +31643,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c649_Value = -_c649_Value - 1
-                    if _c649_Value < -32768 or _c649_Value > 32767: raise DecodeError(f'value {_c649_Value} outside [-32768, 32767]', r.at(p))
+                    if _c649_Value < -32768 or _c649_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c649_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c649_Exponent, _c649_Value)
                     s = 6
                 elif ec == 6:
@@ -31669,7 +31669,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c650_Value = -_c650_Value - 1
-                    if _c650_Value < -32768 or _c650_Value > 32767: raise DecodeError(f'value {_c650_Value} outside [-32768, 32767]', r.at(p))
+                    if _c650_Value < -32768 or _c650_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c650_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c650_Exponent, _c650_Value)
                     s = 7
                 elif ec == 7:
@@ -31695,7 +31695,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c651_Value = -_c651_Value - 1
-                    if _c651_Value < -32768 or _c651_Value > 32767: raise DecodeError(f'value {_c651_Value} outside [-32768, 32767]', r.at(p))
+                    if _c651_Value < -32768 or _c651_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c651_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c651_Exponent, _c651_Value)
                     s = 8
                 elif ec == 8:
@@ -31721,7 +31721,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c652_Value = -_c652_Value - 1
-                    if _c652_Value < -32768 or _c652_Value > 32767: raise DecodeError(f'value {_c652_Value} outside [-32768, 32767]', r.at(p))
+                    if _c652_Value < -32768 or _c652_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c652_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c652_Exponent, _c652_Value)
                     s = 9
                 elif ec == 9:
@@ -31747,7 +31747,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c653_Value = -_c653_Value - 1
-                    if _c653_Value < -32768 or _c653_Value > 32767: raise DecodeError(f'value {_c653_Value} outside [-32768, 32767]', r.at(p))
+                    if _c653_Value < -32768 or _c653_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c653_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c653_Exponent, _c653_Value)
                     s = 10
                 else:
@@ -31779,7 +31779,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c654_Value = -_c654_Value - 1
-                    if _c654_Value < -32768 or _c654_Value > 32767: raise DecodeError(f'value {_c654_Value} outside [-32768, 32767]', r.at(p))
+                    if _c654_Value < -32768 or _c654_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c654_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c654_Exponent, _c654_Value)
                     s = 2
                 elif ec == 1:
@@ -31805,7 +31805,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c655_Value = -_c655_Value - 1
-                    if _c655_Value < -32768 or _c655_Value > 32767: raise DecodeError(f'value {_c655_Value} outside [-32768, 32767]', r.at(p))
+                    if _c655_Value < -32768 or _c655_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c655_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c655_Exponent, _c655_Value)
                     s = 3
                 elif ec == 2:
@@ -31831,7 +31831,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c656_Value = -_c656_Value - 1
-                    if _c656_Value < -32768 or _c656_Value > 32767: raise DecodeError(f'value {_c656_Value} outside [-32768, 32767]', r.at(p))
+                    if _c656_Value < -32768 or _c656_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c656_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c656_Exponent, _c656_Value)
                     s = 4
                 elif ec == 3:
@@ -31857,7 +31857,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c657_Value = -_c657_Value - 1
-                    if _c657_Value < -32768 or _c657_Value > 32767: raise DecodeError(f'value {_c657_Value} outside [-32768, 32767]', r.at(p))
+                    if _c657_Value < -32768 or _c657_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c657_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c657_Exponent, _c657_Value)
                     s = 5
                 elif ec == 4:
@@ -31883,7 +31883,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c658_Value = -_c658_Value - 1
-                    if _c658_Value < -32768 or _c658_Value > 32767: raise DecodeError(f'value {_c658_Value} outside [-32768, 32767]', r.at(p))
+                    if _c658_Value < -32768 or _c658_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c658_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c658_Exponent, _c658_Value)
                     s = 6
                 elif ec == 5:
@@ -31909,7 +31909,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c659_Value = -_c659_Value - 1
-                    if _c659_Value < -32768 or _c659_Value > 32767: raise DecodeError(f'value {_c659_Value} outside [-32768, 32767]', r.at(p))
+                    if _c659_Value < -32768 or _c659_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c659_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c659_Exponent, _c659_Value)
                     s = 7
                 elif ec == 6:
@@ -31935,7 +31935,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c660_Value = -_c660_Value - 1
-                    if _c660_Value < -32768 or _c660_Value > 32767: raise DecodeError(f'value {_c660_Value} outside [-32768, 32767]', r.at(p))
+                    if _c660_Value < -32768 or _c660_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c660_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c660_Exponent, _c660_Value)
                     s = 8
                 elif ec == 7:
@@ -31961,7 +31961,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c661_Value = -_c661_Value - 1
-                    if _c661_Value < -32768 or _c661_Value > 32767: raise DecodeError(f'value {_c661_Value} outside [-32768, 32767]', r.at(p))
+                    if _c661_Value < -32768 or _c661_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c661_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c661_Exponent, _c661_Value)
                     s = 9
                 elif ec == 8:
@@ -31987,7 +31987,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c662_Value = -_c662_Value - 1
-                    if _c662_Value < -32768 or _c662_Value > 32767: raise DecodeError(f'value {_c662_Value} outside [-32768, 32767]', r.at(p))
+                    if _c662_Value < -32768 or _c662_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c662_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c662_Exponent, _c662_Value)
                     s = 10
                 else:
@@ -32019,7 +32019,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c663_Value = -_c663_Value - 1
-                    if _c663_Value < -32768 or _c663_Value > 32767: raise DecodeError(f'value {_c663_Value} outside [-32768, 32767]', r.at(p))
+                    if _c663_Value < -32768 or _c663_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c663_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c663_Exponent, _c663_Value)
                     s = 3
                 elif ec == 1:
@@ -32045,7 +32045,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c664_Value = -_c664_Value - 1
-                    if _c664_Value < -32768 or _c664_Value > 32767: raise DecodeError(f'value {_c664_Value} outside [-32768, 32767]', r.at(p))
+                    if _c664_Value < -32768 or _c664_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c664_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c664_Exponent, _c664_Value)
                     s = 4
                 elif ec == 2:
@@ -32071,7 +32071,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c665_Value = -_c665_Value - 1
-                    if _c665_Value < -32768 or _c665_Value > 32767: raise DecodeError(f'value {_c665_Value} outside [-32768, 32767]', r.at(p))
+                    if _c665_Value < -32768 or _c665_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c665_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c665_Exponent, _c665_Value)
                     s = 5
                 elif ec == 3:
@@ -32097,7 +32097,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c666_Value = -_c666_Value - 1
-                    if _c666_Value < -32768 or _c666_Value > 32767: raise DecodeError(f'value {_c666_Value} outside [-32768, 32767]', r.at(p))
+                    if _c666_Value < -32768 or _c666_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c666_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c666_Exponent, _c666_Value)
                     s = 6
                 elif ec == 4:
@@ -32123,7 +32123,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c667_Value = -_c667_Value - 1
-                    if _c667_Value < -32768 or _c667_Value > 32767: raise DecodeError(f'value {_c667_Value} outside [-32768, 32767]', r.at(p))
+                    if _c667_Value < -32768 or _c667_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c667_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c667_Exponent, _c667_Value)
                     s = 7
                 elif ec == 5:
@@ -32149,7 +32149,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c668_Value = -_c668_Value - 1
-                    if _c668_Value < -32768 or _c668_Value > 32767: raise DecodeError(f'value {_c668_Value} outside [-32768, 32767]', r.at(p))
+                    if _c668_Value < -32768 or _c668_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c668_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c668_Exponent, _c668_Value)
                     s = 8
                 elif ec == 6:
@@ -32175,7 +32175,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c669_Value = -_c669_Value - 1
-                    if _c669_Value < -32768 or _c669_Value > 32767: raise DecodeError(f'value {_c669_Value} outside [-32768, 32767]', r.at(p))
+                    if _c669_Value < -32768 or _c669_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c669_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c669_Exponent, _c669_Value)
                     s = 9
                 elif ec == 7:
@@ -32201,7 +32201,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c670_Value = -_c670_Value - 1
-                    if _c670_Value < -32768 or _c670_Value > 32767: raise DecodeError(f'value {_c670_Value} outside [-32768, 32767]', r.at(p))
+                    if _c670_Value < -32768 or _c670_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c670_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c670_Exponent, _c670_Value)
                     s = 10
                 else:
@@ -32233,7 +32233,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c671_Value = -_c671_Value - 1
-                    if _c671_Value < -32768 or _c671_Value > 32767: raise DecodeError(f'value {_c671_Value} outside [-32768, 32767]', r.at(p))
+                    if _c671_Value < -32768 or _c671_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c671_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c671_Exponent, _c671_Value)
                     s = 4
                 elif ec == 1:
@@ -32259,7 +32259,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c672_Value = -_c672_Value - 1
-                    if _c672_Value < -32768 or _c672_Value > 32767: raise DecodeError(f'value {_c672_Value} outside [-32768, 32767]', r.at(p))
+                    if _c672_Value < -32768 or _c672_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c672_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c672_Exponent, _c672_Value)
                     s = 5
                 elif ec == 2:
@@ -32285,7 +32285,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c673_Value = -_c673_Value - 1
-                    if _c673_Value < -32768 or _c673_Value > 32767: raise DecodeError(f'value {_c673_Value} outside [-32768, 32767]', r.at(p))
+                    if _c673_Value < -32768 or _c673_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c673_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c673_Exponent, _c673_Value)
                     s = 6
                 elif ec == 3:
@@ -32311,7 +32311,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c674_Value = -_c674_Value - 1
-                    if _c674_Value < -32768 or _c674_Value > 32767: raise DecodeError(f'value {_c674_Value} outside [-32768, 32767]', r.at(p))
+                    if _c674_Value < -32768 or _c674_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c674_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c674_Exponent, _c674_Value)
                     s = 7
                 elif ec == 4:
@@ -32337,7 +32337,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c675_Value = -_c675_Value - 1
-                    if _c675_Value < -32768 or _c675_Value > 32767: raise DecodeError(f'value {_c675_Value} outside [-32768, 32767]', r.at(p))
+                    if _c675_Value < -32768 or _c675_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c675_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c675_Exponent, _c675_Value)
                     s = 8
                 elif ec == 5:
@@ -32363,7 +32363,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c676_Value = -_c676_Value - 1
-                    if _c676_Value < -32768 or _c676_Value > 32767: raise DecodeError(f'value {_c676_Value} outside [-32768, 32767]', r.at(p))
+                    if _c676_Value < -32768 or _c676_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c676_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c676_Exponent, _c676_Value)
                     s = 9
                 elif ec == 6:
@@ -32389,7 +32389,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c677_Value = -_c677_Value - 1
-                    if _c677_Value < -32768 or _c677_Value > 32767: raise DecodeError(f'value {_c677_Value} outside [-32768, 32767]', r.at(p))
+                    if _c677_Value < -32768 or _c677_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c677_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c677_Exponent, _c677_Value)
                     s = 10
                 else:
@@ -32421,7 +32421,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c678_Value = -_c678_Value - 1
-                    if _c678_Value < -32768 or _c678_Value > 32767: raise DecodeError(f'value {_c678_Value} outside [-32768, 32767]', r.at(p))
+                    if _c678_Value < -32768 or _c678_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c678_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c678_Exponent, _c678_Value)
                     s = 5
                 elif ec == 1:
@@ -32447,7 +32447,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c679_Value = -_c679_Value - 1
-                    if _c679_Value < -32768 or _c679_Value > 32767: raise DecodeError(f'value {_c679_Value} outside [-32768, 32767]', r.at(p))
+                    if _c679_Value < -32768 or _c679_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c679_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c679_Exponent, _c679_Value)
                     s = 6
                 elif ec == 2:
@@ -32473,7 +32473,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c680_Value = -_c680_Value - 1
-                    if _c680_Value < -32768 or _c680_Value > 32767: raise DecodeError(f'value {_c680_Value} outside [-32768, 32767]', r.at(p))
+                    if _c680_Value < -32768 or _c680_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c680_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c680_Exponent, _c680_Value)
                     s = 7
                 elif ec == 3:
@@ -32499,7 +32499,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c681_Value = -_c681_Value - 1
-                    if _c681_Value < -32768 or _c681_Value > 32767: raise DecodeError(f'value {_c681_Value} outside [-32768, 32767]', r.at(p))
+                    if _c681_Value < -32768 or _c681_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c681_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c681_Exponent, _c681_Value)
                     s = 8
                 elif ec == 4:
@@ -32525,7 +32525,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c682_Value = -_c682_Value - 1
-                    if _c682_Value < -32768 or _c682_Value > 32767: raise DecodeError(f'value {_c682_Value} outside [-32768, 32767]', r.at(p))
+                    if _c682_Value < -32768 or _c682_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c682_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c682_Exponent, _c682_Value)
                     s = 9
                 elif ec == 5:
@@ -32551,7 +32551,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c683_Value = -_c683_Value - 1
-                    if _c683_Value < -32768 or _c683_Value > 32767: raise DecodeError(f'value {_c683_Value} outside [-32768, 32767]', r.at(p))
+                    if _c683_Value < -32768 or _c683_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c683_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c683_Exponent, _c683_Value)
                     s = 10
                 else:
@@ -32583,7 +32583,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c684_Value = -_c684_Value - 1
-                    if _c684_Value < -32768 or _c684_Value > 32767: raise DecodeError(f'value {_c684_Value} outside [-32768, 32767]', r.at(p))
+                    if _c684_Value < -32768 or _c684_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c684_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c684_Exponent, _c684_Value)
                     s = 6
                 elif ec == 1:
@@ -32609,7 +32609,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c685_Value = -_c685_Value - 1
-                    if _c685_Value < -32768 or _c685_Value > 32767: raise DecodeError(f'value {_c685_Value} outside [-32768, 32767]', r.at(p))
+                    if _c685_Value < -32768 or _c685_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c685_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c685_Exponent, _c685_Value)
                     s = 7
                 elif ec == 2:
@@ -32635,7 +32635,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c686_Value = -_c686_Value - 1
-                    if _c686_Value < -32768 or _c686_Value > 32767: raise DecodeError(f'value {_c686_Value} outside [-32768, 32767]', r.at(p))
+                    if _c686_Value < -32768 or _c686_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c686_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c686_Exponent, _c686_Value)
                     s = 8
                 elif ec == 3:
@@ -32661,7 +32661,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c687_Value = -_c687_Value - 1
-                    if _c687_Value < -32768 or _c687_Value > 32767: raise DecodeError(f'value {_c687_Value} outside [-32768, 32767]', r.at(p))
+                    if _c687_Value < -32768 or _c687_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c687_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c687_Exponent, _c687_Value)
                     s = 9
                 elif ec == 4:
@@ -32687,7 +32687,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c688_Value = -_c688_Value - 1
-                    if _c688_Value < -32768 or _c688_Value > 32767: raise DecodeError(f'value {_c688_Value} outside [-32768, 32767]', r.at(p))
+                    if _c688_Value < -32768 or _c688_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c688_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c688_Exponent, _c688_Value)
                     s = 10
                 else:
@@ -32719,7 +32719,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c689_Value = -_c689_Value - 1
-                    if _c689_Value < -32768 or _c689_Value > 32767: raise DecodeError(f'value {_c689_Value} outside [-32768, 32767]', r.at(p))
+                    if _c689_Value < -32768 or _c689_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c689_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c689_Exponent, _c689_Value)
                     s = 7
                 elif ec == 1:
@@ -32745,7 +32745,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c690_Value = -_c690_Value - 1
-                    if _c690_Value < -32768 or _c690_Value > 32767: raise DecodeError(f'value {_c690_Value} outside [-32768, 32767]', r.at(p))
+                    if _c690_Value < -32768 or _c690_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c690_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c690_Exponent, _c690_Value)
                     s = 8
                 elif ec == 2:
@@ -32771,7 +32771,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c691_Value = -_c691_Value - 1
-                    if _c691_Value < -32768 or _c691_Value > 32767: raise DecodeError(f'value {_c691_Value} outside [-32768, 32767]', r.at(p))
+                    if _c691_Value < -32768 or _c691_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c691_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c691_Exponent, _c691_Value)
                     s = 9
                 elif ec == 3:
@@ -32797,7 +32797,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c692_Value = -_c692_Value - 1
-                    if _c692_Value < -32768 or _c692_Value > 32767: raise DecodeError(f'value {_c692_Value} outside [-32768, 32767]', r.at(p))
+                    if _c692_Value < -32768 or _c692_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c692_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c692_Exponent, _c692_Value)
                     s = 10
                 else:
@@ -32829,7 +32829,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c693_Value = -_c693_Value - 1
-                    if _c693_Value < -32768 or _c693_Value > 32767: raise DecodeError(f'value {_c693_Value} outside [-32768, 32767]', r.at(p))
+                    if _c693_Value < -32768 or _c693_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c693_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c693_Exponent, _c693_Value)
                     s = 8
                 elif ec == 1:
@@ -32855,7 +32855,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c694_Value = -_c694_Value - 1
-                    if _c694_Value < -32768 or _c694_Value > 32767: raise DecodeError(f'value {_c694_Value} outside [-32768, 32767]', r.at(p))
+                    if _c694_Value < -32768 or _c694_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c694_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c694_Exponent, _c694_Value)
                     s = 9
                 elif ec == 2:
@@ -32881,7 +32881,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c695_Value = -_c695_Value - 1
-                    if _c695_Value < -32768 or _c695_Value > 32767: raise DecodeError(f'value {_c695_Value} outside [-32768, 32767]', r.at(p))
+                    if _c695_Value < -32768 or _c695_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c695_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c695_Exponent, _c695_Value)
                     s = 10
                 else:
@@ -32913,7 +32913,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c696_Value = -_c696_Value - 1
-                    if _c696_Value < -32768 or _c696_Value > 32767: raise DecodeError(f'value {_c696_Value} outside [-32768, 32767]', r.at(p))
+                    if _c696_Value < -32768 or _c696_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c696_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c696_Exponent, _c696_Value)
                     s = 9
                 elif ec == 1:
@@ -32939,7 +32939,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c697_Value = -_c697_Value - 1
-                    if _c697_Value < -32768 or _c697_Value > 32767: raise DecodeError(f'value {_c697_Value} outside [-32768, 32767]', r.at(p))
+                    if _c697_Value < -32768 or _c697_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c697_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c697_Exponent, _c697_Value)
                     s = 10
                 else:
@@ -32967,7 +32967,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                 if _neg: _c698_Value = -_c698_Value - 1
-                if _c698_Value < -32768 or _c698_Value > 32767: raise DecodeError(f'value {_c698_Value} outside [-32768, 32767]', r.at(p))
+                if _c698_Value < -32768 or _c698_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c698_Value, r.at(p))
                 f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c698_Exponent, _c698_Value)
                 s = 10
             if s == 10:
@@ -32997,7 +32997,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c699_Value = -_c699_Value - 1
-                    if _c699_Value < -32768 or _c699_Value > 32767: raise DecodeError(f'value {_c699_Value} outside [-32768, 32767]', r.at(p))
+                    if _c699_Value < -32768 or _c699_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c699_Value, r.at(p))
                     f_EVPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c699_Exponent, _c699_Value)
                     s = 11
                 elif ec == 1:
@@ -33023,7 +33023,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c700_Value = -_c700_Value - 1
-                    if _c700_Value < -32768 or _c700_Value > 32767: raise DecodeError(f'value {_c700_Value} outside [-32768, 32767]', r.at(p))
+                    if _c700_Value < -32768 or _c700_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c700_Value, r.at(p))
                     f_EVPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c700_Exponent, _c700_Value)
                     s = 12
                 elif ec == 2:
@@ -33049,7 +33049,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c701_Value = -_c701_Value - 1
-                    if _c701_Value < -32768 or _c701_Value > 32767: raise DecodeError(f'value {_c701_Value} outside [-32768, 32767]', r.at(p))
+                    if _c701_Value < -32768 or _c701_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c701_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c701_Exponent, _c701_Value)
                     s = 13
                 elif ec == 3:
@@ -33075,7 +33075,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c702_Value = -_c702_Value - 1
-                    if _c702_Value < -32768 or _c702_Value > 32767: raise DecodeError(f'value {_c702_Value} outside [-32768, 32767]', r.at(p))
+                    if _c702_Value < -32768 or _c702_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c702_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c702_Exponent, _c702_Value)
                     s = 14
                 elif ec == 4:
@@ -33101,7 +33101,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c703_Value = -_c703_Value - 1
-                    if _c703_Value < -32768 or _c703_Value > 32767: raise DecodeError(f'value {_c703_Value} outside [-32768, 32767]', r.at(p))
+                    if _c703_Value < -32768 or _c703_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c703_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c703_Exponent, _c703_Value)
                     s = 15
                 elif ec == 5:
@@ -33136,7 +33136,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c704_Value = -_c704_Value - 1
-                    if _c704_Value < -32768 or _c704_Value > 32767: raise DecodeError(f'value {_c704_Value} outside [-32768, 32767]', r.at(p))
+                    if _c704_Value < -32768 or _c704_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c704_Value, r.at(p))
                     f_EVPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c704_Exponent, _c704_Value)
                     s = 12
                 elif ec == 1:
@@ -33162,7 +33162,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c705_Value = -_c705_Value - 1
-                    if _c705_Value < -32768 or _c705_Value > 32767: raise DecodeError(f'value {_c705_Value} outside [-32768, 32767]', r.at(p))
+                    if _c705_Value < -32768 or _c705_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c705_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c705_Exponent, _c705_Value)
                     s = 13
                 elif ec == 2:
@@ -33188,7 +33188,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c706_Value = -_c706_Value - 1
-                    if _c706_Value < -32768 or _c706_Value > 32767: raise DecodeError(f'value {_c706_Value} outside [-32768, 32767]', r.at(p))
+                    if _c706_Value < -32768 or _c706_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c706_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c706_Exponent, _c706_Value)
                     s = 14
                 elif ec == 3:
@@ -33214,7 +33214,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c707_Value = -_c707_Value - 1
-                    if _c707_Value < -32768 or _c707_Value > 32767: raise DecodeError(f'value {_c707_Value} outside [-32768, 32767]', r.at(p))
+                    if _c707_Value < -32768 or _c707_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c707_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c707_Exponent, _c707_Value)
                     s = 15
                 elif ec == 4:
@@ -33249,7 +33249,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c708_Value = -_c708_Value - 1
-                    if _c708_Value < -32768 or _c708_Value > 32767: raise DecodeError(f'value {_c708_Value} outside [-32768, 32767]', r.at(p))
+                    if _c708_Value < -32768 or _c708_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c708_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c708_Exponent, _c708_Value)
                     s = 13
                 elif ec == 1:
@@ -33275,7 +33275,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c709_Value = -_c709_Value - 1
-                    if _c709_Value < -32768 or _c709_Value > 32767: raise DecodeError(f'value {_c709_Value} outside [-32768, 32767]', r.at(p))
+                    if _c709_Value < -32768 or _c709_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c709_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c709_Exponent, _c709_Value)
                     s = 14
                 elif ec == 2:
@@ -33301,7 +33301,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c710_Value = -_c710_Value - 1
-                    if _c710_Value < -32768 or _c710_Value > 32767: raise DecodeError(f'value {_c710_Value} outside [-32768, 32767]', r.at(p))
+                    if _c710_Value < -32768 or _c710_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c710_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c710_Exponent, _c710_Value)
                     s = 15
                 elif ec == 3:
@@ -33336,7 +33336,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c711_Value = -_c711_Value - 1
-                    if _c711_Value < -32768 or _c711_Value > 32767: raise DecodeError(f'value {_c711_Value} outside [-32768, 32767]', r.at(p))
+                    if _c711_Value < -32768 or _c711_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c711_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c711_Exponent, _c711_Value)
                     s = 14
                 elif ec == 1:
@@ -33362,7 +33362,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c712_Value = -_c712_Value - 1
-                    if _c712_Value < -32768 or _c712_Value > 32767: raise DecodeError(f'value {_c712_Value} outside [-32768, 32767]', r.at(p))
+                    if _c712_Value < -32768 or _c712_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c712_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c712_Exponent, _c712_Value)
                     s = 15
                 elif ec == 2:
@@ -33397,7 +33397,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c713_Value = -_c713_Value - 1
-                    if _c713_Value < -32768 or _c713_Value > 32767: raise DecodeError(f'value {_c713_Value} outside [-32768, 32767]', r.at(p))
+                    if _c713_Value < -32768 or _c713_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c713_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c713_Exponent, _c713_Value)
                     s = 15
                 elif ec == 1:
@@ -35158,7 +35158,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c784_Value = -_c784_Value - 1
-                    if _c784_Value < -32768 or _c784_Value > 32767: raise DecodeError(f'value {_c784_Value} outside [-32768, 32767]', r.at(p))
+                    if _c784_Value < -32768 or _c784_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c784_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c784_Exponent, _c784_Value)
                     s = 1
                 elif ec == 1:
@@ -35184,7 +35184,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c785_Value = -_c785_Value - 1
-                    if _c785_Value < -32768 or _c785_Value > 32767: raise DecodeError(f'value {_c785_Value} outside [-32768, 32767]', r.at(p))
+                    if _c785_Value < -32768 or _c785_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c785_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c785_Exponent, _c785_Value)
                     s = 2
                 elif ec == 2:
@@ -35210,7 +35210,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c786_Value = -_c786_Value - 1
-                    if _c786_Value < -32768 or _c786_Value > 32767: raise DecodeError(f'value {_c786_Value} outside [-32768, 32767]', r.at(p))
+                    if _c786_Value < -32768 or _c786_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c786_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c786_Exponent, _c786_Value)
                     s = 3
                 elif ec == 3:
@@ -35245,7 +35245,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c787_Value = -_c787_Value - 1
-                    if _c787_Value < -32768 or _c787_Value > 32767: raise DecodeError(f'value {_c787_Value} outside [-32768, 32767]', r.at(p))
+                    if _c787_Value < -32768 or _c787_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c787_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c787_Exponent, _c787_Value)
                     s = 2
                 elif ec == 1:
@@ -35271,7 +35271,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c788_Value = -_c788_Value - 1
-                    if _c788_Value < -32768 or _c788_Value > 32767: raise DecodeError(f'value {_c788_Value} outside [-32768, 32767]', r.at(p))
+                    if _c788_Value < -32768 or _c788_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c788_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c788_Exponent, _c788_Value)
                     s = 3
                 elif ec == 2:
@@ -35306,7 +35306,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c789_Value = -_c789_Value - 1
-                    if _c789_Value < -32768 or _c789_Value > 32767: raise DecodeError(f'value {_c789_Value} outside [-32768, 32767]', r.at(p))
+                    if _c789_Value < -32768 or _c789_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c789_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c789_Exponent, _c789_Value)
                     s = 3
                 elif ec == 1:
@@ -35559,7 +35559,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c796_Value = -_c796_Value - 1
-                    if _c796_Value < -32768 or _c796_Value > 32767: raise DecodeError(f'value {_c796_Value} outside [-32768, 32767]', r.at(p))
+                    if _c796_Value < -32768 or _c796_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c796_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c796_Exponent, _c796_Value)
                     s = 1
                 elif ec == 1:
@@ -35585,7 +35585,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c797_Value = -_c797_Value - 1
-                    if _c797_Value < -32768 or _c797_Value > 32767: raise DecodeError(f'value {_c797_Value} outside [-32768, 32767]', r.at(p))
+                    if _c797_Value < -32768 or _c797_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c797_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c797_Exponent, _c797_Value)
                     s = 2
                 elif ec == 2:
@@ -35611,7 +35611,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c798_Value = -_c798_Value - 1
-                    if _c798_Value < -32768 or _c798_Value > 32767: raise DecodeError(f'value {_c798_Value} outside [-32768, 32767]', r.at(p))
+                    if _c798_Value < -32768 or _c798_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c798_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c798_Exponent, _c798_Value)
                     s = 3
                 elif ec == 3:
@@ -35637,7 +35637,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c799_Value = -_c799_Value - 1
-                    if _c799_Value < -32768 or _c799_Value > 32767: raise DecodeError(f'value {_c799_Value} outside [-32768, 32767]', r.at(p))
+                    if _c799_Value < -32768 or _c799_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c799_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c799_Exponent, _c799_Value)
                     s = 4
                 elif ec == 4:
@@ -35663,7 +35663,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c800_Value = -_c800_Value - 1
-                    if _c800_Value < -32768 or _c800_Value > 32767: raise DecodeError(f'value {_c800_Value} outside [-32768, 32767]', r.at(p))
+                    if _c800_Value < -32768 or _c800_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c800_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c800_Exponent, _c800_Value)
                     s = 5
                 elif ec == 5:
@@ -35689,7 +35689,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c801_Value = -_c801_Value - 1
-                    if _c801_Value < -32768 or _c801_Value > 32767: raise DecodeError(f'value {_c801_Value} outside [-32768, 32767]', r.at(p))
+                    if _c801_Value < -32768 or _c801_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c801_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c801_Exponent, _c801_Value)
                     s = 6
                 elif ec == 6:
@@ -35715,7 +35715,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c802_Value = -_c802_Value - 1
-                    if _c802_Value < -32768 or _c802_Value > 32767: raise DecodeError(f'value {_c802_Value} outside [-32768, 32767]', r.at(p))
+                    if _c802_Value < -32768 or _c802_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c802_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c802_Exponent, _c802_Value)
                     s = 7
                 elif ec == 7:
@@ -35741,7 +35741,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c803_Value = -_c803_Value - 1
-                    if _c803_Value < -32768 or _c803_Value > 32767: raise DecodeError(f'value {_c803_Value} outside [-32768, 32767]', r.at(p))
+                    if _c803_Value < -32768 or _c803_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c803_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c803_Exponent, _c803_Value)
                     s = 8
                 elif ec == 8:
@@ -35767,7 +35767,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c804_Value = -_c804_Value - 1
-                    if _c804_Value < -32768 or _c804_Value > 32767: raise DecodeError(f'value {_c804_Value} outside [-32768, 32767]', r.at(p))
+                    if _c804_Value < -32768 or _c804_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c804_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c804_Exponent, _c804_Value)
                     s = 9
                 elif ec == 9:
@@ -35793,7 +35793,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c805_Value = -_c805_Value - 1
-                    if _c805_Value < -32768 or _c805_Value > 32767: raise DecodeError(f'value {_c805_Value} outside [-32768, 32767]', r.at(p))
+                    if _c805_Value < -32768 or _c805_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c805_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c805_Exponent, _c805_Value)
                     s = 10
                 else:
@@ -35825,7 +35825,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c806_Value = -_c806_Value - 1
-                    if _c806_Value < -32768 or _c806_Value > 32767: raise DecodeError(f'value {_c806_Value} outside [-32768, 32767]', r.at(p))
+                    if _c806_Value < -32768 or _c806_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c806_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c806_Exponent, _c806_Value)
                     s = 2
                 elif ec == 1:
@@ -35851,7 +35851,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c807_Value = -_c807_Value - 1
-                    if _c807_Value < -32768 or _c807_Value > 32767: raise DecodeError(f'value {_c807_Value} outside [-32768, 32767]', r.at(p))
+                    if _c807_Value < -32768 or _c807_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c807_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c807_Exponent, _c807_Value)
                     s = 3
                 elif ec == 2:
@@ -35877,7 +35877,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c808_Value = -_c808_Value - 1
-                    if _c808_Value < -32768 or _c808_Value > 32767: raise DecodeError(f'value {_c808_Value} outside [-32768, 32767]', r.at(p))
+                    if _c808_Value < -32768 or _c808_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c808_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c808_Exponent, _c808_Value)
                     s = 4
                 elif ec == 3:
@@ -35903,7 +35903,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c809_Value = -_c809_Value - 1
-                    if _c809_Value < -32768 or _c809_Value > 32767: raise DecodeError(f'value {_c809_Value} outside [-32768, 32767]', r.at(p))
+                    if _c809_Value < -32768 or _c809_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c809_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c809_Exponent, _c809_Value)
                     s = 5
                 elif ec == 4:
@@ -35929,7 +35929,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c810_Value = -_c810_Value - 1
-                    if _c810_Value < -32768 or _c810_Value > 32767: raise DecodeError(f'value {_c810_Value} outside [-32768, 32767]', r.at(p))
+                    if _c810_Value < -32768 or _c810_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c810_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c810_Exponent, _c810_Value)
                     s = 6
                 elif ec == 5:
@@ -35955,7 +35955,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c811_Value = -_c811_Value - 1
-                    if _c811_Value < -32768 or _c811_Value > 32767: raise DecodeError(f'value {_c811_Value} outside [-32768, 32767]', r.at(p))
+                    if _c811_Value < -32768 or _c811_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c811_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c811_Exponent, _c811_Value)
                     s = 7
                 elif ec == 6:
@@ -35981,7 +35981,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c812_Value = -_c812_Value - 1
-                    if _c812_Value < -32768 or _c812_Value > 32767: raise DecodeError(f'value {_c812_Value} outside [-32768, 32767]', r.at(p))
+                    if _c812_Value < -32768 or _c812_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c812_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c812_Exponent, _c812_Value)
                     s = 8
                 elif ec == 7:
@@ -36007,7 +36007,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c813_Value = -_c813_Value - 1
-                    if _c813_Value < -32768 or _c813_Value > 32767: raise DecodeError(f'value {_c813_Value} outside [-32768, 32767]', r.at(p))
+                    if _c813_Value < -32768 or _c813_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c813_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c813_Exponent, _c813_Value)
                     s = 9
                 elif ec == 8:
@@ -36033,7 +36033,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c814_Value = -_c814_Value - 1
-                    if _c814_Value < -32768 or _c814_Value > 32767: raise DecodeError(f'value {_c814_Value} outside [-32768, 32767]', r.at(p))
+                    if _c814_Value < -32768 or _c814_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c814_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c814_Exponent, _c814_Value)
                     s = 10
                 else:
@@ -36065,7 +36065,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c815_Value = -_c815_Value - 1
-                    if _c815_Value < -32768 or _c815_Value > 32767: raise DecodeError(f'value {_c815_Value} outside [-32768, 32767]', r.at(p))
+                    if _c815_Value < -32768 or _c815_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c815_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c815_Exponent, _c815_Value)
                     s = 3
                 elif ec == 1:
@@ -36091,7 +36091,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c816_Value = -_c816_Value - 1
-                    if _c816_Value < -32768 or _c816_Value > 32767: raise DecodeError(f'value {_c816_Value} outside [-32768, 32767]', r.at(p))
+                    if _c816_Value < -32768 or _c816_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c816_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c816_Exponent, _c816_Value)
                     s = 4
                 elif ec == 2:
@@ -36117,7 +36117,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c817_Value = -_c817_Value - 1
-                    if _c817_Value < -32768 or _c817_Value > 32767: raise DecodeError(f'value {_c817_Value} outside [-32768, 32767]', r.at(p))
+                    if _c817_Value < -32768 or _c817_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c817_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c817_Exponent, _c817_Value)
                     s = 5
                 elif ec == 3:
@@ -36143,7 +36143,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c818_Value = -_c818_Value - 1
-                    if _c818_Value < -32768 or _c818_Value > 32767: raise DecodeError(f'value {_c818_Value} outside [-32768, 32767]', r.at(p))
+                    if _c818_Value < -32768 or _c818_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c818_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c818_Exponent, _c818_Value)
                     s = 6
                 elif ec == 4:
@@ -36169,7 +36169,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c819_Value = -_c819_Value - 1
-                    if _c819_Value < -32768 or _c819_Value > 32767: raise DecodeError(f'value {_c819_Value} outside [-32768, 32767]', r.at(p))
+                    if _c819_Value < -32768 or _c819_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c819_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c819_Exponent, _c819_Value)
                     s = 7
                 elif ec == 5:
@@ -36195,7 +36195,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c820_Value = -_c820_Value - 1
-                    if _c820_Value < -32768 or _c820_Value > 32767: raise DecodeError(f'value {_c820_Value} outside [-32768, 32767]', r.at(p))
+                    if _c820_Value < -32768 or _c820_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c820_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c820_Exponent, _c820_Value)
                     s = 8
                 elif ec == 6:
@@ -36221,7 +36221,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c821_Value = -_c821_Value - 1
-                    if _c821_Value < -32768 or _c821_Value > 32767: raise DecodeError(f'value {_c821_Value} outside [-32768, 32767]', r.at(p))
+                    if _c821_Value < -32768 or _c821_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c821_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c821_Exponent, _c821_Value)
                     s = 9
                 elif ec == 7:
@@ -36247,7 +36247,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c822_Value = -_c822_Value - 1
-                    if _c822_Value < -32768 or _c822_Value > 32767: raise DecodeError(f'value {_c822_Value} outside [-32768, 32767]', r.at(p))
+                    if _c822_Value < -32768 or _c822_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c822_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c822_Exponent, _c822_Value)
                     s = 10
                 else:
@@ -36279,7 +36279,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c823_Value = -_c823_Value - 1
-                    if _c823_Value < -32768 or _c823_Value > 32767: raise DecodeError(f'value {_c823_Value} outside [-32768, 32767]', r.at(p))
+                    if _c823_Value < -32768 or _c823_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c823_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c823_Exponent, _c823_Value)
                     s = 4
                 elif ec == 1:
@@ -36305,7 +36305,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c824_Value = -_c824_Value - 1
-                    if _c824_Value < -32768 or _c824_Value > 32767: raise DecodeError(f'value {_c824_Value} outside [-32768, 32767]', r.at(p))
+                    if _c824_Value < -32768 or _c824_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c824_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c824_Exponent, _c824_Value)
                     s = 5
                 elif ec == 2:
@@ -36331,7 +36331,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c825_Value = -_c825_Value - 1
-                    if _c825_Value < -32768 or _c825_Value > 32767: raise DecodeError(f'value {_c825_Value} outside [-32768, 32767]', r.at(p))
+                    if _c825_Value < -32768 or _c825_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c825_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c825_Exponent, _c825_Value)
                     s = 6
                 elif ec == 3:
@@ -36357,7 +36357,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c826_Value = -_c826_Value - 1
-                    if _c826_Value < -32768 or _c826_Value > 32767: raise DecodeError(f'value {_c826_Value} outside [-32768, 32767]', r.at(p))
+                    if _c826_Value < -32768 or _c826_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c826_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c826_Exponent, _c826_Value)
                     s = 7
                 elif ec == 4:
@@ -36383,7 +36383,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c827_Value = -_c827_Value - 1
-                    if _c827_Value < -32768 or _c827_Value > 32767: raise DecodeError(f'value {_c827_Value} outside [-32768, 32767]', r.at(p))
+                    if _c827_Value < -32768 or _c827_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c827_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c827_Exponent, _c827_Value)
                     s = 8
                 elif ec == 5:
@@ -36409,7 +36409,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c828_Value = -_c828_Value - 1
-                    if _c828_Value < -32768 or _c828_Value > 32767: raise DecodeError(f'value {_c828_Value} outside [-32768, 32767]', r.at(p))
+                    if _c828_Value < -32768 or _c828_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c828_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c828_Exponent, _c828_Value)
                     s = 9
                 elif ec == 6:
@@ -36435,7 +36435,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c829_Value = -_c829_Value - 1
-                    if _c829_Value < -32768 or _c829_Value > 32767: raise DecodeError(f'value {_c829_Value} outside [-32768, 32767]', r.at(p))
+                    if _c829_Value < -32768 or _c829_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c829_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c829_Exponent, _c829_Value)
                     s = 10
                 else:
@@ -36467,7 +36467,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c830_Value = -_c830_Value - 1
-                    if _c830_Value < -32768 or _c830_Value > 32767: raise DecodeError(f'value {_c830_Value} outside [-32768, 32767]', r.at(p))
+                    if _c830_Value < -32768 or _c830_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c830_Value, r.at(p))
                     f_EVMaximumChargePower_L2 = iso20_commontypes.RationalNumberType(_c830_Exponent, _c830_Value)
                     s = 5
                 elif ec == 1:
@@ -36493,7 +36493,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c831_Value = -_c831_Value - 1
-                    if _c831_Value < -32768 or _c831_Value > 32767: raise DecodeError(f'value {_c831_Value} outside [-32768, 32767]', r.at(p))
+                    if _c831_Value < -32768 or _c831_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c831_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c831_Exponent, _c831_Value)
                     s = 6
                 elif ec == 2:
@@ -36519,7 +36519,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c832_Value = -_c832_Value - 1
-                    if _c832_Value < -32768 or _c832_Value > 32767: raise DecodeError(f'value {_c832_Value} outside [-32768, 32767]', r.at(p))
+                    if _c832_Value < -32768 or _c832_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c832_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c832_Exponent, _c832_Value)
                     s = 7
                 elif ec == 3:
@@ -36545,7 +36545,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c833_Value = -_c833_Value - 1
-                    if _c833_Value < -32768 or _c833_Value > 32767: raise DecodeError(f'value {_c833_Value} outside [-32768, 32767]', r.at(p))
+                    if _c833_Value < -32768 or _c833_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c833_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c833_Exponent, _c833_Value)
                     s = 8
                 elif ec == 4:
@@ -36571,7 +36571,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c834_Value = -_c834_Value - 1
-                    if _c834_Value < -32768 or _c834_Value > 32767: raise DecodeError(f'value {_c834_Value} outside [-32768, 32767]', r.at(p))
+                    if _c834_Value < -32768 or _c834_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c834_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c834_Exponent, _c834_Value)
                     s = 9
                 elif ec == 5:
@@ -36597,7 +36597,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c835_Value = -_c835_Value - 1
-                    if _c835_Value < -32768 or _c835_Value > 32767: raise DecodeError(f'value {_c835_Value} outside [-32768, 32767]', r.at(p))
+                    if _c835_Value < -32768 or _c835_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c835_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c835_Exponent, _c835_Value)
                     s = 10
                 else:
@@ -36629,7 +36629,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c836_Value = -_c836_Value - 1
-                    if _c836_Value < -32768 or _c836_Value > 32767: raise DecodeError(f'value {_c836_Value} outside [-32768, 32767]', r.at(p))
+                    if _c836_Value < -32768 or _c836_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c836_Value, r.at(p))
                     f_EVMaximumChargePower_L3 = iso20_commontypes.RationalNumberType(_c836_Exponent, _c836_Value)
                     s = 6
                 elif ec == 1:
@@ -36655,7 +36655,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c837_Value = -_c837_Value - 1
-                    if _c837_Value < -32768 or _c837_Value > 32767: raise DecodeError(f'value {_c837_Value} outside [-32768, 32767]', r.at(p))
+                    if _c837_Value < -32768 or _c837_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c837_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c837_Exponent, _c837_Value)
                     s = 7
                 elif ec == 2:
@@ -36681,7 +36681,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c838_Value = -_c838_Value - 1
-                    if _c838_Value < -32768 or _c838_Value > 32767: raise DecodeError(f'value {_c838_Value} outside [-32768, 32767]', r.at(p))
+                    if _c838_Value < -32768 or _c838_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c838_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c838_Exponent, _c838_Value)
                     s = 8
                 elif ec == 3:
@@ -36707,7 +36707,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c839_Value = -_c839_Value - 1
-                    if _c839_Value < -32768 or _c839_Value > 32767: raise DecodeError(f'value {_c839_Value} outside [-32768, 32767]', r.at(p))
+                    if _c839_Value < -32768 or _c839_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c839_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c839_Exponent, _c839_Value)
                     s = 9
                 elif ec == 4:
@@ -36733,7 +36733,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c840_Value = -_c840_Value - 1
-                    if _c840_Value < -32768 or _c840_Value > 32767: raise DecodeError(f'value {_c840_Value} outside [-32768, 32767]', r.at(p))
+                    if _c840_Value < -32768 or _c840_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c840_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c840_Exponent, _c840_Value)
                     s = 10
                 else:
@@ -36765,7 +36765,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c841_Value = -_c841_Value - 1
-                    if _c841_Value < -32768 or _c841_Value > 32767: raise DecodeError(f'value {_c841_Value} outside [-32768, 32767]', r.at(p))
+                    if _c841_Value < -32768 or _c841_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c841_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c841_Exponent, _c841_Value)
                     s = 7
                 elif ec == 1:
@@ -36791,7 +36791,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c842_Value = -_c842_Value - 1
-                    if _c842_Value < -32768 or _c842_Value > 32767: raise DecodeError(f'value {_c842_Value} outside [-32768, 32767]', r.at(p))
+                    if _c842_Value < -32768 or _c842_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c842_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c842_Exponent, _c842_Value)
                     s = 8
                 elif ec == 2:
@@ -36817,7 +36817,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c843_Value = -_c843_Value - 1
-                    if _c843_Value < -32768 or _c843_Value > 32767: raise DecodeError(f'value {_c843_Value} outside [-32768, 32767]', r.at(p))
+                    if _c843_Value < -32768 or _c843_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c843_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c843_Exponent, _c843_Value)
                     s = 9
                 elif ec == 3:
@@ -36843,7 +36843,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c844_Value = -_c844_Value - 1
-                    if _c844_Value < -32768 or _c844_Value > 32767: raise DecodeError(f'value {_c844_Value} outside [-32768, 32767]', r.at(p))
+                    if _c844_Value < -32768 or _c844_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c844_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c844_Exponent, _c844_Value)
                     s = 10
                 else:
@@ -36875,7 +36875,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c845_Value = -_c845_Value - 1
-                    if _c845_Value < -32768 or _c845_Value > 32767: raise DecodeError(f'value {_c845_Value} outside [-32768, 32767]', r.at(p))
+                    if _c845_Value < -32768 or _c845_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c845_Value, r.at(p))
                     f_EVMinimumChargePower_L2 = iso20_commontypes.RationalNumberType(_c845_Exponent, _c845_Value)
                     s = 8
                 elif ec == 1:
@@ -36901,7 +36901,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c846_Value = -_c846_Value - 1
-                    if _c846_Value < -32768 or _c846_Value > 32767: raise DecodeError(f'value {_c846_Value} outside [-32768, 32767]', r.at(p))
+                    if _c846_Value < -32768 or _c846_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c846_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c846_Exponent, _c846_Value)
                     s = 9
                 elif ec == 2:
@@ -36927,7 +36927,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c847_Value = -_c847_Value - 1
-                    if _c847_Value < -32768 or _c847_Value > 32767: raise DecodeError(f'value {_c847_Value} outside [-32768, 32767]', r.at(p))
+                    if _c847_Value < -32768 or _c847_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c847_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c847_Exponent, _c847_Value)
                     s = 10
                 else:
@@ -36959,7 +36959,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c848_Value = -_c848_Value - 1
-                    if _c848_Value < -32768 or _c848_Value > 32767: raise DecodeError(f'value {_c848_Value} outside [-32768, 32767]', r.at(p))
+                    if _c848_Value < -32768 or _c848_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c848_Value, r.at(p))
                     f_EVMinimumChargePower_L3 = iso20_commontypes.RationalNumberType(_c848_Exponent, _c848_Value)
                     s = 9
                 elif ec == 1:
@@ -36985,7 +36985,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c849_Value = -_c849_Value - 1
-                    if _c849_Value < -32768 or _c849_Value > 32767: raise DecodeError(f'value {_c849_Value} outside [-32768, 32767]', r.at(p))
+                    if _c849_Value < -32768 or _c849_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c849_Value, r.at(p))
                     f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c849_Exponent, _c849_Value)
                     s = 10
                 else:
@@ -37013,7 +37013,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                 if _neg: _c850_Value = -_c850_Value - 1
-                if _c850_Value < -32768 or _c850_Value > 32767: raise DecodeError(f'value {_c850_Value} outside [-32768, 32767]', r.at(p))
+                if _c850_Value < -32768 or _c850_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c850_Value, r.at(p))
                 f_EVPresentActivePower = iso20_commontypes.RationalNumberType(_c850_Exponent, _c850_Value)
                 s = 10
             if s == 10:
@@ -37043,7 +37043,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c851_Value = -_c851_Value - 1
-                    if _c851_Value < -32768 or _c851_Value > 32767: raise DecodeError(f'value {_c851_Value} outside [-32768, 32767]', r.at(p))
+                    if _c851_Value < -32768 or _c851_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c851_Value, r.at(p))
                     f_EVPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c851_Exponent, _c851_Value)
                     s = 11
                 elif ec == 1:
@@ -37069,7 +37069,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c852_Value = -_c852_Value - 1
-                    if _c852_Value < -32768 or _c852_Value > 32767: raise DecodeError(f'value {_c852_Value} outside [-32768, 32767]', r.at(p))
+                    if _c852_Value < -32768 or _c852_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c852_Value, r.at(p))
                     f_EVPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c852_Exponent, _c852_Value)
                     s = 12
                 elif ec == 2:
@@ -37095,7 +37095,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c853_Value = -_c853_Value - 1
-                    if _c853_Value < -32768 or _c853_Value > 32767: raise DecodeError(f'value {_c853_Value} outside [-32768, 32767]', r.at(p))
+                    if _c853_Value < -32768 or _c853_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c853_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c853_Exponent, _c853_Value)
                     s = 13
                 elif ec == 3:
@@ -37121,7 +37121,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c854_Value = -_c854_Value - 1
-                    if _c854_Value < -32768 or _c854_Value > 32767: raise DecodeError(f'value {_c854_Value} outside [-32768, 32767]', r.at(p))
+                    if _c854_Value < -32768 or _c854_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c854_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c854_Exponent, _c854_Value)
                     s = 14
                 elif ec == 4:
@@ -37147,7 +37147,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c855_Value = -_c855_Value - 1
-                    if _c855_Value < -32768 or _c855_Value > 32767: raise DecodeError(f'value {_c855_Value} outside [-32768, 32767]', r.at(p))
+                    if _c855_Value < -32768 or _c855_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c855_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c855_Exponent, _c855_Value)
                     s = 15
                 elif ec == 5:
@@ -37173,7 +37173,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c856_Value = -_c856_Value - 1
-                    if _c856_Value < -32768 or _c856_Value > 32767: raise DecodeError(f'value {_c856_Value} outside [-32768, 32767]', r.at(p))
+                    if _c856_Value < -32768 or _c856_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c856_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c856_Exponent, _c856_Value)
                     s = 16
                 elif ec == 6:
@@ -37199,7 +37199,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c857_Value = -_c857_Value - 1
-                    if _c857_Value < -32768 or _c857_Value > 32767: raise DecodeError(f'value {_c857_Value} outside [-32768, 32767]', r.at(p))
+                    if _c857_Value < -32768 or _c857_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c857_Value, r.at(p))
                     f_EVMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c857_Exponent, _c857_Value)
                     s = 17
                 elif ec == 7:
@@ -37225,7 +37225,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c858_Value = -_c858_Value - 1
-                    if _c858_Value < -32768 or _c858_Value > 32767: raise DecodeError(f'value {_c858_Value} outside [-32768, 32767]', r.at(p))
+                    if _c858_Value < -32768 or _c858_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c858_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c858_Exponent, _c858_Value)
                     s = 18
                 elif ec == 8:
@@ -37251,7 +37251,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c859_Value = -_c859_Value - 1
-                    if _c859_Value < -32768 or _c859_Value > 32767: raise DecodeError(f'value {_c859_Value} outside [-32768, 32767]', r.at(p))
+                    if _c859_Value < -32768 or _c859_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c859_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c859_Exponent, _c859_Value)
                     s = 19
                 elif ec == 9:
@@ -37277,7 +37277,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c860_Value = -_c860_Value - 1
-                    if _c860_Value < -32768 or _c860_Value > 32767: raise DecodeError(f'value {_c860_Value} outside [-32768, 32767]', r.at(p))
+                    if _c860_Value < -32768 or _c860_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c860_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c860_Exponent, _c860_Value)
                     s = 20
                 elif ec == 10:
@@ -37303,7 +37303,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c861_Value = -_c861_Value - 1
-                    if _c861_Value < -32768 or _c861_Value > 32767: raise DecodeError(f'value {_c861_Value} outside [-32768, 32767]', r.at(p))
+                    if _c861_Value < -32768 or _c861_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c861_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c861_Exponent, _c861_Value)
                     s = 21
                 elif ec == 11:
@@ -37338,7 +37338,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c862_Value = -_c862_Value - 1
-                    if _c862_Value < -32768 or _c862_Value > 32767: raise DecodeError(f'value {_c862_Value} outside [-32768, 32767]', r.at(p))
+                    if _c862_Value < -32768 or _c862_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c862_Value, r.at(p))
                     f_EVPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c862_Exponent, _c862_Value)
                     s = 12
                 elif ec == 1:
@@ -37364,7 +37364,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c863_Value = -_c863_Value - 1
-                    if _c863_Value < -32768 or _c863_Value > 32767: raise DecodeError(f'value {_c863_Value} outside [-32768, 32767]', r.at(p))
+                    if _c863_Value < -32768 or _c863_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c863_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c863_Exponent, _c863_Value)
                     s = 13
                 elif ec == 2:
@@ -37390,7 +37390,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c864_Value = -_c864_Value - 1
-                    if _c864_Value < -32768 or _c864_Value > 32767: raise DecodeError(f'value {_c864_Value} outside [-32768, 32767]', r.at(p))
+                    if _c864_Value < -32768 or _c864_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c864_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c864_Exponent, _c864_Value)
                     s = 14
                 elif ec == 3:
@@ -37416,7 +37416,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c865_Value = -_c865_Value - 1
-                    if _c865_Value < -32768 or _c865_Value > 32767: raise DecodeError(f'value {_c865_Value} outside [-32768, 32767]', r.at(p))
+                    if _c865_Value < -32768 or _c865_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c865_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c865_Exponent, _c865_Value)
                     s = 15
                 elif ec == 4:
@@ -37442,7 +37442,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c866_Value = -_c866_Value - 1
-                    if _c866_Value < -32768 or _c866_Value > 32767: raise DecodeError(f'value {_c866_Value} outside [-32768, 32767]', r.at(p))
+                    if _c866_Value < -32768 or _c866_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c866_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c866_Exponent, _c866_Value)
                     s = 16
                 elif ec == 5:
@@ -37468,7 +37468,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c867_Value = -_c867_Value - 1
-                    if _c867_Value < -32768 or _c867_Value > 32767: raise DecodeError(f'value {_c867_Value} outside [-32768, 32767]', r.at(p))
+                    if _c867_Value < -32768 or _c867_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c867_Value, r.at(p))
                     f_EVMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c867_Exponent, _c867_Value)
                     s = 17
                 elif ec == 6:
@@ -37494,7 +37494,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c868_Value = -_c868_Value - 1
-                    if _c868_Value < -32768 or _c868_Value > 32767: raise DecodeError(f'value {_c868_Value} outside [-32768, 32767]', r.at(p))
+                    if _c868_Value < -32768 or _c868_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c868_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c868_Exponent, _c868_Value)
                     s = 18
                 elif ec == 7:
@@ -37520,7 +37520,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c869_Value = -_c869_Value - 1
-                    if _c869_Value < -32768 or _c869_Value > 32767: raise DecodeError(f'value {_c869_Value} outside [-32768, 32767]', r.at(p))
+                    if _c869_Value < -32768 or _c869_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c869_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c869_Exponent, _c869_Value)
                     s = 19
                 elif ec == 8:
@@ -37546,7 +37546,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c870_Value = -_c870_Value - 1
-                    if _c870_Value < -32768 or _c870_Value > 32767: raise DecodeError(f'value {_c870_Value} outside [-32768, 32767]', r.at(p))
+                    if _c870_Value < -32768 or _c870_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c870_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c870_Exponent, _c870_Value)
                     s = 20
                 elif ec == 9:
@@ -37572,7 +37572,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c871_Value = -_c871_Value - 1
-                    if _c871_Value < -32768 or _c871_Value > 32767: raise DecodeError(f'value {_c871_Value} outside [-32768, 32767]', r.at(p))
+                    if _c871_Value < -32768 or _c871_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c871_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c871_Exponent, _c871_Value)
                     s = 21
                 elif ec == 10:
@@ -37607,7 +37607,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c872_Value = -_c872_Value - 1
-                    if _c872_Value < -32768 or _c872_Value > 32767: raise DecodeError(f'value {_c872_Value} outside [-32768, 32767]', r.at(p))
+                    if _c872_Value < -32768 or _c872_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c872_Value, r.at(p))
                     f_EVPresentReactivePower = iso20_commontypes.RationalNumberType(_c872_Exponent, _c872_Value)
                     s = 13
                 elif ec == 1:
@@ -37633,7 +37633,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c873_Value = -_c873_Value - 1
-                    if _c873_Value < -32768 or _c873_Value > 32767: raise DecodeError(f'value {_c873_Value} outside [-32768, 32767]', r.at(p))
+                    if _c873_Value < -32768 or _c873_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c873_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c873_Exponent, _c873_Value)
                     s = 14
                 elif ec == 2:
@@ -37659,7 +37659,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c874_Value = -_c874_Value - 1
-                    if _c874_Value < -32768 or _c874_Value > 32767: raise DecodeError(f'value {_c874_Value} outside [-32768, 32767]', r.at(p))
+                    if _c874_Value < -32768 or _c874_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c874_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c874_Exponent, _c874_Value)
                     s = 15
                 elif ec == 3:
@@ -37685,7 +37685,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c875_Value = -_c875_Value - 1
-                    if _c875_Value < -32768 or _c875_Value > 32767: raise DecodeError(f'value {_c875_Value} outside [-32768, 32767]', r.at(p))
+                    if _c875_Value < -32768 or _c875_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c875_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c875_Exponent, _c875_Value)
                     s = 16
                 elif ec == 4:
@@ -37711,7 +37711,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c876_Value = -_c876_Value - 1
-                    if _c876_Value < -32768 or _c876_Value > 32767: raise DecodeError(f'value {_c876_Value} outside [-32768, 32767]', r.at(p))
+                    if _c876_Value < -32768 or _c876_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c876_Value, r.at(p))
                     f_EVMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c876_Exponent, _c876_Value)
                     s = 17
                 elif ec == 5:
@@ -37737,7 +37737,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c877_Value = -_c877_Value - 1
-                    if _c877_Value < -32768 or _c877_Value > 32767: raise DecodeError(f'value {_c877_Value} outside [-32768, 32767]', r.at(p))
+                    if _c877_Value < -32768 or _c877_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c877_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c877_Exponent, _c877_Value)
                     s = 18
                 elif ec == 6:
@@ -37763,7 +37763,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c878_Value = -_c878_Value - 1
-                    if _c878_Value < -32768 or _c878_Value > 32767: raise DecodeError(f'value {_c878_Value} outside [-32768, 32767]', r.at(p))
+                    if _c878_Value < -32768 or _c878_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c878_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c878_Exponent, _c878_Value)
                     s = 19
                 elif ec == 7:
@@ -37789,7 +37789,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c879_Value = -_c879_Value - 1
-                    if _c879_Value < -32768 or _c879_Value > 32767: raise DecodeError(f'value {_c879_Value} outside [-32768, 32767]', r.at(p))
+                    if _c879_Value < -32768 or _c879_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c879_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c879_Exponent, _c879_Value)
                     s = 20
                 elif ec == 8:
@@ -37815,7 +37815,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c880_Value = -_c880_Value - 1
-                    if _c880_Value < -32768 or _c880_Value > 32767: raise DecodeError(f'value {_c880_Value} outside [-32768, 32767]', r.at(p))
+                    if _c880_Value < -32768 or _c880_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c880_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c880_Exponent, _c880_Value)
                     s = 21
                 elif ec == 9:
@@ -37850,7 +37850,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c881_Value = -_c881_Value - 1
-                    if _c881_Value < -32768 or _c881_Value > 32767: raise DecodeError(f'value {_c881_Value} outside [-32768, 32767]', r.at(p))
+                    if _c881_Value < -32768 or _c881_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c881_Value, r.at(p))
                     f_EVPresentReactivePower_L2 = iso20_commontypes.RationalNumberType(_c881_Exponent, _c881_Value)
                     s = 14
                 elif ec == 1:
@@ -37876,7 +37876,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c882_Value = -_c882_Value - 1
-                    if _c882_Value < -32768 or _c882_Value > 32767: raise DecodeError(f'value {_c882_Value} outside [-32768, 32767]', r.at(p))
+                    if _c882_Value < -32768 or _c882_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c882_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c882_Exponent, _c882_Value)
                     s = 15
                 elif ec == 2:
@@ -37902,7 +37902,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c883_Value = -_c883_Value - 1
-                    if _c883_Value < -32768 or _c883_Value > 32767: raise DecodeError(f'value {_c883_Value} outside [-32768, 32767]', r.at(p))
+                    if _c883_Value < -32768 or _c883_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c883_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c883_Exponent, _c883_Value)
                     s = 16
                 elif ec == 3:
@@ -37928,7 +37928,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c884_Value = -_c884_Value - 1
-                    if _c884_Value < -32768 or _c884_Value > 32767: raise DecodeError(f'value {_c884_Value} outside [-32768, 32767]', r.at(p))
+                    if _c884_Value < -32768 or _c884_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c884_Value, r.at(p))
                     f_EVMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c884_Exponent, _c884_Value)
                     s = 17
                 elif ec == 4:
@@ -37954,7 +37954,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c885_Value = -_c885_Value - 1
-                    if _c885_Value < -32768 or _c885_Value > 32767: raise DecodeError(f'value {_c885_Value} outside [-32768, 32767]', r.at(p))
+                    if _c885_Value < -32768 or _c885_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c885_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c885_Exponent, _c885_Value)
                     s = 18
                 elif ec == 5:
@@ -37980,7 +37980,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c886_Value = -_c886_Value - 1
-                    if _c886_Value < -32768 or _c886_Value > 32767: raise DecodeError(f'value {_c886_Value} outside [-32768, 32767]', r.at(p))
+                    if _c886_Value < -32768 or _c886_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c886_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c886_Exponent, _c886_Value)
                     s = 19
                 elif ec == 6:
@@ -38006,7 +38006,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c887_Value = -_c887_Value - 1
-                    if _c887_Value < -32768 or _c887_Value > 32767: raise DecodeError(f'value {_c887_Value} outside [-32768, 32767]', r.at(p))
+                    if _c887_Value < -32768 or _c887_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c887_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c887_Exponent, _c887_Value)
                     s = 20
                 elif ec == 7:
@@ -38032,7 +38032,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c888_Value = -_c888_Value - 1
-                    if _c888_Value < -32768 or _c888_Value > 32767: raise DecodeError(f'value {_c888_Value} outside [-32768, 32767]', r.at(p))
+                    if _c888_Value < -32768 or _c888_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c888_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c888_Exponent, _c888_Value)
                     s = 21
                 elif ec == 8:
@@ -38067,7 +38067,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c889_Value = -_c889_Value - 1
-                    if _c889_Value < -32768 or _c889_Value > 32767: raise DecodeError(f'value {_c889_Value} outside [-32768, 32767]', r.at(p))
+                    if _c889_Value < -32768 or _c889_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c889_Value, r.at(p))
                     f_EVPresentReactivePower_L3 = iso20_commontypes.RationalNumberType(_c889_Exponent, _c889_Value)
                     s = 15
                 elif ec == 1:
@@ -38093,7 +38093,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c890_Value = -_c890_Value - 1
-                    if _c890_Value < -32768 or _c890_Value > 32767: raise DecodeError(f'value {_c890_Value} outside [-32768, 32767]', r.at(p))
+                    if _c890_Value < -32768 or _c890_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c890_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c890_Exponent, _c890_Value)
                     s = 16
                 elif ec == 2:
@@ -38119,7 +38119,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c891_Value = -_c891_Value - 1
-                    if _c891_Value < -32768 or _c891_Value > 32767: raise DecodeError(f'value {_c891_Value} outside [-32768, 32767]', r.at(p))
+                    if _c891_Value < -32768 or _c891_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c891_Value, r.at(p))
                     f_EVMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c891_Exponent, _c891_Value)
                     s = 17
                 elif ec == 3:
@@ -38145,7 +38145,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c892_Value = -_c892_Value - 1
-                    if _c892_Value < -32768 or _c892_Value > 32767: raise DecodeError(f'value {_c892_Value} outside [-32768, 32767]', r.at(p))
+                    if _c892_Value < -32768 or _c892_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c892_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c892_Exponent, _c892_Value)
                     s = 18
                 elif ec == 4:
@@ -38171,7 +38171,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c893_Value = -_c893_Value - 1
-                    if _c893_Value < -32768 or _c893_Value > 32767: raise DecodeError(f'value {_c893_Value} outside [-32768, 32767]', r.at(p))
+                    if _c893_Value < -32768 or _c893_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c893_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c893_Exponent, _c893_Value)
                     s = 19
                 elif ec == 5:
@@ -38197,7 +38197,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c894_Value = -_c894_Value - 1
-                    if _c894_Value < -32768 or _c894_Value > 32767: raise DecodeError(f'value {_c894_Value} outside [-32768, 32767]', r.at(p))
+                    if _c894_Value < -32768 or _c894_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c894_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c894_Exponent, _c894_Value)
                     s = 20
                 elif ec == 6:
@@ -38223,7 +38223,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c895_Value = -_c895_Value - 1
-                    if _c895_Value < -32768 or _c895_Value > 32767: raise DecodeError(f'value {_c895_Value} outside [-32768, 32767]', r.at(p))
+                    if _c895_Value < -32768 or _c895_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c895_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c895_Exponent, _c895_Value)
                     s = 21
                 elif ec == 7:
@@ -38258,7 +38258,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c896_Value = -_c896_Value - 1
-                    if _c896_Value < -32768 or _c896_Value > 32767: raise DecodeError(f'value {_c896_Value} outside [-32768, 32767]', r.at(p))
+                    if _c896_Value < -32768 or _c896_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c896_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c896_Exponent, _c896_Value)
                     s = 16
                 elif ec == 1:
@@ -38284,7 +38284,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c897_Value = -_c897_Value - 1
-                    if _c897_Value < -32768 or _c897_Value > 32767: raise DecodeError(f'value {_c897_Value} outside [-32768, 32767]', r.at(p))
+                    if _c897_Value < -32768 or _c897_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c897_Value, r.at(p))
                     f_EVMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c897_Exponent, _c897_Value)
                     s = 17
                 elif ec == 2:
@@ -38310,7 +38310,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c898_Value = -_c898_Value - 1
-                    if _c898_Value < -32768 or _c898_Value > 32767: raise DecodeError(f'value {_c898_Value} outside [-32768, 32767]', r.at(p))
+                    if _c898_Value < -32768 or _c898_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c898_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c898_Exponent, _c898_Value)
                     s = 18
                 elif ec == 3:
@@ -38336,7 +38336,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c899_Value = -_c899_Value - 1
-                    if _c899_Value < -32768 or _c899_Value > 32767: raise DecodeError(f'value {_c899_Value} outside [-32768, 32767]', r.at(p))
+                    if _c899_Value < -32768 or _c899_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c899_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c899_Exponent, _c899_Value)
                     s = 19
                 elif ec == 4:
@@ -38362,7 +38362,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c900_Value = -_c900_Value - 1
-                    if _c900_Value < -32768 or _c900_Value > 32767: raise DecodeError(f'value {_c900_Value} outside [-32768, 32767]', r.at(p))
+                    if _c900_Value < -32768 or _c900_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c900_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c900_Exponent, _c900_Value)
                     s = 20
                 elif ec == 5:
@@ -38388,7 +38388,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c901_Value = -_c901_Value - 1
-                    if _c901_Value < -32768 or _c901_Value > 32767: raise DecodeError(f'value {_c901_Value} outside [-32768, 32767]', r.at(p))
+                    if _c901_Value < -32768 or _c901_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c901_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c901_Exponent, _c901_Value)
                     s = 21
                 elif ec == 6:
@@ -38423,7 +38423,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c902_Value = -_c902_Value - 1
-                    if _c902_Value < -32768 or _c902_Value > 32767: raise DecodeError(f'value {_c902_Value} outside [-32768, 32767]', r.at(p))
+                    if _c902_Value < -32768 or _c902_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c902_Value, r.at(p))
                     f_EVMaximumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c902_Exponent, _c902_Value)
                     s = 17
                 elif ec == 1:
@@ -38449,7 +38449,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c903_Value = -_c903_Value - 1
-                    if _c903_Value < -32768 or _c903_Value > 32767: raise DecodeError(f'value {_c903_Value} outside [-32768, 32767]', r.at(p))
+                    if _c903_Value < -32768 or _c903_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c903_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c903_Exponent, _c903_Value)
                     s = 18
                 elif ec == 2:
@@ -38475,7 +38475,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c904_Value = -_c904_Value - 1
-                    if _c904_Value < -32768 or _c904_Value > 32767: raise DecodeError(f'value {_c904_Value} outside [-32768, 32767]', r.at(p))
+                    if _c904_Value < -32768 or _c904_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c904_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c904_Exponent, _c904_Value)
                     s = 19
                 elif ec == 3:
@@ -38501,7 +38501,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c905_Value = -_c905_Value - 1
-                    if _c905_Value < -32768 or _c905_Value > 32767: raise DecodeError(f'value {_c905_Value} outside [-32768, 32767]', r.at(p))
+                    if _c905_Value < -32768 or _c905_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c905_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c905_Exponent, _c905_Value)
                     s = 20
                 elif ec == 4:
@@ -38527,7 +38527,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c906_Value = -_c906_Value - 1
-                    if _c906_Value < -32768 or _c906_Value > 32767: raise DecodeError(f'value {_c906_Value} outside [-32768, 32767]', r.at(p))
+                    if _c906_Value < -32768 or _c906_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c906_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c906_Exponent, _c906_Value)
                     s = 21
                 elif ec == 5:
@@ -38562,7 +38562,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c907_Value = -_c907_Value - 1
-                    if _c907_Value < -32768 or _c907_Value > 32767: raise DecodeError(f'value {_c907_Value} outside [-32768, 32767]', r.at(p))
+                    if _c907_Value < -32768 or _c907_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c907_Value, r.at(p))
                     f_EVMaximumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c907_Exponent, _c907_Value)
                     s = 18
                 elif ec == 1:
@@ -38588,7 +38588,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c908_Value = -_c908_Value - 1
-                    if _c908_Value < -32768 or _c908_Value > 32767: raise DecodeError(f'value {_c908_Value} outside [-32768, 32767]', r.at(p))
+                    if _c908_Value < -32768 or _c908_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c908_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c908_Exponent, _c908_Value)
                     s = 19
                 elif ec == 2:
@@ -38614,7 +38614,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c909_Value = -_c909_Value - 1
-                    if _c909_Value < -32768 or _c909_Value > 32767: raise DecodeError(f'value {_c909_Value} outside [-32768, 32767]', r.at(p))
+                    if _c909_Value < -32768 or _c909_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c909_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c909_Exponent, _c909_Value)
                     s = 20
                 elif ec == 3:
@@ -38640,7 +38640,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c910_Value = -_c910_Value - 1
-                    if _c910_Value < -32768 or _c910_Value > 32767: raise DecodeError(f'value {_c910_Value} outside [-32768, 32767]', r.at(p))
+                    if _c910_Value < -32768 or _c910_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c910_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c910_Exponent, _c910_Value)
                     s = 21
                 elif ec == 4:
@@ -38675,7 +38675,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c911_Value = -_c911_Value - 1
-                    if _c911_Value < -32768 or _c911_Value > 32767: raise DecodeError(f'value {_c911_Value} outside [-32768, 32767]', r.at(p))
+                    if _c911_Value < -32768 or _c911_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c911_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c911_Exponent, _c911_Value)
                     s = 19
                 elif ec == 1:
@@ -38701,7 +38701,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c912_Value = -_c912_Value - 1
-                    if _c912_Value < -32768 or _c912_Value > 32767: raise DecodeError(f'value {_c912_Value} outside [-32768, 32767]', r.at(p))
+                    if _c912_Value < -32768 or _c912_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c912_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c912_Exponent, _c912_Value)
                     s = 20
                 elif ec == 2:
@@ -38727,7 +38727,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c913_Value = -_c913_Value - 1
-                    if _c913_Value < -32768 or _c913_Value > 32767: raise DecodeError(f'value {_c913_Value} outside [-32768, 32767]', r.at(p))
+                    if _c913_Value < -32768 or _c913_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c913_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c913_Exponent, _c913_Value)
                     s = 21
                 elif ec == 3:
@@ -38762,7 +38762,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c914_Value = -_c914_Value - 1
-                    if _c914_Value < -32768 or _c914_Value > 32767: raise DecodeError(f'value {_c914_Value} outside [-32768, 32767]', r.at(p))
+                    if _c914_Value < -32768 or _c914_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c914_Value, r.at(p))
                     f_EVMinimumDischargePower_L2 = iso20_commontypes.RationalNumberType(_c914_Exponent, _c914_Value)
                     s = 20
                 elif ec == 1:
@@ -38788,7 +38788,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c915_Value = -_c915_Value - 1
-                    if _c915_Value < -32768 or _c915_Value > 32767: raise DecodeError(f'value {_c915_Value} outside [-32768, 32767]', r.at(p))
+                    if _c915_Value < -32768 or _c915_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c915_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c915_Exponent, _c915_Value)
                     s = 21
                 elif ec == 2:
@@ -38823,7 +38823,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', p)
                     if _neg: _c916_Value = -_c916_Value - 1
-                    if _c916_Value < -32768 or _c916_Value > 32767: raise DecodeError(f'value {_c916_Value} outside [-32768, 32767]', r.at(p))
+                    if _c916_Value < -32768 or _c916_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c916_Value, r.at(p))
                     f_EVMinimumDischargePower_L3 = iso20_commontypes.RationalNumberType(_c916_Exponent, _c916_Value)
                     s = 21
                 elif ec == 1:
@@ -41805,7 +41805,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1038_Value = -_c1038_Value - 1
-                    if _c1038_Value < -32768 or _c1038_Value > 32767: raise DecodeError(f'value {_c1038_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1038_Value < -32768 or _c1038_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1038_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c1038_Exponent, _c1038_Value)
                     s = 1
                 elif ec == 1:
@@ -41831,7 +41831,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1039_Value = -_c1039_Value - 1
-                    if _c1039_Value < -32768 or _c1039_Value > 32767: raise DecodeError(f'value {_c1039_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1039_Value < -32768 or _c1039_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1039_Value, r.at(p))
                     f_EVSETargetActivePower_L2 = iso20_commontypes.RationalNumberType(_c1039_Exponent, _c1039_Value)
                     s = 2
                 elif ec == 2:
@@ -41857,7 +41857,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1040_Value = -_c1040_Value - 1
-                    if _c1040_Value < -32768 or _c1040_Value > 32767: raise DecodeError(f'value {_c1040_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1040_Value < -32768 or _c1040_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1040_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c1040_Exponent, _c1040_Value)
                     s = 3
                 elif ec == 3:
@@ -41883,7 +41883,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1041_Value = -_c1041_Value - 1
-                    if _c1041_Value < -32768 or _c1041_Value > 32767: raise DecodeError(f'value {_c1041_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1041_Value < -32768 or _c1041_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1041_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c1041_Exponent, _c1041_Value)
                     s = 4
                 elif ec == 4:
@@ -41909,7 +41909,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1042_Value = -_c1042_Value - 1
-                    if _c1042_Value < -32768 or _c1042_Value > 32767: raise DecodeError(f'value {_c1042_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1042_Value < -32768 or _c1042_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1042_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1042_Exponent, _c1042_Value)
                     s = 5
                 elif ec == 5:
@@ -41935,7 +41935,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1043_Value = -_c1043_Value - 1
-                    if _c1043_Value < -32768 or _c1043_Value > 32767: raise DecodeError(f'value {_c1043_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1043_Value < -32768 or _c1043_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1043_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1043_Exponent, _c1043_Value)
                     s = 6
                 elif ec == 6:
@@ -41961,7 +41961,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1044_Value = -_c1044_Value - 1
-                    if _c1044_Value < -32768 or _c1044_Value > 32767: raise DecodeError(f'value {_c1044_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1044_Value < -32768 or _c1044_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1044_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1044_Exponent, _c1044_Value)
                     s = 7
                 elif ec == 7:
@@ -41987,7 +41987,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1045_Value = -_c1045_Value - 1
-                    if _c1045_Value < -32768 or _c1045_Value > 32767: raise DecodeError(f'value {_c1045_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1045_Value < -32768 or _c1045_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1045_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1045_Exponent, _c1045_Value)
                     s = 8
                 elif ec == 8:
@@ -42013,7 +42013,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1046_Value = -_c1046_Value - 1
-                    if _c1046_Value < -32768 or _c1046_Value > 32767: raise DecodeError(f'value {_c1046_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1046_Value < -32768 or _c1046_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1046_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1046_Exponent, _c1046_Value)
                     s = 9
                 elif ec == 9:
@@ -42048,7 +42048,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1047_Value = -_c1047_Value - 1
-                    if _c1047_Value < -32768 or _c1047_Value > 32767: raise DecodeError(f'value {_c1047_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1047_Value < -32768 or _c1047_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1047_Value, r.at(p))
                     f_EVSETargetActivePower_L2 = iso20_commontypes.RationalNumberType(_c1047_Exponent, _c1047_Value)
                     s = 2
                 elif ec == 1:
@@ -42074,7 +42074,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1048_Value = -_c1048_Value - 1
-                    if _c1048_Value < -32768 or _c1048_Value > 32767: raise DecodeError(f'value {_c1048_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1048_Value < -32768 or _c1048_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1048_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c1048_Exponent, _c1048_Value)
                     s = 3
                 elif ec == 2:
@@ -42100,7 +42100,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1049_Value = -_c1049_Value - 1
-                    if _c1049_Value < -32768 or _c1049_Value > 32767: raise DecodeError(f'value {_c1049_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1049_Value < -32768 or _c1049_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1049_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c1049_Exponent, _c1049_Value)
                     s = 4
                 elif ec == 3:
@@ -42126,7 +42126,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1050_Value = -_c1050_Value - 1
-                    if _c1050_Value < -32768 or _c1050_Value > 32767: raise DecodeError(f'value {_c1050_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1050_Value < -32768 or _c1050_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1050_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1050_Exponent, _c1050_Value)
                     s = 5
                 elif ec == 4:
@@ -42152,7 +42152,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1051_Value = -_c1051_Value - 1
-                    if _c1051_Value < -32768 or _c1051_Value > 32767: raise DecodeError(f'value {_c1051_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1051_Value < -32768 or _c1051_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1051_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1051_Exponent, _c1051_Value)
                     s = 6
                 elif ec == 5:
@@ -42178,7 +42178,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1052_Value = -_c1052_Value - 1
-                    if _c1052_Value < -32768 or _c1052_Value > 32767: raise DecodeError(f'value {_c1052_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1052_Value < -32768 or _c1052_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1052_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1052_Exponent, _c1052_Value)
                     s = 7
                 elif ec == 6:
@@ -42204,7 +42204,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1053_Value = -_c1053_Value - 1
-                    if _c1053_Value < -32768 or _c1053_Value > 32767: raise DecodeError(f'value {_c1053_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1053_Value < -32768 or _c1053_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1053_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1053_Exponent, _c1053_Value)
                     s = 8
                 elif ec == 7:
@@ -42230,7 +42230,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1054_Value = -_c1054_Value - 1
-                    if _c1054_Value < -32768 or _c1054_Value > 32767: raise DecodeError(f'value {_c1054_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1054_Value < -32768 or _c1054_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1054_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1054_Exponent, _c1054_Value)
                     s = 9
                 elif ec == 8:
@@ -42265,7 +42265,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1055_Value = -_c1055_Value - 1
-                    if _c1055_Value < -32768 or _c1055_Value > 32767: raise DecodeError(f'value {_c1055_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1055_Value < -32768 or _c1055_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1055_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c1055_Exponent, _c1055_Value)
                     s = 3
                 elif ec == 1:
@@ -42291,7 +42291,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1056_Value = -_c1056_Value - 1
-                    if _c1056_Value < -32768 or _c1056_Value > 32767: raise DecodeError(f'value {_c1056_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1056_Value < -32768 or _c1056_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1056_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c1056_Exponent, _c1056_Value)
                     s = 4
                 elif ec == 2:
@@ -42317,7 +42317,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1057_Value = -_c1057_Value - 1
-                    if _c1057_Value < -32768 or _c1057_Value > 32767: raise DecodeError(f'value {_c1057_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1057_Value < -32768 or _c1057_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1057_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1057_Exponent, _c1057_Value)
                     s = 5
                 elif ec == 3:
@@ -42343,7 +42343,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1058_Value = -_c1058_Value - 1
-                    if _c1058_Value < -32768 or _c1058_Value > 32767: raise DecodeError(f'value {_c1058_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1058_Value < -32768 or _c1058_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1058_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1058_Exponent, _c1058_Value)
                     s = 6
                 elif ec == 4:
@@ -42369,7 +42369,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1059_Value = -_c1059_Value - 1
-                    if _c1059_Value < -32768 or _c1059_Value > 32767: raise DecodeError(f'value {_c1059_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1059_Value < -32768 or _c1059_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1059_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1059_Exponent, _c1059_Value)
                     s = 7
                 elif ec == 5:
@@ -42395,7 +42395,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1060_Value = -_c1060_Value - 1
-                    if _c1060_Value < -32768 or _c1060_Value > 32767: raise DecodeError(f'value {_c1060_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1060_Value < -32768 or _c1060_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1060_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1060_Exponent, _c1060_Value)
                     s = 8
                 elif ec == 6:
@@ -42421,7 +42421,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1061_Value = -_c1061_Value - 1
-                    if _c1061_Value < -32768 or _c1061_Value > 32767: raise DecodeError(f'value {_c1061_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1061_Value < -32768 or _c1061_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1061_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1061_Exponent, _c1061_Value)
                     s = 9
                 elif ec == 7:
@@ -42456,7 +42456,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1062_Value = -_c1062_Value - 1
-                    if _c1062_Value < -32768 or _c1062_Value > 32767: raise DecodeError(f'value {_c1062_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1062_Value < -32768 or _c1062_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1062_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c1062_Exponent, _c1062_Value)
                     s = 4
                 elif ec == 1:
@@ -42482,7 +42482,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1063_Value = -_c1063_Value - 1
-                    if _c1063_Value < -32768 or _c1063_Value > 32767: raise DecodeError(f'value {_c1063_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1063_Value < -32768 or _c1063_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1063_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1063_Exponent, _c1063_Value)
                     s = 5
                 elif ec == 2:
@@ -42508,7 +42508,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1064_Value = -_c1064_Value - 1
-                    if _c1064_Value < -32768 or _c1064_Value > 32767: raise DecodeError(f'value {_c1064_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1064_Value < -32768 or _c1064_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1064_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1064_Exponent, _c1064_Value)
                     s = 6
                 elif ec == 3:
@@ -42534,7 +42534,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1065_Value = -_c1065_Value - 1
-                    if _c1065_Value < -32768 or _c1065_Value > 32767: raise DecodeError(f'value {_c1065_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1065_Value < -32768 or _c1065_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1065_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1065_Exponent, _c1065_Value)
                     s = 7
                 elif ec == 4:
@@ -42560,7 +42560,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1066_Value = -_c1066_Value - 1
-                    if _c1066_Value < -32768 or _c1066_Value > 32767: raise DecodeError(f'value {_c1066_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1066_Value < -32768 or _c1066_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1066_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1066_Exponent, _c1066_Value)
                     s = 8
                 elif ec == 5:
@@ -42586,7 +42586,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1067_Value = -_c1067_Value - 1
-                    if _c1067_Value < -32768 or _c1067_Value > 32767: raise DecodeError(f'value {_c1067_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1067_Value < -32768 or _c1067_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1067_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1067_Exponent, _c1067_Value)
                     s = 9
                 elif ec == 6:
@@ -42621,7 +42621,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1068_Value = -_c1068_Value - 1
-                    if _c1068_Value < -32768 or _c1068_Value > 32767: raise DecodeError(f'value {_c1068_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1068_Value < -32768 or _c1068_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1068_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1068_Exponent, _c1068_Value)
                     s = 5
                 elif ec == 1:
@@ -42647,7 +42647,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1069_Value = -_c1069_Value - 1
-                    if _c1069_Value < -32768 or _c1069_Value > 32767: raise DecodeError(f'value {_c1069_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1069_Value < -32768 or _c1069_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1069_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1069_Exponent, _c1069_Value)
                     s = 6
                 elif ec == 2:
@@ -42673,7 +42673,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1070_Value = -_c1070_Value - 1
-                    if _c1070_Value < -32768 or _c1070_Value > 32767: raise DecodeError(f'value {_c1070_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1070_Value < -32768 or _c1070_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1070_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1070_Exponent, _c1070_Value)
                     s = 7
                 elif ec == 3:
@@ -42699,7 +42699,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1071_Value = -_c1071_Value - 1
-                    if _c1071_Value < -32768 or _c1071_Value > 32767: raise DecodeError(f'value {_c1071_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1071_Value < -32768 or _c1071_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1071_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1071_Exponent, _c1071_Value)
                     s = 8
                 elif ec == 4:
@@ -42725,7 +42725,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1072_Value = -_c1072_Value - 1
-                    if _c1072_Value < -32768 or _c1072_Value > 32767: raise DecodeError(f'value {_c1072_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1072_Value < -32768 or _c1072_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1072_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1072_Exponent, _c1072_Value)
                     s = 9
                 elif ec == 5:
@@ -42760,7 +42760,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1073_Value = -_c1073_Value - 1
-                    if _c1073_Value < -32768 or _c1073_Value > 32767: raise DecodeError(f'value {_c1073_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1073_Value < -32768 or _c1073_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1073_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1073_Exponent, _c1073_Value)
                     s = 6
                 elif ec == 1:
@@ -42786,7 +42786,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1074_Value = -_c1074_Value - 1
-                    if _c1074_Value < -32768 or _c1074_Value > 32767: raise DecodeError(f'value {_c1074_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1074_Value < -32768 or _c1074_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1074_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1074_Exponent, _c1074_Value)
                     s = 7
                 elif ec == 2:
@@ -42812,7 +42812,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1075_Value = -_c1075_Value - 1
-                    if _c1075_Value < -32768 or _c1075_Value > 32767: raise DecodeError(f'value {_c1075_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1075_Value < -32768 or _c1075_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1075_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1075_Exponent, _c1075_Value)
                     s = 8
                 elif ec == 3:
@@ -42838,7 +42838,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1076_Value = -_c1076_Value - 1
-                    if _c1076_Value < -32768 or _c1076_Value > 32767: raise DecodeError(f'value {_c1076_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1076_Value < -32768 or _c1076_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1076_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1076_Exponent, _c1076_Value)
                     s = 9
                 elif ec == 4:
@@ -42873,7 +42873,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1077_Value = -_c1077_Value - 1
-                    if _c1077_Value < -32768 or _c1077_Value > 32767: raise DecodeError(f'value {_c1077_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1077_Value < -32768 or _c1077_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1077_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1077_Exponent, _c1077_Value)
                     s = 7
                 elif ec == 1:
@@ -42899,7 +42899,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1078_Value = -_c1078_Value - 1
-                    if _c1078_Value < -32768 or _c1078_Value > 32767: raise DecodeError(f'value {_c1078_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1078_Value < -32768 or _c1078_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1078_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1078_Exponent, _c1078_Value)
                     s = 8
                 elif ec == 2:
@@ -42925,7 +42925,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1079_Value = -_c1079_Value - 1
-                    if _c1079_Value < -32768 or _c1079_Value > 32767: raise DecodeError(f'value {_c1079_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1079_Value < -32768 or _c1079_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1079_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1079_Exponent, _c1079_Value)
                     s = 9
                 elif ec == 3:
@@ -42960,7 +42960,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1080_Value = -_c1080_Value - 1
-                    if _c1080_Value < -32768 or _c1080_Value > 32767: raise DecodeError(f'value {_c1080_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1080_Value < -32768 or _c1080_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1080_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1080_Exponent, _c1080_Value)
                     s = 8
                 elif ec == 1:
@@ -42986,7 +42986,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1081_Value = -_c1081_Value - 1
-                    if _c1081_Value < -32768 or _c1081_Value > 32767: raise DecodeError(f'value {_c1081_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1081_Value < -32768 or _c1081_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1081_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1081_Exponent, _c1081_Value)
                     s = 9
                 elif ec == 2:
@@ -43021,7 +43021,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1082_Value = -_c1082_Value - 1
-                    if _c1082_Value < -32768 or _c1082_Value > 32767: raise DecodeError(f'value {_c1082_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1082_Value < -32768 or _c1082_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1082_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1082_Exponent, _c1082_Value)
                     s = 9
                 elif ec == 1:
@@ -44230,7 +44230,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1128_Value = -_c1128_Value - 1
-                    if _c1128_Value < -32768 or _c1128_Value > 32767: raise DecodeError(f'value {_c1128_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1128_Value < -32768 or _c1128_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1128_Value, r.at(p))
                     f_EVSETargetActivePower = iso20_commontypes.RationalNumberType(_c1128_Exponent, _c1128_Value)
                     s = 1
                 elif ec == 1:
@@ -44256,7 +44256,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1129_Value = -_c1129_Value - 1
-                    if _c1129_Value < -32768 or _c1129_Value > 32767: raise DecodeError(f'value {_c1129_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1129_Value < -32768 or _c1129_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1129_Value, r.at(p))
                     f_EVSETargetActivePower_L2 = iso20_commontypes.RationalNumberType(_c1129_Exponent, _c1129_Value)
                     s = 2
                 elif ec == 2:
@@ -44282,7 +44282,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1130_Value = -_c1130_Value - 1
-                    if _c1130_Value < -32768 or _c1130_Value > 32767: raise DecodeError(f'value {_c1130_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1130_Value < -32768 or _c1130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1130_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c1130_Exponent, _c1130_Value)
                     s = 3
                 elif ec == 3:
@@ -44308,7 +44308,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1131_Value = -_c1131_Value - 1
-                    if _c1131_Value < -32768 or _c1131_Value > 32767: raise DecodeError(f'value {_c1131_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1131_Value < -32768 or _c1131_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1131_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c1131_Exponent, _c1131_Value)
                     s = 4
                 elif ec == 4:
@@ -44334,7 +44334,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1132_Value = -_c1132_Value - 1
-                    if _c1132_Value < -32768 or _c1132_Value > 32767: raise DecodeError(f'value {_c1132_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1132_Value < -32768 or _c1132_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1132_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1132_Exponent, _c1132_Value)
                     s = 5
                 elif ec == 5:
@@ -44360,7 +44360,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1133_Value = -_c1133_Value - 1
-                    if _c1133_Value < -32768 or _c1133_Value > 32767: raise DecodeError(f'value {_c1133_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1133_Value < -32768 or _c1133_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1133_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1133_Exponent, _c1133_Value)
                     s = 6
                 elif ec == 6:
@@ -44386,7 +44386,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1134_Value = -_c1134_Value - 1
-                    if _c1134_Value < -32768 or _c1134_Value > 32767: raise DecodeError(f'value {_c1134_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1134_Value < -32768 or _c1134_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1134_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1134_Exponent, _c1134_Value)
                     s = 7
                 elif ec == 7:
@@ -44412,7 +44412,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1135_Value = -_c1135_Value - 1
-                    if _c1135_Value < -32768 or _c1135_Value > 32767: raise DecodeError(f'value {_c1135_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1135_Value < -32768 or _c1135_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1135_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1135_Exponent, _c1135_Value)
                     s = 8
                 elif ec == 8:
@@ -44438,7 +44438,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1136_Value = -_c1136_Value - 1
-                    if _c1136_Value < -32768 or _c1136_Value > 32767: raise DecodeError(f'value {_c1136_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1136_Value < -32768 or _c1136_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1136_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1136_Exponent, _c1136_Value)
                     s = 9
                 elif ec == 9:
@@ -44473,7 +44473,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1137_Value = -_c1137_Value - 1
-                    if _c1137_Value < -32768 or _c1137_Value > 32767: raise DecodeError(f'value {_c1137_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1137_Value < -32768 or _c1137_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1137_Value, r.at(p))
                     f_EVSETargetActivePower_L2 = iso20_commontypes.RationalNumberType(_c1137_Exponent, _c1137_Value)
                     s = 2
                 elif ec == 1:
@@ -44499,7 +44499,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1138_Value = -_c1138_Value - 1
-                    if _c1138_Value < -32768 or _c1138_Value > 32767: raise DecodeError(f'value {_c1138_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1138_Value < -32768 or _c1138_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1138_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c1138_Exponent, _c1138_Value)
                     s = 3
                 elif ec == 2:
@@ -44525,7 +44525,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1139_Value = -_c1139_Value - 1
-                    if _c1139_Value < -32768 or _c1139_Value > 32767: raise DecodeError(f'value {_c1139_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1139_Value < -32768 or _c1139_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1139_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c1139_Exponent, _c1139_Value)
                     s = 4
                 elif ec == 3:
@@ -44551,7 +44551,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1140_Value = -_c1140_Value - 1
-                    if _c1140_Value < -32768 or _c1140_Value > 32767: raise DecodeError(f'value {_c1140_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1140_Value < -32768 or _c1140_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1140_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1140_Exponent, _c1140_Value)
                     s = 5
                 elif ec == 4:
@@ -44577,7 +44577,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1141_Value = -_c1141_Value - 1
-                    if _c1141_Value < -32768 or _c1141_Value > 32767: raise DecodeError(f'value {_c1141_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1141_Value < -32768 or _c1141_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1141_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1141_Exponent, _c1141_Value)
                     s = 6
                 elif ec == 5:
@@ -44603,7 +44603,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1142_Value = -_c1142_Value - 1
-                    if _c1142_Value < -32768 or _c1142_Value > 32767: raise DecodeError(f'value {_c1142_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1142_Value < -32768 or _c1142_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1142_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1142_Exponent, _c1142_Value)
                     s = 7
                 elif ec == 6:
@@ -44629,7 +44629,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1143_Value = -_c1143_Value - 1
-                    if _c1143_Value < -32768 or _c1143_Value > 32767: raise DecodeError(f'value {_c1143_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1143_Value < -32768 or _c1143_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1143_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1143_Exponent, _c1143_Value)
                     s = 8
                 elif ec == 7:
@@ -44655,7 +44655,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1144_Value = -_c1144_Value - 1
-                    if _c1144_Value < -32768 or _c1144_Value > 32767: raise DecodeError(f'value {_c1144_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1144_Value < -32768 or _c1144_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1144_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1144_Exponent, _c1144_Value)
                     s = 9
                 elif ec == 8:
@@ -44690,7 +44690,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1145_Value = -_c1145_Value - 1
-                    if _c1145_Value < -32768 or _c1145_Value > 32767: raise DecodeError(f'value {_c1145_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1145_Value < -32768 or _c1145_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1145_Value, r.at(p))
                     f_EVSETargetActivePower_L3 = iso20_commontypes.RationalNumberType(_c1145_Exponent, _c1145_Value)
                     s = 3
                 elif ec == 1:
@@ -44716,7 +44716,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1146_Value = -_c1146_Value - 1
-                    if _c1146_Value < -32768 or _c1146_Value > 32767: raise DecodeError(f'value {_c1146_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1146_Value < -32768 or _c1146_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1146_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c1146_Exponent, _c1146_Value)
                     s = 4
                 elif ec == 2:
@@ -44742,7 +44742,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1147_Value = -_c1147_Value - 1
-                    if _c1147_Value < -32768 or _c1147_Value > 32767: raise DecodeError(f'value {_c1147_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1147_Value < -32768 or _c1147_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1147_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1147_Exponent, _c1147_Value)
                     s = 5
                 elif ec == 3:
@@ -44768,7 +44768,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1148_Value = -_c1148_Value - 1
-                    if _c1148_Value < -32768 or _c1148_Value > 32767: raise DecodeError(f'value {_c1148_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1148_Value < -32768 or _c1148_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1148_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1148_Exponent, _c1148_Value)
                     s = 6
                 elif ec == 4:
@@ -44794,7 +44794,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1149_Value = -_c1149_Value - 1
-                    if _c1149_Value < -32768 or _c1149_Value > 32767: raise DecodeError(f'value {_c1149_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1149_Value < -32768 or _c1149_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1149_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1149_Exponent, _c1149_Value)
                     s = 7
                 elif ec == 5:
@@ -44820,7 +44820,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1150_Value = -_c1150_Value - 1
-                    if _c1150_Value < -32768 or _c1150_Value > 32767: raise DecodeError(f'value {_c1150_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1150_Value < -32768 or _c1150_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1150_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1150_Exponent, _c1150_Value)
                     s = 8
                 elif ec == 6:
@@ -44846,7 +44846,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1151_Value = -_c1151_Value - 1
-                    if _c1151_Value < -32768 or _c1151_Value > 32767: raise DecodeError(f'value {_c1151_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1151_Value < -32768 or _c1151_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1151_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1151_Exponent, _c1151_Value)
                     s = 9
                 elif ec == 7:
@@ -44881,7 +44881,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1152_Value = -_c1152_Value - 1
-                    if _c1152_Value < -32768 or _c1152_Value > 32767: raise DecodeError(f'value {_c1152_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1152_Value < -32768 or _c1152_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1152_Value, r.at(p))
                     f_EVSETargetReactivePower = iso20_commontypes.RationalNumberType(_c1152_Exponent, _c1152_Value)
                     s = 4
                 elif ec == 1:
@@ -44907,7 +44907,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1153_Value = -_c1153_Value - 1
-                    if _c1153_Value < -32768 or _c1153_Value > 32767: raise DecodeError(f'value {_c1153_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1153_Value < -32768 or _c1153_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1153_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1153_Exponent, _c1153_Value)
                     s = 5
                 elif ec == 2:
@@ -44933,7 +44933,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1154_Value = -_c1154_Value - 1
-                    if _c1154_Value < -32768 or _c1154_Value > 32767: raise DecodeError(f'value {_c1154_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1154_Value < -32768 or _c1154_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1154_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1154_Exponent, _c1154_Value)
                     s = 6
                 elif ec == 3:
@@ -44959,7 +44959,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1155_Value = -_c1155_Value - 1
-                    if _c1155_Value < -32768 or _c1155_Value > 32767: raise DecodeError(f'value {_c1155_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1155_Value < -32768 or _c1155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1155_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1155_Exponent, _c1155_Value)
                     s = 7
                 elif ec == 4:
@@ -44985,7 +44985,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1156_Value = -_c1156_Value - 1
-                    if _c1156_Value < -32768 or _c1156_Value > 32767: raise DecodeError(f'value {_c1156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1156_Value < -32768 or _c1156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1156_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1156_Exponent, _c1156_Value)
                     s = 8
                 elif ec == 5:
@@ -45011,7 +45011,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1157_Value = -_c1157_Value - 1
-                    if _c1157_Value < -32768 or _c1157_Value > 32767: raise DecodeError(f'value {_c1157_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1157_Value < -32768 or _c1157_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1157_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1157_Exponent, _c1157_Value)
                     s = 9
                 elif ec == 6:
@@ -45046,7 +45046,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1158_Value = -_c1158_Value - 1
-                    if _c1158_Value < -32768 or _c1158_Value > 32767: raise DecodeError(f'value {_c1158_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1158_Value < -32768 or _c1158_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1158_Value, r.at(p))
                     f_EVSETargetReactivePower_L2 = iso20_commontypes.RationalNumberType(_c1158_Exponent, _c1158_Value)
                     s = 5
                 elif ec == 1:
@@ -45072,7 +45072,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1159_Value = -_c1159_Value - 1
-                    if _c1159_Value < -32768 or _c1159_Value > 32767: raise DecodeError(f'value {_c1159_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1159_Value < -32768 or _c1159_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1159_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1159_Exponent, _c1159_Value)
                     s = 6
                 elif ec == 2:
@@ -45098,7 +45098,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1160_Value = -_c1160_Value - 1
-                    if _c1160_Value < -32768 or _c1160_Value > 32767: raise DecodeError(f'value {_c1160_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1160_Value < -32768 or _c1160_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1160_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1160_Exponent, _c1160_Value)
                     s = 7
                 elif ec == 3:
@@ -45124,7 +45124,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1161_Value = -_c1161_Value - 1
-                    if _c1161_Value < -32768 or _c1161_Value > 32767: raise DecodeError(f'value {_c1161_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1161_Value < -32768 or _c1161_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1161_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1161_Exponent, _c1161_Value)
                     s = 8
                 elif ec == 4:
@@ -45150,7 +45150,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1162_Value = -_c1162_Value - 1
-                    if _c1162_Value < -32768 or _c1162_Value > 32767: raise DecodeError(f'value {_c1162_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1162_Value < -32768 or _c1162_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1162_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1162_Exponent, _c1162_Value)
                     s = 9
                 elif ec == 5:
@@ -45185,7 +45185,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1163_Value = -_c1163_Value - 1
-                    if _c1163_Value < -32768 or _c1163_Value > 32767: raise DecodeError(f'value {_c1163_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1163_Value < -32768 or _c1163_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1163_Value, r.at(p))
                     f_EVSETargetReactivePower_L3 = iso20_commontypes.RationalNumberType(_c1163_Exponent, _c1163_Value)
                     s = 6
                 elif ec == 1:
@@ -45211,7 +45211,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1164_Value = -_c1164_Value - 1
-                    if _c1164_Value < -32768 or _c1164_Value > 32767: raise DecodeError(f'value {_c1164_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1164_Value < -32768 or _c1164_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1164_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1164_Exponent, _c1164_Value)
                     s = 7
                 elif ec == 2:
@@ -45237,7 +45237,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1165_Value = -_c1165_Value - 1
-                    if _c1165_Value < -32768 or _c1165_Value > 32767: raise DecodeError(f'value {_c1165_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1165_Value < -32768 or _c1165_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1165_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1165_Exponent, _c1165_Value)
                     s = 8
                 elif ec == 3:
@@ -45263,7 +45263,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1166_Value = -_c1166_Value - 1
-                    if _c1166_Value < -32768 or _c1166_Value > 32767: raise DecodeError(f'value {_c1166_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1166_Value < -32768 or _c1166_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1166_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1166_Exponent, _c1166_Value)
                     s = 9
                 elif ec == 4:
@@ -45298,7 +45298,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1167_Value = -_c1167_Value - 1
-                    if _c1167_Value < -32768 or _c1167_Value > 32767: raise DecodeError(f'value {_c1167_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1167_Value < -32768 or _c1167_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1167_Value, r.at(p))
                     f_EVSEPresentActivePower = iso20_commontypes.RationalNumberType(_c1167_Exponent, _c1167_Value)
                     s = 7
                 elif ec == 1:
@@ -45324,7 +45324,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1168_Value = -_c1168_Value - 1
-                    if _c1168_Value < -32768 or _c1168_Value > 32767: raise DecodeError(f'value {_c1168_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1168_Value < -32768 or _c1168_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1168_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1168_Exponent, _c1168_Value)
                     s = 8
                 elif ec == 2:
@@ -45350,7 +45350,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1169_Value = -_c1169_Value - 1
-                    if _c1169_Value < -32768 or _c1169_Value > 32767: raise DecodeError(f'value {_c1169_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1169_Value < -32768 or _c1169_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1169_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1169_Exponent, _c1169_Value)
                     s = 9
                 elif ec == 3:
@@ -45385,7 +45385,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1170_Value = -_c1170_Value - 1
-                    if _c1170_Value < -32768 or _c1170_Value > 32767: raise DecodeError(f'value {_c1170_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1170_Value < -32768 or _c1170_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1170_Value, r.at(p))
                     f_EVSEPresentActivePower_L2 = iso20_commontypes.RationalNumberType(_c1170_Exponent, _c1170_Value)
                     s = 8
                 elif ec == 1:
@@ -45411,7 +45411,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1171_Value = -_c1171_Value - 1
-                    if _c1171_Value < -32768 or _c1171_Value > 32767: raise DecodeError(f'value {_c1171_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1171_Value < -32768 or _c1171_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1171_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1171_Exponent, _c1171_Value)
                     s = 9
                 elif ec == 2:
@@ -45446,7 +45446,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', p)
                     if _neg: _c1172_Value = -_c1172_Value - 1
-                    if _c1172_Value < -32768 or _c1172_Value > 32767: raise DecodeError(f'value {_c1172_Value} outside [-32768, 32767]', r.at(p))
+                    if _c1172_Value < -32768 or _c1172_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1172_Value, r.at(p))
                     f_EVSEPresentActivePower_L3 = iso20_commontypes.RationalNumberType(_c1172_Exponent, _c1172_Value)
                     s = 9
                 elif ec == 1:
@@ -47690,7 +47690,7 @@ def _de42(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -47738,7 +47738,7 @@ def _de45(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -47774,7 +47774,7 @@ def _de46(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -47816,7 +47816,7 @@ def _de48(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -47852,7 +47852,7 @@ def _de49(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -47915,7 +47915,7 @@ def _de52(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -48158,8 +48158,8 @@ def _de89(r):  # EVSENotification
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E1[val]
+    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(p))
+    else: val = _E1[val]
     r.pos = p
     return val
 
@@ -48461,7 +48461,7 @@ def _de112(r):  # MaximumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MaximumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -48488,7 +48488,7 @@ def _de113(r):  # MeterID
     else:
         r.pos = p
         val = r.string(53)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -48553,7 +48553,7 @@ def _de116(r):  # MeterSignature
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -48596,7 +48596,7 @@ def _de117(r):  # MeterStatus
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -48633,7 +48633,7 @@ def _de118(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -48660,7 +48660,7 @@ def _de119(r):  # MinimumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MinimumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -48725,7 +48725,7 @@ def _de121(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -48900,7 +48900,7 @@ def _de128(r):  # PresentSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('PresentSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -48971,7 +48971,7 @@ def _de131(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -49007,7 +49007,7 @@ def _de132(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -49043,7 +49043,7 @@ def _de133(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -49070,8 +49070,8 @@ def _de134(r):  # ResponseCode
     x = (V >> (E - p)) & 255
     if x & 129: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 63)
-    if val >= 40: raise DecodeError(f'enumeration index {val} out of range (40 values)', r.at(p))
-    val = _E0[val]
+    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(p))
+    else: val = _E0[val]
     r.pos = p
     return val
 
@@ -49168,7 +49168,7 @@ def _de138(r):  # SessionID
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 8 or len(val) > 8: raise DecodeError(f'length {len(val)} outside [8, 8]', r.at(r.pos))
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -49199,7 +49199,7 @@ def _de139(r):  # TargetSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('TargetSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -49236,7 +49236,7 @@ def _de141(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -49272,7 +49272,7 @@ def _de142(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -49308,7 +49308,7 @@ def _de143(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -49347,7 +49347,7 @@ def _de144(r):  # Value
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 

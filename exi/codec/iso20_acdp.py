@@ -197,7 +197,7 @@ def _d_MessageHeaderType(r):
                 el = 'SessionID'
                 r.pos = p
                 f_SessionID = r.binary()
-                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.at(r.pos))
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
@@ -215,7 +215,7 @@ def _d_MessageHeaderType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -10074,18 +10074,18 @@ def _d_ACDP_ConnectResType(r):
         if x & 25284211: raise r.deviation('ACDP_ConnectResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 17) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_ConnectResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 12) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-        f_EVSEProcessing = _E3[f_EVSEProcessing]
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_ConnectResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        else: f_EVSEProcessing = _E3[f_EVSEProcessing]
         el = 'EVSEElectricalChargingDeviceStatus'
         f_EVSEElectricalChargingDeviceStatus = _E0[((x >> 7) & 3)]
         el = 'EVSEMechanicalChargingDeviceStatus'
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 2) & 3)
-        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.at(p))
-        f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_ConnectResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(p))
+        else: f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10162,8 +10162,8 @@ def _d_V2GResponseType(r):
         if x & 771: raise r.deviation('V2GResponseType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('V2GResponseType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10327,7 +10327,7 @@ def _d_EVTechnicalStatusType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('EVTechnicalStatusType', p)
                     if _neg: _c37_Value = -_c37_Value - 1
-                    if _c37_Value < -32768 or _c37_Value > 32767: raise DecodeError(f'value {_c37_Value} outside [-32768, 32767]', r.at(p))
+                    if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(p))
                     f_EVWLANStrength = iso20_commontypes.RationalNumberType(_c37_Exponent, _c37_Value)
                     s = 4
                 elif ec == 2:
@@ -10337,8 +10337,8 @@ def _d_EVTechnicalStatusType(r):
                     if x & 17: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVCPStatus'
                     f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.at(p))
-                    f_EVCPStatus = _E8[f_EVCPStatus]
+                    if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
+                    else: f_EVCPStatus = _E8[f_EVCPStatus]
                     s = 5
                 elif ec == 3:
                     p += 9
@@ -10347,7 +10347,7 @@ def _d_EVTechnicalStatusType(r):
                     if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.at(p))
+                    if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
                     s = 6
                 elif ec == 4:
                     p += 6
@@ -10356,8 +10356,8 @@ def _d_EVTechnicalStatusType(r):
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
-                    f_EVErrorCode = _E9[f_EVErrorCode]
+                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                    else: f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 5:
                     p += 3
@@ -10399,7 +10399,7 @@ def _d_EVTechnicalStatusType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('EVTechnicalStatusType', p)
                     if _neg: _c38_Value = -_c38_Value - 1
-                    if _c38_Value < -32768 or _c38_Value > 32767: raise DecodeError(f'value {_c38_Value} outside [-32768, 32767]', r.at(p))
+                    if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(p))
                     f_EVWLANStrength = iso20_commontypes.RationalNumberType(_c38_Exponent, _c38_Value)
                     s = 4
                 elif ec == 1:
@@ -10409,8 +10409,8 @@ def _d_EVTechnicalStatusType(r):
                     if x & 17: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVCPStatus'
                     f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.at(p))
-                    f_EVCPStatus = _E8[f_EVCPStatus]
+                    if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
+                    else: f_EVCPStatus = _E8[f_EVCPStatus]
                     s = 5
                 elif ec == 2:
                     p += 9
@@ -10419,7 +10419,7 @@ def _d_EVTechnicalStatusType(r):
                     if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.at(p))
+                    if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
                     s = 6
                 elif ec == 3:
                     p += 6
@@ -10428,8 +10428,8 @@ def _d_EVTechnicalStatusType(r):
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
-                    f_EVErrorCode = _E9[f_EVErrorCode]
+                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                    else: f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 4:
                     p += 3
@@ -10455,8 +10455,8 @@ def _d_EVTechnicalStatusType(r):
                     if x & 17: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVCPStatus'
                     f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.at(p))
-                    f_EVCPStatus = _E8[f_EVCPStatus]
+                    if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(p))
+                    else: f_EVCPStatus = _E8[f_EVCPStatus]
                     s = 5
                 elif ec == 1:
                     p += 9
@@ -10465,7 +10465,7 @@ def _d_EVTechnicalStatusType(r):
                     if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.at(p))
+                    if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
                     s = 6
                 elif ec == 2:
                     p += 6
@@ -10474,8 +10474,8 @@ def _d_EVTechnicalStatusType(r):
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
-                    f_EVErrorCode = _E9[f_EVErrorCode]
+                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                    else: f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 3:
                     p += 3
@@ -10501,7 +10501,7 @@ def _d_EVTechnicalStatusType(r):
                     if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.at(p))
+                    if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(p))
                     s = 6
                 elif ec == 1:
                     p += 6
@@ -10510,8 +10510,8 @@ def _d_EVTechnicalStatusType(r):
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
-                    f_EVErrorCode = _E9[f_EVErrorCode]
+                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                    else: f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 2:
                     p += 3
@@ -10537,8 +10537,8 @@ def _d_EVTechnicalStatusType(r):
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
-                    f_EVErrorCode = _E9[f_EVErrorCode]
+                    if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(p))
+                    else: f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 1:
                     p += 3
@@ -10874,7 +10874,7 @@ def _d_RationalNumberType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('RationalNumberType', p)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
+        if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10943,12 +10943,12 @@ def _d_ACDP_SystemStatusResType(r):
         if x & 212100311661499: raise r.deviation('ACDP_SystemStatusResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 40) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_SystemStatusResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEMechanicalChargingDeviceStatus'
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 35) & 3)
-        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.at(p))
-        f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: f_EVSEMechanicalChargingDeviceStatus = r.enum_index('ACDP_SystemStatusResType/EVSEMechanicalChargingDeviceStatus', f_EVSEMechanicalChargingDeviceStatus, 3, r.at(p))
+        else: f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
         el = 'EVSEReadyToCharge'
         f_EVSEReadyToCharge = ((x >> 31) & 1) == 1
         el = 'EVSEIsolationStatus'
@@ -11142,12 +11142,12 @@ def _d_ACDP_VehiclePositioningResType(r):
         if x & 1580270: raise r.deviation('ACDP_VehiclePositioningResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 13) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ACDP_VehiclePositioningResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 8) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-        f_EVSEProcessing = _E3[f_EVSEProcessing]
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ACDP_VehiclePositioningResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        else: f_EVSEProcessing = _E3[f_EVSEProcessing]
         el = 'EVSEPositioningSupport'
         f_EVSEPositioningSupport = ((x >> 4) & 1) == 1
         el = 'EVRelativeXDeviation'
@@ -11165,7 +11165,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_EVRelativeXDeviation = -f_EVRelativeXDeviation - 1
-        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: raise DecodeError(f'value {f_EVRelativeXDeviation} outside [-32768, 32767]', r.at(p))
+        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', f_EVRelativeXDeviation, r.at(p))
         el = 'EVRelativeYDeviation'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -11181,7 +11181,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_EVRelativeYDeviation = -f_EVRelativeYDeviation - 1
-        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: raise DecodeError(f'value {f_EVRelativeYDeviation} outside [-32768, 32767]', r.at(p))
+        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', f_EVRelativeYDeviation, r.at(p))
         el = 'ContactWindowXc'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -11197,7 +11197,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_ContactWindowXc = -f_ContactWindowXc - 1
-        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: raise DecodeError(f'value {f_ContactWindowXc} outside [-32768, 32767]', r.at(p))
+        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', f_ContactWindowXc, r.at(p))
         el = 'ContactWindowYc'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -11213,7 +11213,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         x = (V >> (E - p)) & 63
         if x & 59: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_ContactWindowYc = -f_ContactWindowYc - 1
-        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: raise DecodeError(f'value {f_ContactWindowYc} outside [-32768, 32767]', r.at(p))
+        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowYc', 'range [-32768, 32767]', f_ContactWindowYc, r.at(p))
         el = 'EVInChargePosition'
         f_EVInChargePosition = ((x >> 2) & 1) == 1
         r.pos = p
@@ -12005,7 +12005,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'PresentSOC'
                     f_PresentSOC = ((x >> 1) & 127)
-                    if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.at(p))
+                    if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -12014,7 +12014,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -12023,7 +12023,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 9
@@ -12032,7 +12032,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 1
@@ -12050,7 +12050,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 5:
                     p += 1
@@ -12068,7 +12068,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 6:
                     p += 1
@@ -12086,7 +12086,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 7:
                     p += 3
@@ -12119,7 +12119,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c54_Value = -_c54_Value - 1
-                    if _c54_Value < -32768 or _c54_Value > 32767: raise DecodeError(f'value {_c54_Value} outside [-32768, 32767]', r.at(p))
+                    if _c54_Value < -32768 or _c54_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c54_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c54_Exponent, _c54_Value)
                     s = 9
                 elif ec == 9:
@@ -12146,7 +12146,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -12155,7 +12155,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 9
@@ -12164,7 +12164,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 1
@@ -12182,7 +12182,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 4:
                     p += 1
@@ -12200,7 +12200,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 5:
                     p += 1
@@ -12218,7 +12218,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 6:
                     p += 3
@@ -12251,7 +12251,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c55_Value = -_c55_Value - 1
-                    if _c55_Value < -32768 or _c55_Value > 32767: raise DecodeError(f'value {_c55_Value} outside [-32768, 32767]', r.at(p))
+                    if _c55_Value < -32768 or _c55_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c55_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c55_Exponent, _c55_Value)
                     s = 9
                 elif ec == 8:
@@ -12278,7 +12278,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 9
@@ -12287,7 +12287,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -12305,7 +12305,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 3:
                     p += 1
@@ -12323,7 +12323,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 4:
                     p += 1
@@ -12341,7 +12341,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 3
@@ -12374,7 +12374,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c56_Value = -_c56_Value - 1
-                    if _c56_Value < -32768 or _c56_Value > 32767: raise DecodeError(f'value {_c56_Value} outside [-32768, 32767]', r.at(p))
+                    if _c56_Value < -32768 or _c56_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c56_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c56_Exponent, _c56_Value)
                     s = 9
                 elif ec == 7:
@@ -12401,7 +12401,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -12419,7 +12419,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 2:
                     p += 1
@@ -12437,7 +12437,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 3:
                     p += 1
@@ -12455,7 +12455,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 3
@@ -12488,7 +12488,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c57_Value = -_c57_Value - 1
-                    if _c57_Value < -32768 or _c57_Value > 32767: raise DecodeError(f'value {_c57_Value} outside [-32768, 32767]', r.at(p))
+                    if _c57_Value < -32768 or _c57_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c57_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c57_Exponent, _c57_Value)
                     s = 9
                 elif ec == 6:
@@ -12524,7 +12524,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 1:
                     p += 1
@@ -12542,7 +12542,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 2:
                     p += 1
@@ -12560,7 +12560,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 3
@@ -12593,7 +12593,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c58_Value = -_c58_Value - 1
-                    if _c58_Value < -32768 or _c58_Value > 32767: raise DecodeError(f'value {_c58_Value} outside [-32768, 32767]', r.at(p))
+                    if _c58_Value < -32768 or _c58_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c58_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c58_Exponent, _c58_Value)
                     s = 9
                 elif ec == 5:
@@ -12629,7 +12629,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 1:
                     p += 1
@@ -12647,7 +12647,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 3
@@ -12680,7 +12680,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c59_Value = -_c59_Value - 1
-                    if _c59_Value < -32768 or _c59_Value > 32767: raise DecodeError(f'value {_c59_Value} outside [-32768, 32767]', r.at(p))
+                    if _c59_Value < -32768 or _c59_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c59_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c59_Exponent, _c59_Value)
                     s = 9
                 elif ec == 4:
@@ -12716,7 +12716,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 3
@@ -12749,7 +12749,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c60_Value = -_c60_Value - 1
-                    if _c60_Value < -32768 or _c60_Value > 32767: raise DecodeError(f'value {_c60_Value} outside [-32768, 32767]', r.at(p))
+                    if _c60_Value < -32768 or _c60_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c60_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c60_Exponent, _c60_Value)
                     s = 9
                 elif ec == 3:
@@ -12800,7 +12800,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c61_Value = -_c61_Value - 1
-                    if _c61_Value < -32768 or _c61_Value > 32767: raise DecodeError(f'value {_c61_Value} outside [-32768, 32767]', r.at(p))
+                    if _c61_Value < -32768 or _c61_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c61_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c61_Exponent, _c61_Value)
                     s = 9
                 elif ec == 2:
@@ -12843,7 +12843,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c62_Value = -_c62_Value - 1
-                    if _c62_Value < -32768 or _c62_Value > 32767: raise DecodeError(f'value {_c62_Value} outside [-32768, 32767]', r.at(p))
+                    if _c62_Value < -32768 or _c62_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c62_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c62_Exponent, _c62_Value)
                     s = 9
                 elif ec == 1:
@@ -13622,8 +13622,8 @@ def _d_ChargeLoopResType(r):
                 if x & 385: raise r.deviation('ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E2[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E2[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 3
@@ -13648,11 +13648,11 @@ def _d_ChargeLoopResType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 227: raise r.deviation('ChargeLoopResType', p)
-                    if _c72_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c72_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c72_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c72_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c72_EVSENotification = ((x >> 2) & 7)
-                    if _c72_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c72_EVSENotification} out of range (6 values)', r.at(p))
-                    _c72_EVSENotification = _E14[_c72_EVSENotification]
+                    if _c72_EVSENotification >= 6: _c72_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c72_EVSENotification, 6, r.at(p))
+                    else: _c72_EVSENotification = _E14[_c72_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c72_NotificationMaxDelay, _c72_EVSENotification)
                     s = 3
                 elif ec == 1:
@@ -13873,11 +13873,11 @@ def _d_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 227: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
-        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.at(p))
-        f_EVSENotification = _E14[f_EVSENotification]
+        if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(p))
+        else: f_EVSENotification = _E14[f_EVSENotification]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -13947,7 +13947,7 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = p
                     f_MeterID = r.string(81)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -13968,7 +13968,7 @@ def _d_MeterInfoType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(p))
                 s = 2
             if s == 2:
                 p += 3
@@ -13990,7 +13990,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -14008,7 +14008,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -14026,7 +14026,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 3:
                     el = 'MeterSignature'
@@ -14040,7 +14040,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -14065,7 +14065,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 1
@@ -14083,7 +14083,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 6:
                     pass
@@ -14110,7 +14110,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -14128,7 +14128,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 2:
                     el = 'MeterSignature'
@@ -14142,7 +14142,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -14167,7 +14167,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 1
@@ -14185,7 +14185,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 5:
                     pass
@@ -14212,7 +14212,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 1:
                     el = 'MeterSignature'
@@ -14226,7 +14226,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -14251,7 +14251,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 1
@@ -14269,7 +14269,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 4:
                     pass
@@ -14292,7 +14292,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -14317,7 +14317,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 1
@@ -14335,7 +14335,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 3:
                     pass
@@ -14365,7 +14365,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 1
@@ -14383,7 +14383,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 2:
                     pass
@@ -14410,7 +14410,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 1:
                     pass
@@ -14805,7 +14805,7 @@ def _d_ReceiptType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                 s = 1
             if s == 1:
                 p += 3
@@ -14835,7 +14835,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c77_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'EnergyCosts/CostPerUnit'
                     el = 'EnergyCosts/CostPerUnit/Exponent'
@@ -14855,7 +14855,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c77_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_EnergyCosts = iso20_commontypes.DetailedCostType(_c77_Amount, _c77_CostPerUnit)
                     s = 2
@@ -14883,7 +14883,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c80_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -14903,7 +14903,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c80_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c80_Amount, _c80_CostPerUnit)
                     s = 3
@@ -14931,7 +14931,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c81_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -14951,7 +14951,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c81_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c81_Amount, _c81_CostPerUnit)
                     s = 4
@@ -14979,7 +14979,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c82_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -14999,7 +14999,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c82_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c82_Amount, _c82_CostPerUnit)
                     s = 5
@@ -15022,7 +15022,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c83_TaxRuleID < 1 or _c83_TaxRuleID > 4294967295: raise DecodeError(f'value {_c83_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c83_TaxRuleID < 1 or _c83_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c83_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
@@ -15041,7 +15041,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
+                    if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(p))
                     _c83_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c83_TaxRuleID, _c83_Amount)
                     f_TaxCosts.append(_v)
@@ -15079,7 +15079,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c85_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -15099,7 +15099,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c85_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c85_Amount, _c85_CostPerUnit)
                     s = 3
@@ -15127,7 +15127,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c86_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -15147,7 +15147,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c86_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c86_Amount, _c86_CostPerUnit)
                     s = 4
@@ -15175,7 +15175,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c87_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -15195,7 +15195,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c87_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c87_Amount, _c87_CostPerUnit)
                     s = 5
@@ -15218,7 +15218,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c88_TaxRuleID < 1 or _c88_TaxRuleID > 4294967295: raise DecodeError(f'value {_c88_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c88_TaxRuleID < 1 or _c88_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c88_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
@@ -15237,7 +15237,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
+                    if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(p))
                     _c88_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c88_TaxRuleID, _c88_Amount)
                     f_TaxCosts.append(_v)
@@ -15275,7 +15275,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c89_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -15295,7 +15295,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c89_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c89_Amount, _c89_CostPerUnit)
                     s = 4
@@ -15323,7 +15323,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c90_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -15343,7 +15343,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c90_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c90_Amount, _c90_CostPerUnit)
                     s = 5
@@ -15366,7 +15366,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c91_TaxRuleID < 1 or _c91_TaxRuleID > 4294967295: raise DecodeError(f'value {_c91_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c91_TaxRuleID < 1 or _c91_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c91_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
@@ -15385,7 +15385,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
+                    if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(p))
                     _c91_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c91_TaxRuleID, _c91_Amount)
                     f_TaxCosts.append(_v)
@@ -15423,7 +15423,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                    if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                     _c92_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -15443,7 +15443,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                    if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                     _c92_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c92_Amount, _c92_CostPerUnit)
                     s = 5
@@ -15466,7 +15466,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c93_TaxRuleID < 1 or _c93_TaxRuleID > 4294967295: raise DecodeError(f'value {_c93_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c93_TaxRuleID < 1 or _c93_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c93_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
@@ -15485,7 +15485,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
+                    if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(p))
                     _c93_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c93_TaxRuleID, _c93_Amount)
                     f_TaxCosts.append(_v)
@@ -15518,7 +15518,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c94_TaxRuleID < 1 or _c94_TaxRuleID > 4294967295: raise DecodeError(f'value {_c94_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c94_TaxRuleID < 1 or _c94_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c94_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
@@ -15537,7 +15537,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
+                    if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(p))
                     _c94_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c94_TaxRuleID, _c94_Amount)
                     f_TaxCosts.append(_v)
@@ -15572,7 +15572,7 @@ def _d_ReceiptType(r):
                         if p > E: V, E, p = r.slide(p, 16)
                         x = (V >> (E - p)) & 65535
                         if x & 61454: raise r.deviation('ReceiptType', p)
-                        if _c95_TaxRuleID < 1 or _c95_TaxRuleID > 4294967295: raise DecodeError(f'value {_c95_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                        if _c95_TaxRuleID < 1 or _c95_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c95_TaxRuleID, r.at(p))
                         el = 'TaxCosts/Amount'
                         el = 'TaxCosts/Amount/Exponent'
                         _c84_Exponent = ((x >> 4) & 255) + -128
@@ -15591,7 +15591,7 @@ def _d_ReceiptType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('ReceiptType', p)
                         if _neg: _c84_Value = -_c84_Value - 1
-                        if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
+                        if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(p))
                         _c95_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                         _v = iso20_commontypes.DetailedTaxType(_c95_TaxRuleID, _c95_Amount)
                         f_TaxCosts.append(_v)
@@ -16448,7 +16448,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('DetailedCostType', p)
         if _neg: _c115_Value = -_c115_Value - 1
-        if _c115_Value < -32768 or _c115_Value > 32767: raise DecodeError(f'value {_c115_Value} outside [-32768, 32767]', r.at(p))
+        if _c115_Value < -32768 or _c115_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c115_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c115_Exponent, _c115_Value)
         el = 'CostPerUnit'
         el = 'CostPerUnit/Exponent'
@@ -16468,7 +16468,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedCostType', p)
         if _neg: _c116_Value = -_c116_Value - 1
-        if _c116_Value < -32768 or _c116_Value > 32767: raise DecodeError(f'value {_c116_Value} outside [-32768, 32767]', r.at(p))
+        if _c116_Value < -32768 or _c116_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c116_Value, r.at(p))
         f_CostPerUnit = iso20_commontypes.RationalNumberType(_c116_Exponent, _c116_Value)
         r.pos = p
     except Exception as e:
@@ -16559,7 +16559,7 @@ def _d_DetailedTaxType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('DetailedTaxType', p)
-        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.at(p))
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(p))
         el = 'Amount'
         el = 'Amount/Exponent'
         _c119_Exponent = ((x >> 4) & 255) + -128
@@ -16578,7 +16578,7 @@ def _d_DetailedTaxType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedTaxType', p)
         if _neg: _c119_Value = -_c119_Value - 1
-        if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', r.at(p))
+        if _c119_Value < -32768 or _c119_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c119_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c119_Exponent, _c119_Value)
         r.pos = p
     except Exception as e:
@@ -16702,8 +16702,8 @@ def _d_ChargeParameterDiscoveryResType(r):
         if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -16774,7 +16774,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EVTargetEnergyRequest'
                     el = 'EVTargetEnergyRequest/Exponent'
                     _c122_Exponent = ((x >> 4) & 255) + -128
@@ -16793,7 +16793,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c122_Value = -_c122_Value - 1
-                    if _c122_Value < -32768 or _c122_Value > 32767: raise DecodeError(f'value {_c122_Value} outside [-32768, 32767]', r.at(p))
+                    if _c122_Value < -32768 or _c122_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c122_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c122_Exponent, _c122_Value)
                     s = 2
                 elif ec == 1:
@@ -16819,7 +16819,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c123_Value = -_c123_Value - 1
-                    if _c123_Value < -32768 or _c123_Value > 32767: raise DecodeError(f'value {_c123_Value} outside [-32768, 32767]', r.at(p))
+                    if _c123_Value < -32768 or _c123_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c123_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c123_Exponent, _c123_Value)
                     s = 2
                 else:
@@ -16847,7 +16847,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c124_Value = -_c124_Value - 1
-                if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -16867,7 +16867,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c125_Value = -_c125_Value - 1
-                if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                 s = -1
         r.pos = p
@@ -17030,7 +17030,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -17039,7 +17039,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -17048,7 +17048,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
@@ -17066,7 +17066,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 4:
                     pass
@@ -17084,7 +17084,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -17093,7 +17093,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -17111,7 +17111,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 3:
                     pass
@@ -17129,7 +17129,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -17147,7 +17147,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 2:
                     pass
@@ -17174,7 +17174,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 1:
                     pass
@@ -17587,7 +17587,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c134_Value = -_c134_Value - 1
-                    if _c134_Value < -32768 or _c134_Value > 32767: raise DecodeError(f'value {_c134_Value} outside [-32768, 32767]', r.at(p))
+                    if _c134_Value < -32768 or _c134_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c134_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c134_Exponent, _c134_Value)
                     s = 1
                 elif ec == 1:
@@ -17613,7 +17613,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c135_Value = -_c135_Value - 1
-                    if _c135_Value < -32768 or _c135_Value > 32767: raise DecodeError(f'value {_c135_Value} outside [-32768, 32767]', r.at(p))
+                    if _c135_Value < -32768 or _c135_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c135_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c135_Exponent, _c135_Value)
                     s = 2
                 elif ec == 2:
@@ -17639,7 +17639,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c136_Value = -_c136_Value - 1
-                    if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', r.at(p))
+                    if _c136_Value < -32768 or _c136_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c136_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c136_Exponent, _c136_Value)
                     s = 3
                 elif ec == 3:
@@ -17674,7 +17674,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c137_Value = -_c137_Value - 1
-                    if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', r.at(p))
+                    if _c137_Value < -32768 or _c137_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c137_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c137_Exponent, _c137_Value)
                     s = 2
                 elif ec == 1:
@@ -17700,7 +17700,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c138_Value = -_c138_Value - 1
-                    if _c138_Value < -32768 or _c138_Value > 32767: raise DecodeError(f'value {_c138_Value} outside [-32768, 32767]', r.at(p))
+                    if _c138_Value < -32768 or _c138_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c138_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c138_Exponent, _c138_Value)
                     s = 3
                 elif ec == 2:
@@ -17735,7 +17735,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c139_Value = -_c139_Value - 1
-                    if _c139_Value < -32768 or _c139_Value > 32767: raise DecodeError(f'value {_c139_Value} outside [-32768, 32767]', r.at(p))
+                    if _c139_Value < -32768 or _c139_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c139_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c139_Exponent, _c139_Value)
                     s = 3
                 elif ec == 1:
@@ -18309,7 +18309,7 @@ def _de34(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -18357,7 +18357,7 @@ def _de37(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -18393,7 +18393,7 @@ def _de38(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -18435,7 +18435,7 @@ def _de40(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -18471,7 +18471,7 @@ def _de41(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -18531,7 +18531,7 @@ def _de43(r):  # ContactWindowXc
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ContactWindowXc', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('ContactWindowXc', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -18571,7 +18571,7 @@ def _de44(r):  # ContactWindowYc
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ContactWindowYc', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('ContactWindowYc', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -18614,7 +18614,7 @@ def _de46(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -18668,8 +18668,8 @@ def _de49(r):  # EVCPStatus
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVCPStatus', p)
     val = ((x >> 1) & 7)
-    if val >= 5: raise DecodeError(f'enumeration index {val} out of range (5 values)', r.at(p))
-    val = _E8[val]
+    if val >= 5: val = r.enum_index('EVCPStatus', val, 5, r.at(p))
+    else: val = _E8[val]
     r.pos = p
     return val
 
@@ -18714,8 +18714,8 @@ def _de51(r):  # EVErrorCode
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVErrorCode', p)
     val = ((x >> 1) & 15)
-    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', r.at(p))
-    val = _E9[val]
+    if val >= 10: val = r.enum_index('EVErrorCode', val, 10, r.at(p))
+    else: val = _E9[val]
     r.pos = p
     return val
 
@@ -18888,7 +18888,7 @@ def _de60(r):  # EVRelativeXDeviation
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('EVRelativeXDeviation', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('EVRelativeXDeviation', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -18928,7 +18928,7 @@ def _de61(r):  # EVRelativeYDeviation
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('EVRelativeYDeviation', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('EVRelativeYDeviation', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -19063,8 +19063,8 @@ def _de67(r):  # EVSEMechanicalChargingDeviceStatus
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEMechanicalChargingDeviceStatus', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E4[val]
+    if val >= 3: val = r.enum_index('EVSEMechanicalChargingDeviceStatus', val, 3, r.at(p))
+    else: val = _E4[val]
     r.pos = p
     return val
 
@@ -19087,8 +19087,8 @@ def _de68(r):  # EVSENotification
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E14[val]
+    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(p))
+    else: val = _E14[val]
     r.pos = p
     return val
 
@@ -19132,8 +19132,8 @@ def _de70(r):  # EVSEProcessing
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E3[val]
+    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(p))
+    else: val = _E3[val]
     r.pos = p
     return val
 
@@ -19204,7 +19204,7 @@ def _de74(r):  # EVSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('EVSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('EVSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -19460,7 +19460,7 @@ def _de87(r):  # MaximumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MaximumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -19487,7 +19487,7 @@ def _de88(r):  # MeterID
     else:
         r.pos = p
         val = r.string(81)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -19552,7 +19552,7 @@ def _de91(r):  # MeterSignature
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -19595,7 +19595,7 @@ def _de92(r):  # MeterStatus
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -19632,7 +19632,7 @@ def _de93(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -19659,7 +19659,7 @@ def _de94(r):  # MinimumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MinimumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -19724,7 +19724,7 @@ def _de96(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -19899,7 +19899,7 @@ def _de103(r):  # PresentSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('PresentSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -19970,7 +19970,7 @@ def _de106(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -20006,7 +20006,7 @@ def _de107(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -20042,7 +20042,7 @@ def _de108(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -20069,8 +20069,8 @@ def _de109(r):  # ResponseCode
     x = (V >> (E - p)) & 255
     if x & 129: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 63)
-    if val >= 40: raise DecodeError(f'enumeration index {val} out of range (40 values)', r.at(p))
-    val = _E2[val]
+    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(p))
+    else: val = _E2[val]
     r.pos = p
     return val
 
@@ -20167,7 +20167,7 @@ def _de113(r):  # SessionID
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 8 or len(val) > 8: raise DecodeError(f'length {len(val)} outside [8, 8]', r.at(r.pos))
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -20198,7 +20198,7 @@ def _de114(r):  # TargetSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('TargetSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -20235,7 +20235,7 @@ def _de116(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -20271,7 +20271,7 @@ def _de117(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -20307,7 +20307,7 @@ def _de118(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -20346,7 +20346,7 @@ def _de119(r):  # Value
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 

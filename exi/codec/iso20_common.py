@@ -89,7 +89,7 @@ def _d_AuthorizationReqType(r):
                     el = 'PnC_AReqAuthorizationMode/GenChallenge'
                     r.pos = p
                     _c2_GenChallenge = r.binary()
-                    if len(_c2_GenChallenge) < 16 or len(_c2_GenChallenge) > 16: raise DecodeError(f'length {len(_c2_GenChallenge)} outside [16, 16]', r.at(r.pos))
+                    if len(_c2_GenChallenge) < 16 or len(_c2_GenChallenge) > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', _c2_GenChallenge, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
@@ -107,7 +107,7 @@ def _d_AuthorizationReqType(r):
                     else:
                         r.pos = p
                         _c3_Certificate = r.binary()
-                        if len(_c3_Certificate) > 1600: raise DecodeError(f'length {len(_c3_Certificate)} outside [0, 1600]', r.at(r.pos))
+                        if len(_c3_Certificate) > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c3_Certificate, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -349,7 +349,7 @@ def _d_MessageHeaderType(r):
                 el = 'SessionID'
                 r.pos = p
                 f_SessionID = r.binary()
-                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.at(r.pos))
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
@@ -367,7 +367,7 @@ def _d_MessageHeaderType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -10254,7 +10254,7 @@ def _d_PnC_AReqAuthorizationModeType(r):
         el = 'GenChallenge'
         r.pos = p
         f_GenChallenge = r.binary()
-        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.at(r.pos))
+        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
@@ -10272,7 +10272,7 @@ def _d_PnC_AReqAuthorizationModeType(r):
         else:
             r.pos = p
             _c38_Certificate = r.binary()
-            if len(_c38_Certificate) > 1600: raise DecodeError(f'length {len(_c38_Certificate)} outside [0, 1600]', r.at(r.pos))
+            if len(_c38_Certificate) > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c38_Certificate, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -10378,7 +10378,7 @@ def _d_ContractCertificateChainType(r):
         else:
             r.pos = p
             f_Certificate = r.binary()
-            if len(f_Certificate) > 1600: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1600]', r.at(r.pos))
+            if len(f_Certificate) > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -10458,7 +10458,7 @@ def _d_SubCertificatesType(r):
                 else:
                     r.pos = p
                     _v = r.binary()
-                    if len(_v) > 1600: raise DecodeError(f'length {len(_v)} outside [0, 1600]', r.at(r.pos))
+                    if len(_v) > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -10481,7 +10481,7 @@ def _d_SubCertificatesType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 1600: raise DecodeError(f'length {len(_v)} outside [0, 1600]', r.at(r.pos))
+                        if len(_v) > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -10509,7 +10509,7 @@ def _d_SubCertificatesType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 1600: raise DecodeError(f'length {len(_v)} outside [0, 1600]', r.at(r.pos))
+                        if len(_v) > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -10622,12 +10622,12 @@ def _d_AuthorizationResType(r):
         if x & 24691: raise r.deviation('AuthorizationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 7) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-        f_EVSEProcessing = _E3[f_EVSEProcessing]
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        else: f_EVSEProcessing = _E3[f_EVSEProcessing]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10692,8 +10692,8 @@ def _d_V2GResponseType(r):
         if x & 771: raise r.deviation('V2GResponseType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('V2GResponseType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10807,8 +10807,8 @@ def _d_AuthorizationSetupResType(r):
                 if x & 6173: raise r.deviation('AuthorizationSetupResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 5) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E2[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('AuthorizationSetupResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E2[f_ResponseCode]
                 el = 'AuthorizationServices'
                 _v = _E0[((x >> 1) & 1)]
                 f_AuthorizationServices.append(_v)
@@ -11010,7 +11010,7 @@ def _d_PnC_ASResAuthorizationModeType(r):
                 el = 'GenChallenge'
                 r.pos = p
                 f_GenChallenge = r.binary()
-                if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.at(r.pos))
+                if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
@@ -11112,7 +11112,7 @@ def _d_SupportedProvidersListType(r):
                 else:
                     r.pos = p
                     _v = r.string(46)
-                    if len(_v) > 80: raise DecodeError(f'length {len(_v)} outside [0, 80]', r.at(r.pos))
+                    if len(_v) > 80: r.facet('SupportedProvidersListType/_v', 'length [0, 80]', _v, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -11137,7 +11137,7 @@ def _d_SupportedProvidersListType(r):
                         else:
                             r.pos = p
                             _v = r.string(46)
-                            if len(_v) > 80: raise DecodeError(f'length {len(_v)} outside [0, 80]', r.at(r.pos))
+                            if len(_v) > 80: r.facet('SupportedProvidersListType/_v', 'length [0, 80]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -11456,7 +11456,7 @@ def _d_SignedCertificateChainType(r):
                 else:
                     r.pos = p
                     f_Certificate = r.binary()
-                    if len(f_Certificate) > 1600: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1600]', r.at(r.pos))
+                    if len(f_Certificate) > 1600: r.facet('SignedCertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -11784,7 +11784,7 @@ def _d_EMAIDListType(r):
                 else:
                     r.pos = p
                     _v = r.string(48)
-                    if len(_v) > 255: raise DecodeError(f'length {len(_v)} outside [0, 255]', r.at(r.pos))
+                    if len(_v) > 255: r.facet('EMAIDListType/_v', 'length [0, 255]', _v, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -11809,7 +11809,7 @@ def _d_EMAIDListType(r):
                         else:
                             r.pos = p
                             _v = r.string(48)
-                            if len(_v) > 255: raise DecodeError(f'length {len(_v)} outside [0, 255]', r.at(r.pos))
+                            if len(_v) > 255: r.facet('EMAIDListType/_v', 'length [0, 255]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -11926,12 +11926,12 @@ def _d_CertificateInstallationResType(r):
         if x & 24691: raise r.deviation('CertificateInstallationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 7) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-        f_EVSEProcessing = _E3[f_EVSEProcessing]
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('CertificateInstallationResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        else: f_EVSEProcessing = _E3[f_EVSEProcessing]
         el = 'CPSCertificateChain'
         r.pos = p
         f_CPSCertificateChain = _d_CertificateChainType(r)
@@ -12040,7 +12040,7 @@ def _d_CertificateChainType(r):
                 else:
                     r.pos = p
                     f_Certificate = r.binary()
-                    if len(f_Certificate) > 1600: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1600]', r.at(r.pos))
+                    if len(f_Certificate) > 1600: r.facet('CertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -12157,7 +12157,7 @@ def _d_SignedInstallationDataType(r):
                 else:
                     r.pos = p
                     _c54_Certificate = r.binary()
-                    if len(_c54_Certificate) > 1600: raise DecodeError(f'length {len(_c54_Certificate)} outside [0, 1600]', r.at(r.pos))
+                    if len(_c54_Certificate) > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c54_Certificate, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -12179,7 +12179,7 @@ def _d_SignedInstallationDataType(r):
                 el = 'DHPublicKey'
                 r.pos = p
                 f_DHPublicKey = r.binary()
-                if len(f_DHPublicKey) < 133 or len(f_DHPublicKey) > 133: raise DecodeError(f'length {len(f_DHPublicKey)} outside [133, 133]', r.at(r.pos))
+                if len(f_DHPublicKey) < 133 or len(f_DHPublicKey) > 133: r.facet('SignedInstallationDataType/DHPublicKey', 'length [133, 133]', f_DHPublicKey, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
@@ -12196,7 +12196,7 @@ def _d_SignedInstallationDataType(r):
                     el = 'SECP521_EncryptedPrivateKey'
                     r.pos = p
                     f_SECP521_EncryptedPrivateKey = r.binary()
-                    if len(f_SECP521_EncryptedPrivateKey) < 94 or len(f_SECP521_EncryptedPrivateKey) > 94: raise DecodeError(f'length {len(f_SECP521_EncryptedPrivateKey)} outside [94, 94]', r.at(r.pos))
+                    if len(f_SECP521_EncryptedPrivateKey) < 94 or len(f_SECP521_EncryptedPrivateKey) > 94: r.facet('SignedInstallationDataType/SECP521_EncryptedPrivateKey', 'length [94, 94]', f_SECP521_EncryptedPrivateKey, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
@@ -12210,7 +12210,7 @@ def _d_SignedInstallationDataType(r):
                     el = 'X448_EncryptedPrivateKey'
                     r.pos = p
                     f_X448_EncryptedPrivateKey = r.binary()
-                    if len(f_X448_EncryptedPrivateKey) < 84 or len(f_X448_EncryptedPrivateKey) > 84: raise DecodeError(f'length {len(f_X448_EncryptedPrivateKey)} outside [84, 84]', r.at(r.pos))
+                    if len(f_X448_EncryptedPrivateKey) < 84 or len(f_X448_EncryptedPrivateKey) > 84: r.facet('SignedInstallationDataType/X448_EncryptedPrivateKey', 'length [84, 84]', f_X448_EncryptedPrivateKey, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
@@ -12224,7 +12224,7 @@ def _d_SignedInstallationDataType(r):
                     el = 'TPM_EncryptedPrivateKey'
                     r.pos = p
                     f_TPM_EncryptedPrivateKey = r.binary()
-                    if len(f_TPM_EncryptedPrivateKey) < 206 or len(f_TPM_EncryptedPrivateKey) > 206: raise DecodeError(f'length {len(f_TPM_EncryptedPrivateKey)} outside [206, 206]', r.at(r.pos))
+                    if len(f_TPM_EncryptedPrivateKey) < 206 or len(f_TPM_EncryptedPrivateKey) > 206: r.facet('SignedInstallationDataType/TPM_EncryptedPrivateKey', 'length [206, 206]', f_TPM_EncryptedPrivateKey, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
@@ -12603,7 +12603,7 @@ def _d_SignedMeteringDataType(r):
                 el = 'SessionID'
                 r.pos = p
                 f_SessionID = r.binary()
-                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.at(r.pos))
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('SignedMeteringDataType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
@@ -12650,7 +12650,7 @@ def _d_SignedMeteringDataType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SignedMeteringDataType', p)
-                    if _c58_SelectedScheduleTupleID < 1 or _c58_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {_c58_SelectedScheduleTupleID} outside [1, 4294967295]', r.at(p))
+                    if _c58_SelectedScheduleTupleID < 1 or _c58_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c58_SelectedScheduleTupleID, r.at(p))
                     f_Scheduled_SMDTControlMode = iso20_commonmessages.Scheduled_SMDTControlModeType(_c58_SelectedScheduleTupleID)
                     s = 6
                 else:
@@ -12685,7 +12685,7 @@ def _d_SignedMeteringDataType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SignedMeteringDataType', p)
-                    if _c60_SelectedScheduleTupleID < 1 or _c60_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {_c60_SelectedScheduleTupleID} outside [1, 4294967295]', r.at(p))
+                    if _c60_SelectedScheduleTupleID < 1 or _c60_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c60_SelectedScheduleTupleID, r.at(p))
                     f_Scheduled_SMDTControlMode = iso20_commonmessages.Scheduled_SMDTControlModeType(_c60_SelectedScheduleTupleID)
                     s = 6
                 else:
@@ -12862,7 +12862,7 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = p
                     f_MeterID = r.string(57)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -12883,7 +12883,7 @@ def _d_MeterInfoType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(p))
                 s = 2
             if s == 2:
                 p += 3
@@ -12905,7 +12905,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -12923,7 +12923,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -12941,7 +12941,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 3:
                     el = 'MeterSignature'
@@ -12955,7 +12955,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -12980,7 +12980,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 1
@@ -12998,7 +12998,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 6:
                     pass
@@ -13025,7 +13025,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -13043,7 +13043,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 2:
                     el = 'MeterSignature'
@@ -13057,7 +13057,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -13082,7 +13082,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 1
@@ -13100,7 +13100,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 5:
                     pass
@@ -13127,7 +13127,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 1:
                     el = 'MeterSignature'
@@ -13141,7 +13141,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -13166,7 +13166,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 1
@@ -13184,7 +13184,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 4:
                     pass
@@ -13207,7 +13207,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -13232,7 +13232,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 1
@@ -13250,7 +13250,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 3:
                     pass
@@ -13280,7 +13280,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 1
@@ -13298,7 +13298,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 2:
                     pass
@@ -13325,7 +13325,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 1:
                     pass
@@ -13720,7 +13720,7 @@ def _d_ReceiptType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                 s = 1
             if s == 1:
                 p += 3
@@ -13750,7 +13750,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c65_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'EnergyCosts/CostPerUnit'
                     el = 'EnergyCosts/CostPerUnit/Exponent'
@@ -13770,7 +13770,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c65_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_EnergyCosts = iso20_commontypes.DetailedCostType(_c65_Amount, _c65_CostPerUnit)
                     s = 2
@@ -13798,7 +13798,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c68_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -13818,7 +13818,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c68_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c68_Amount, _c68_CostPerUnit)
                     s = 3
@@ -13846,7 +13846,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c69_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -13866,7 +13866,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c69_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c69_Amount, _c69_CostPerUnit)
                     s = 4
@@ -13894,7 +13894,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c70_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -13914,7 +13914,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c70_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c70_Amount, _c70_CostPerUnit)
                     s = 5
@@ -13937,7 +13937,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c71_TaxRuleID < 1 or _c71_TaxRuleID > 4294967295: raise DecodeError(f'value {_c71_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c71_TaxRuleID < 1 or _c71_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c71_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c72_Exponent = ((x >> 4) & 255) + -128
@@ -13956,7 +13956,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c72_Value = -_c72_Value - 1
-                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', r.at(p))
+                    if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(p))
                     _c71_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c71_TaxRuleID, _c71_Amount)
                     f_TaxCosts.append(_v)
@@ -13994,7 +13994,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c73_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -14014,7 +14014,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c73_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c73_Amount, _c73_CostPerUnit)
                     s = 3
@@ -14042,7 +14042,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c74_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -14062,7 +14062,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c74_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c74_Amount, _c74_CostPerUnit)
                     s = 4
@@ -14090,7 +14090,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c75_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -14110,7 +14110,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c75_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c75_Amount, _c75_CostPerUnit)
                     s = 5
@@ -14133,7 +14133,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c76_TaxRuleID < 1 or _c76_TaxRuleID > 4294967295: raise DecodeError(f'value {_c76_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c76_TaxRuleID < 1 or _c76_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c76_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c72_Exponent = ((x >> 4) & 255) + -128
@@ -14152,7 +14152,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c72_Value = -_c72_Value - 1
-                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', r.at(p))
+                    if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(p))
                     _c76_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c76_TaxRuleID, _c76_Amount)
                     f_TaxCosts.append(_v)
@@ -14190,7 +14190,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c77_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -14210,7 +14210,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c77_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c77_Amount, _c77_CostPerUnit)
                     s = 4
@@ -14238,7 +14238,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c78_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -14258,7 +14258,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c78_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c78_Amount, _c78_CostPerUnit)
                     s = 5
@@ -14281,7 +14281,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c79_TaxRuleID < 1 or _c79_TaxRuleID > 4294967295: raise DecodeError(f'value {_c79_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c79_TaxRuleID < 1 or _c79_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c79_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c72_Exponent = ((x >> 4) & 255) + -128
@@ -14300,7 +14300,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c72_Value = -_c72_Value - 1
-                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', r.at(p))
+                    if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(p))
                     _c79_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c79_TaxRuleID, _c79_Amount)
                     f_TaxCosts.append(_v)
@@ -14338,7 +14338,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     _c80_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -14358,7 +14358,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     _c80_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c80_Amount, _c80_CostPerUnit)
                     s = 5
@@ -14381,7 +14381,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c81_TaxRuleID < 1 or _c81_TaxRuleID > 4294967295: raise DecodeError(f'value {_c81_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c81_TaxRuleID < 1 or _c81_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c81_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c72_Exponent = ((x >> 4) & 255) + -128
@@ -14400,7 +14400,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c72_Value = -_c72_Value - 1
-                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', r.at(p))
+                    if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(p))
                     _c81_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c81_TaxRuleID, _c81_Amount)
                     f_TaxCosts.append(_v)
@@ -14433,7 +14433,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c82_TaxRuleID < 1 or _c82_TaxRuleID > 4294967295: raise DecodeError(f'value {_c82_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c82_TaxRuleID < 1 or _c82_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c82_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c72_Exponent = ((x >> 4) & 255) + -128
@@ -14452,7 +14452,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c72_Value = -_c72_Value - 1
-                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', r.at(p))
+                    if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(p))
                     _c82_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c82_TaxRuleID, _c82_Amount)
                     f_TaxCosts.append(_v)
@@ -14487,7 +14487,7 @@ def _d_ReceiptType(r):
                         if p > E: V, E, p = r.slide(p, 16)
                         x = (V >> (E - p)) & 65535
                         if x & 61454: raise r.deviation('ReceiptType', p)
-                        if _c83_TaxRuleID < 1 or _c83_TaxRuleID > 4294967295: raise DecodeError(f'value {_c83_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                        if _c83_TaxRuleID < 1 or _c83_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c83_TaxRuleID, r.at(p))
                         el = 'TaxCosts/Amount'
                         el = 'TaxCosts/Amount/Exponent'
                         _c72_Exponent = ((x >> 4) & 255) + -128
@@ -14506,7 +14506,7 @@ def _d_ReceiptType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('ReceiptType', p)
                         if _neg: _c72_Value = -_c72_Value - 1
-                        if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', r.at(p))
+                        if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(p))
                         _c83_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
                         _v = iso20_commontypes.DetailedTaxType(_c83_TaxRuleID, _c83_Amount)
                         f_TaxCosts.append(_v)
@@ -15363,7 +15363,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('DetailedCostType', p)
         if _neg: _c103_Value = -_c103_Value - 1
-        if _c103_Value < -32768 or _c103_Value > 32767: raise DecodeError(f'value {_c103_Value} outside [-32768, 32767]', r.at(p))
+        if _c103_Value < -32768 or _c103_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c103_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c103_Exponent, _c103_Value)
         el = 'CostPerUnit'
         el = 'CostPerUnit/Exponent'
@@ -15383,7 +15383,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedCostType', p)
         if _neg: _c104_Value = -_c104_Value - 1
-        if _c104_Value < -32768 or _c104_Value > 32767: raise DecodeError(f'value {_c104_Value} outside [-32768, 32767]', r.at(p))
+        if _c104_Value < -32768 or _c104_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c104_Value, r.at(p))
         f_CostPerUnit = iso20_commontypes.RationalNumberType(_c104_Exponent, _c104_Value)
         r.pos = p
     except Exception as e:
@@ -15478,7 +15478,7 @@ def _d_RationalNumberType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('RationalNumberType', p)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
+        if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15542,7 +15542,7 @@ def _d_DetailedTaxType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('DetailedTaxType', p)
-        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.at(p))
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(p))
         el = 'Amount'
         el = 'Amount/Exponent'
         _c107_Exponent = ((x >> 4) & 255) + -128
@@ -15561,7 +15561,7 @@ def _d_DetailedTaxType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedTaxType', p)
         if _neg: _c107_Value = -_c107_Value - 1
-        if _c107_Value < -32768 or _c107_Value > 32767: raise DecodeError(f'value {_c107_Value} outside [-32768, 32767]', r.at(p))
+        if _c107_Value < -32768 or _c107_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c107_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c107_Exponent, _c107_Value)
         r.pos = p
     except Exception as e:
@@ -15669,7 +15669,7 @@ def _d_Scheduled_SMDTControlModeType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('Scheduled_SMDTControlModeType', p)
-        if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {f_SelectedScheduleTupleID} outside [1, 4294967295]', r.at(p))
+        if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', f_SelectedScheduleTupleID, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15723,8 +15723,8 @@ def _d_MeteringConfirmationResType(r):
         if x & 771: raise r.deviation('MeteringConfirmationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('MeteringConfirmationResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15789,8 +15789,8 @@ def _d_PowerDeliveryReqType(r):
                 if x & 825: raise r.deviation('PowerDeliveryReqType', p)
                 el = 'EVProcessing'
                 f_EVProcessing = ((x >> 6) & 3)
-                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.at(p))
-                f_EVProcessing = _E3[f_EVProcessing]
+                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('PowerDeliveryReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+                else: f_EVProcessing = _E3[f_EVProcessing]
                 el = 'ChargeProgress'
                 f_ChargeProgress = _E8[((x >> 1) & 3)]
                 s = 3
@@ -15959,7 +15959,7 @@ def _d_EVPowerProfileType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('EVPowerProfileType', p)
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -16130,7 +16130,7 @@ def _d_Scheduled_EVPPTControlModeType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Scheduled_EVPPTControlModeType', p)
-                if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {f_SelectedScheduleTupleID} outside [1, 4294967295]', r.at(p))
+                if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', f_SelectedScheduleTupleID, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -16337,7 +16337,7 @@ def _d_PowerScheduleEntryType(r):
                 if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 61454: raise r.deviation('PowerScheduleEntryType', p)
-                if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.at(p))
+                if f_Duration > 4294967295: r.facet('PowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(p))
                 el = 'Power'
                 el = 'Power/Exponent'
                 _c117_Exponent = ((x >> 4) & 255) + -128
@@ -16356,7 +16356,7 @@ def _d_PowerScheduleEntryType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('PowerScheduleEntryType', p)
                 if _neg: _c117_Value = -_c117_Value - 1
-                if _c117_Value < -32768 or _c117_Value > 32767: raise DecodeError(f'value {_c117_Value} outside [-32768, 32767]', r.at(p))
+                if _c117_Value < -32768 or _c117_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c117_Value, r.at(p))
                 f_Power = iso20_commontypes.RationalNumberType(_c117_Exponent, _c117_Value)
                 s = 2
             if s == 2:
@@ -16386,7 +16386,7 @@ def _d_PowerScheduleEntryType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PowerScheduleEntryType', p)
                     if _neg: _c118_Value = -_c118_Value - 1
-                    if _c118_Value < -32768 or _c118_Value > 32767: raise DecodeError(f'value {_c118_Value} outside [-32768, 32767]', r.at(p))
+                    if _c118_Value < -32768 or _c118_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c118_Value, r.at(p))
                     f_Power_L2 = iso20_commontypes.RationalNumberType(_c118_Exponent, _c118_Value)
                     s = 3
                 elif ec == 1:
@@ -16412,7 +16412,7 @@ def _d_PowerScheduleEntryType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PowerScheduleEntryType', p)
                     if _neg: _c119_Value = -_c119_Value - 1
-                    if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', r.at(p))
+                    if _c119_Value < -32768 or _c119_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c119_Value, r.at(p))
                     f_Power_L3 = iso20_commontypes.RationalNumberType(_c119_Exponent, _c119_Value)
                     s = 4
                 elif ec == 2:
@@ -16447,7 +16447,7 @@ def _d_PowerScheduleEntryType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PowerScheduleEntryType', p)
                     if _neg: _c120_Value = -_c120_Value - 1
-                    if _c120_Value < -32768 or _c120_Value > 32767: raise DecodeError(f'value {_c120_Value} outside [-32768, 32767]', r.at(p))
+                    if _c120_Value < -32768 or _c120_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c120_Value, r.at(p))
                     f_Power_L3 = iso20_commontypes.RationalNumberType(_c120_Exponent, _c120_Value)
                     s = 4
                 elif ec == 1:
@@ -16630,8 +16630,8 @@ def _d_PowerDeliveryResType(r):
                 if x & 385: raise r.deviation('PowerDeliveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E2[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('PowerDeliveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E2[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 2
@@ -16656,11 +16656,11 @@ def _d_PowerDeliveryResType(r):
                     if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 455: raise r.deviation('PowerDeliveryResType', p)
-                    if _c125_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c125_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c125_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c125_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c125_EVSENotification = ((x >> 3) & 7)
-                    if _c125_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c125_EVSENotification} out of range (6 values)', r.at(p))
-                    _c125_EVSENotification = _E14[_c125_EVSENotification]
+                    if _c125_EVSENotification >= 6: _c125_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c125_EVSENotification, 6, r.at(p))
+                    else: _c125_EVSENotification = _E14[_c125_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c125_NotificationMaxDelay, _c125_EVSENotification)
                     s = -1
                 elif ec == 1:
@@ -16764,11 +16764,11 @@ def _d_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 227: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
-        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.at(p))
-        f_EVSENotification = _E14[f_EVSENotification]
+        if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(p))
+        else: f_EVSENotification = _E14[f_EVSENotification]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -16833,7 +16833,7 @@ def _d_ScheduleExchangeReqType(r):
                 if x & 6145: raise r.deviation('ScheduleExchangeReqType', p)
                 el = 'MaximumSupportingPoints'
                 f_MaximumSupportingPoints = ((x >> 1) & 1023) + 12
-                if f_MaximumSupportingPoints > 1024: raise DecodeError(f'value {f_MaximumSupportingPoints} above maximum 1024', r.at(p))
+                if f_MaximumSupportingPoints > 1024: r.facet('ScheduleExchangeReqType/MaximumSupportingPoints', 'maxInclusive 1024', f_MaximumSupportingPoints, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -16960,7 +16960,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_SEReqControlModeType', p)
-                if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -16973,7 +16973,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_SEReqControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -16982,7 +16982,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 14
@@ -17007,7 +17007,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     if _neg: _c130_Value = -_c130_Value - 1
-                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', r.at(p))
+                    if _c130_Value < -32768 or _c130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c130_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                     s = 4
                 else:
@@ -17023,7 +17023,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 14
@@ -17048,7 +17048,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     if _neg: _c131_Value = -_c131_Value - 1
-                    if _c131_Value < -32768 or _c131_Value > 32767: raise DecodeError(f'value {_c131_Value} outside [-32768, 32767]', r.at(p))
+                    if _c131_Value < -32768 or _c131_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c131_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c131_Exponent, _c131_Value)
                     s = 4
                 else:
@@ -17076,7 +17076,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 if _neg: _c132_Value = -_c132_Value - 1
-                if _c132_Value < -32768 or _c132_Value > 32767: raise DecodeError(f'value {_c132_Value} outside [-32768, 32767]', r.at(p))
+                if _c132_Value < -32768 or _c132_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c132_Value, r.at(p))
                 f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c132_Exponent, _c132_Value)
                 s = 4
             if s == 4:
@@ -17102,7 +17102,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 if _neg: _c133_Value = -_c133_Value - 1
-                if _c133_Value < -32768 or _c133_Value > 32767: raise DecodeError(f'value {_c133_Value} outside [-32768, 32767]', r.at(p))
+                if _c133_Value < -32768 or _c133_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c133_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c133_Exponent, _c133_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -17122,7 +17122,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 if _neg: _c134_Value = -_c134_Value - 1
-                if _c134_Value < -32768 or _c134_Value > 32767: raise DecodeError(f'value {_c134_Value} outside [-32768, 32767]', r.at(p))
+                if _c134_Value < -32768 or _c134_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c134_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c134_Exponent, _c134_Value)
                 s = 6
             if s == 6:
@@ -17152,7 +17152,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     if _neg: _c135_Value = -_c135_Value - 1
-                    if _c135_Value < -32768 or _c135_Value > 32767: raise DecodeError(f'value {_c135_Value} outside [-32768, 32767]', r.at(p))
+                    if _c135_Value < -32768 or _c135_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c135_Value, r.at(p))
                     f_EVMaximumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c135_Exponent, _c135_Value)
                     s = 7
                 elif ec == 1:
@@ -17178,7 +17178,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     if _neg: _c136_Value = -_c136_Value - 1
-                    if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', r.at(p))
+                    if _c136_Value < -32768 or _c136_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c136_Value, r.at(p))
                     f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c136_Exponent, _c136_Value)
                     s = 8
                 elif ec == 2:
@@ -17213,7 +17213,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     if _neg: _c137_Value = -_c137_Value - 1
-                    if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', r.at(p))
+                    if _c137_Value < -32768 or _c137_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c137_Value, r.at(p))
                     f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c137_Exponent, _c137_Value)
                     s = 8
                 elif ec == 1:
@@ -17533,7 +17533,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Scheduled_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 14
@@ -17558,7 +17558,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     if _neg: _c146_Value = -_c146_Value - 1
-                    if _c146_Value < -32768 or _c146_Value > 32767: raise DecodeError(f'value {_c146_Value} outside [-32768, 32767]', r.at(p))
+                    if _c146_Value < -32768 or _c146_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c146_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c146_Exponent, _c146_Value)
                     s = 2
                 elif ec == 2:
@@ -17584,7 +17584,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     if _neg: _c147_Value = -_c147_Value - 1
-                    if _c147_Value < -32768 or _c147_Value > 32767: raise DecodeError(f'value {_c147_Value} outside [-32768, 32767]', r.at(p))
+                    if _c147_Value < -32768 or _c147_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c147_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c147_Exponent, _c147_Value)
                     s = 3
                 elif ec == 3:
@@ -17610,7 +17610,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     if _neg: _c148_Value = -_c148_Value - 1
-                    if _c148_Value < -32768 or _c148_Value > 32767: raise DecodeError(f'value {_c148_Value} outside [-32768, 32767]', r.at(p))
+                    if _c148_Value < -32768 or _c148_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c148_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c148_Exponent, _c148_Value)
                     s = 4
                 elif ec == 4:
@@ -17633,7 +17633,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c150_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c150_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                     r.pos = p
                     _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -17657,7 +17657,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c151_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c151_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -17669,7 +17669,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_Currency = r.string(81)
-                        if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.at(r.pos))
+                        if len(_c151_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c151_Currency, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -17688,7 +17688,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_PriceAlgorithm = r.string(82)
-                        if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.at(r.pos))
+                        if len(_c151_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c151_PriceAlgorithm, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -17739,7 +17739,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     if _neg: _c152_Value = -_c152_Value - 1
-                    if _c152_Value < -32768 or _c152_Value > 32767: raise DecodeError(f'value {_c152_Value} outside [-32768, 32767]', r.at(p))
+                    if _c152_Value < -32768 or _c152_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c152_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c152_Exponent, _c152_Value)
                     s = 2
                 elif ec == 1:
@@ -17765,7 +17765,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     if _neg: _c153_Value = -_c153_Value - 1
-                    if _c153_Value < -32768 or _c153_Value > 32767: raise DecodeError(f'value {_c153_Value} outside [-32768, 32767]', r.at(p))
+                    if _c153_Value < -32768 or _c153_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c153_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c153_Exponent, _c153_Value)
                     s = 3
                 elif ec == 2:
@@ -17791,7 +17791,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     if _neg: _c154_Value = -_c154_Value - 1
-                    if _c154_Value < -32768 or _c154_Value > 32767: raise DecodeError(f'value {_c154_Value} outside [-32768, 32767]', r.at(p))
+                    if _c154_Value < -32768 or _c154_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c154_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c154_Exponent, _c154_Value)
                     s = 4
                 elif ec == 3:
@@ -17814,7 +17814,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c150_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c150_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                     r.pos = p
                     _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -17838,7 +17838,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c151_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c151_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -17850,7 +17850,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_Currency = r.string(81)
-                        if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.at(r.pos))
+                        if len(_c151_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c151_Currency, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -17869,7 +17869,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_PriceAlgorithm = r.string(82)
-                        if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.at(r.pos))
+                        if len(_c151_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c151_PriceAlgorithm, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -17920,7 +17920,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     if _neg: _c156_Value = -_c156_Value - 1
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                    if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     s = 3
                 elif ec == 1:
@@ -17946,7 +17946,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     if _neg: _c157_Value = -_c157_Value - 1
-                    if _c157_Value < -32768 or _c157_Value > 32767: raise DecodeError(f'value {_c157_Value} outside [-32768, 32767]', r.at(p))
+                    if _c157_Value < -32768 or _c157_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c157_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c157_Exponent, _c157_Value)
                     s = 4
                 elif ec == 2:
@@ -17969,7 +17969,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c150_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c150_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                     r.pos = p
                     _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -17993,7 +17993,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c151_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c151_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -18005,7 +18005,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_Currency = r.string(81)
-                        if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.at(r.pos))
+                        if len(_c151_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c151_Currency, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -18024,7 +18024,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_PriceAlgorithm = r.string(82)
-                        if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.at(r.pos))
+                        if len(_c151_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c151_PriceAlgorithm, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -18075,7 +18075,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     if _neg: _c159_Value = -_c159_Value - 1
-                    if _c159_Value < -32768 or _c159_Value > 32767: raise DecodeError(f'value {_c159_Value} outside [-32768, 32767]', r.at(p))
+                    if _c159_Value < -32768 or _c159_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c159_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c159_Exponent, _c159_Value)
                     s = 4
                 elif ec == 1:
@@ -18098,7 +18098,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c150_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c150_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                     r.pos = p
                     _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -18122,7 +18122,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c151_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c151_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -18134,7 +18134,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_Currency = r.string(81)
-                        if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.at(r.pos))
+                        if len(_c151_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c151_Currency, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -18153,7 +18153,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_PriceAlgorithm = r.string(82)
-                        if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.at(r.pos))
+                        if len(_c151_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c151_PriceAlgorithm, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -18201,7 +18201,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c150_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c150_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                     r.pos = p
                     _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -18225,7 +18225,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
-                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if _c151_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c151_TimeAnchor, r.at(p))
                     el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -18237,7 +18237,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_Currency = r.string(81)
-                        if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.at(r.pos))
+                        if len(_c151_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c151_Currency, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -18256,7 +18256,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                     else:
                         r.pos = p
                         _c151_PriceAlgorithm = r.string(82)
-                        if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.at(r.pos))
+                        if len(_c151_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c151_PriceAlgorithm, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -18985,7 +18985,7 @@ def _d_EVEnergyOfferType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('EVEnergyOfferType', p)
-        if _c178_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c178_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+        if _c178_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c178_TimeAnchor, r.at(p))
         el = 'EVPowerSchedule/EVPowerScheduleEntries'
         r.pos = p
         _c178_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -19009,7 +19009,7 @@ def _d_EVEnergyOfferType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('EVEnergyOfferType', p)
-        if _c179_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c179_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+        if _c179_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c179_TimeAnchor, r.at(p))
         el = 'EVAbsolutePriceSchedule/Currency'
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -19021,7 +19021,7 @@ def _d_EVEnergyOfferType(r):
         else:
             r.pos = p
             _c179_Currency = r.string(81)
-            if len(_c179_Currency) > 3: raise DecodeError(f'length {len(_c179_Currency)} outside [0, 3]', r.at(r.pos))
+            if len(_c179_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c179_Currency, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -19040,7 +19040,7 @@ def _d_EVEnergyOfferType(r):
         else:
             r.pos = p
             _c179_PriceAlgorithm = r.string(82)
-            if len(_c179_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c179_PriceAlgorithm)} outside [0, 255]', r.at(r.pos))
+            if len(_c179_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c179_PriceAlgorithm, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -19176,7 +19176,7 @@ def _d_EVPowerScheduleType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('EVPowerScheduleType', p)
-        if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+        if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
         el = 'EVPowerScheduleEntries'
         r.pos = p
         f_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
@@ -19253,7 +19253,7 @@ def _d_EVPowerScheduleEntryListType(r):
                 if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', p)
-                if _c182_Duration > 4294967295: raise DecodeError(f'value {_c182_Duration} outside [0, 4294967295]', r.at(p))
+                if _c182_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c182_Duration, r.at(p))
                 el = 'EVPowerScheduleEntry/Power'
                 el = 'EVPowerScheduleEntry/Power/Exponent'
                 _c183_Exponent = ((x >> 4) & 255) + -128
@@ -19272,7 +19272,7 @@ def _d_EVPowerScheduleEntryListType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
                 if _neg: _c183_Value = -_c183_Value - 1
-                if _c183_Value < -32768 or _c183_Value > 32767: raise DecodeError(f'value {_c183_Value} outside [-32768, 32767]', r.at(p))
+                if _c183_Value < -32768 or _c183_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c183_Value, r.at(p))
                 _c182_Power = iso20_commontypes.RationalNumberType(_c183_Exponent, _c183_Value)
                 _v = iso20_commonmessages.EVPowerScheduleEntryType(_c182_Duration, _c182_Power)
                 f_EVPowerScheduleEntry.append(_v)
@@ -19302,7 +19302,7 @@ def _d_EVPowerScheduleEntryListType(r):
                         if p > E: V, E, p = r.slide(p, 16)
                         x = (V >> (E - p)) & 65535
                         if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', p)
-                        if _c184_Duration > 4294967295: raise DecodeError(f'value {_c184_Duration} outside [0, 4294967295]', r.at(p))
+                        if _c184_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c184_Duration, r.at(p))
                         el = 'EVPowerScheduleEntry/Power'
                         el = 'EVPowerScheduleEntry/Power/Exponent'
                         _c183_Exponent = ((x >> 4) & 255) + -128
@@ -19321,7 +19321,7 @@ def _d_EVPowerScheduleEntryListType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
                         if _neg: _c183_Value = -_c183_Value - 1
-                        if _c183_Value < -32768 or _c183_Value > 32767: raise DecodeError(f'value {_c183_Value} outside [-32768, 32767]', r.at(p))
+                        if _c183_Value < -32768 or _c183_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c183_Value, r.at(p))
                         _c184_Power = iso20_commontypes.RationalNumberType(_c183_Exponent, _c183_Value)
                         _v = iso20_commonmessages.EVPowerScheduleEntryType(_c184_Duration, _c184_Power)
                         f_EVPowerScheduleEntry.append(_v)
@@ -19484,7 +19484,7 @@ def _d_EVPowerScheduleEntryType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('EVPowerScheduleEntryType', p)
-        if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.at(p))
+        if f_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(p))
         el = 'Power'
         el = 'Power/Exponent'
         _c188_Exponent = ((x >> 4) & 255) + -128
@@ -19503,7 +19503,7 @@ def _d_EVPowerScheduleEntryType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('EVPowerScheduleEntryType', p)
         if _neg: _c188_Value = -_c188_Value - 1
-        if _c188_Value < -32768 or _c188_Value > 32767: raise DecodeError(f'value {_c188_Value} outside [-32768, 32767]', r.at(p))
+        if _c188_Value < -32768 or _c188_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c188_Value, r.at(p))
         f_Power = iso20_commontypes.RationalNumberType(_c188_Exponent, _c188_Value)
         r.pos = p
     except Exception as e:
@@ -19585,7 +19585,7 @@ def _d_EVAbsolutePriceScheduleType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('EVAbsolutePriceScheduleType', p)
-        if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+        if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
         el = 'Currency'
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -19597,7 +19597,7 @@ def _d_EVAbsolutePriceScheduleType(r):
         else:
             r.pos = p
             f_Currency = r.string(81)
-            if len(f_Currency) > 3: raise DecodeError(f'length {len(f_Currency)} outside [0, 3]', r.at(r.pos))
+            if len(f_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -19616,7 +19616,7 @@ def _d_EVAbsolutePriceScheduleType(r):
         else:
             r.pos = p
             f_PriceAlgorithm = r.string(82)
-            if len(f_PriceAlgorithm) > 255: raise DecodeError(f'length {len(f_PriceAlgorithm)} outside [0, 255]', r.at(r.pos))
+            if len(f_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', f_PriceAlgorithm, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -19831,7 +19831,7 @@ def _d_EVPriceRuleStackType(r):
                 if p > E: V, E, p = r.slide(p, 17)
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('EVPriceRuleStackType', p)
-                if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.at(p))
+                if f_Duration > 4294967295: r.facet('EVPriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(p))
                 el = 'EVPriceRule'
                 el = 'EVPriceRule/EnergyFee'
                 el = 'EVPriceRule/EnergyFee/Exponent'
@@ -19851,7 +19851,7 @@ def _d_EVPriceRuleStackType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('EVPriceRuleStackType', p)
                 if _neg: _c191_Value = -_c191_Value - 1
-                if _c191_Value < -32768 or _c191_Value > 32767: raise DecodeError(f'value {_c191_Value} outside [-32768, 32767]', r.at(p))
+                if _c191_Value < -32768 or _c191_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c191_Value, r.at(p))
                 _c190_EnergyFee = iso20_commontypes.RationalNumberType(_c191_Exponent, _c191_Value)
                 el = 'EVPriceRule/PowerRangeStart'
                 el = 'EVPriceRule/PowerRangeStart/Exponent'
@@ -19871,7 +19871,7 @@ def _d_EVPriceRuleStackType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('EVPriceRuleStackType', p)
                 if _neg: _c192_Value = -_c192_Value - 1
-                if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', r.at(p))
+                if _c192_Value < -32768 or _c192_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c192_Value, r.at(p))
                 _c190_PowerRangeStart = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
                 _v = iso20_commonmessages.EVPriceRuleType(_c190_EnergyFee, _c190_PowerRangeStart)
                 f_EVPriceRule.append(_v)
@@ -19906,7 +19906,7 @@ def _d_EVPriceRuleStackType(r):
                         x = (V >> (E - p)) & 131071
                         if x & 126990: raise r.deviation('EVPriceRuleStackType', p)
                         if _neg: _c191_Value = -_c191_Value - 1
-                        if _c191_Value < -32768 or _c191_Value > 32767: raise DecodeError(f'value {_c191_Value} outside [-32768, 32767]', r.at(p))
+                        if _c191_Value < -32768 or _c191_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c191_Value, r.at(p))
                         _c193_EnergyFee = iso20_commontypes.RationalNumberType(_c191_Exponent, _c191_Value)
                         el = 'EVPriceRule/PowerRangeStart'
                         el = 'EVPriceRule/PowerRangeStart/Exponent'
@@ -19926,7 +19926,7 @@ def _d_EVPriceRuleStackType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('EVPriceRuleStackType', p)
                         if _neg: _c192_Value = -_c192_Value - 1
-                        if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', r.at(p))
+                        if _c192_Value < -32768 or _c192_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c192_Value, r.at(p))
                         _c193_PowerRangeStart = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
                         _v = iso20_commonmessages.EVPriceRuleType(_c193_EnergyFee, _c193_PowerRangeStart)
                         f_EVPriceRule.append(_v)
@@ -20126,7 +20126,7 @@ def _d_EVPriceRuleType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('EVPriceRuleType', p)
         if _neg: _c198_Value = -_c198_Value - 1
-        if _c198_Value < -32768 or _c198_Value > 32767: raise DecodeError(f'value {_c198_Value} outside [-32768, 32767]', r.at(p))
+        if _c198_Value < -32768 or _c198_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c198_Value, r.at(p))
         f_EnergyFee = iso20_commontypes.RationalNumberType(_c198_Exponent, _c198_Value)
         el = 'PowerRangeStart'
         el = 'PowerRangeStart/Exponent'
@@ -20146,7 +20146,7 @@ def _d_EVPriceRuleType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('EVPriceRuleType', p)
         if _neg: _c199_Value = -_c199_Value - 1
-        if _c199_Value < -32768 or _c199_Value > 32767: raise DecodeError(f'value {_c199_Value} outside [-32768, 32767]', r.at(p))
+        if _c199_Value < -32768 or _c199_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c199_Value, r.at(p))
         f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c199_Exponent, _c199_Value)
         r.pos = p
     except Exception as e:
@@ -20240,12 +20240,12 @@ def _d_ScheduleExchangeResType(r):
                 if x & 12345: raise r.deviation('ScheduleExchangeResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 6) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E2[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ScheduleExchangeResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E2[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = ((x >> 1) & 3)
-                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-                f_EVSEProcessing = _E3[f_EVSEProcessing]
+                if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('ScheduleExchangeResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+                else: f_EVSEProcessing = _E3[f_EVSEProcessing]
                 s = 3
             if s == 3:
                 p += 2
@@ -20444,7 +20444,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_SEResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_SEResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -20453,7 +20453,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_SEResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_SEResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -20462,7 +20462,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_SEResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     el = 'AbsolutePriceSchedule'
@@ -20492,7 +20492,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_SEResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_SEResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -20501,7 +20501,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_SEResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     el = 'AbsolutePriceSchedule'
@@ -20531,7 +20531,7 @@ def _d_Dynamic_SEResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_SEResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_SEResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     el = 'AbsolutePriceSchedule'
@@ -20806,7 +20806,7 @@ def _d_AbsolutePriceScheduleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AbsolutePriceScheduleType', p)
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 1
@@ -20824,7 +20824,7 @@ def _d_AbsolutePriceScheduleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AbsolutePriceScheduleType', p)
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if f_TimeAnchor > 18446744073709551615: r.facet('AbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                     s = 2
                 else:
                     raise r.deviation('AbsolutePriceScheduleType', p)
@@ -20845,7 +20845,7 @@ def _d_AbsolutePriceScheduleType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('AbsolutePriceScheduleType', p)
-                if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: raise DecodeError(f'value {f_PriceScheduleID} outside [1, 4294967295]', r.at(p))
+                if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('AbsolutePriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(p))
                 s = 3
             if s == 3:
                 p += 2
@@ -20863,7 +20863,7 @@ def _d_AbsolutePriceScheduleType(r):
                     else:
                         r.pos = p
                         f_PriceScheduleDescription = r.string(85)
-                        if len(f_PriceScheduleDescription) > 160: raise DecodeError(f'length {len(f_PriceScheduleDescription)} outside [0, 160]', r.at(r.pos))
+                        if len(f_PriceScheduleDescription) > 160: r.facet('AbsolutePriceScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -20882,7 +20882,7 @@ def _d_AbsolutePriceScheduleType(r):
                     else:
                         r.pos = p
                         f_Currency = r.string(81)
-                        if len(f_Currency) > 3: raise DecodeError(f'length {len(f_Currency)} outside [0, 3]', r.at(r.pos))
+                        if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -20900,7 +20900,7 @@ def _d_AbsolutePriceScheduleType(r):
                     else:
                         r.pos = p
                         f_Currency = r.string(81)
-                        if len(f_Currency) > 3: raise DecodeError(f'length {len(f_Currency)} outside [0, 3]', r.at(r.pos))
+                        if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -20923,7 +20923,7 @@ def _d_AbsolutePriceScheduleType(r):
                 else:
                     r.pos = p
                     f_Language = r.string(86)
-                    if len(f_Language) > 3: raise DecodeError(f'length {len(f_Language)} outside [0, 3]', r.at(r.pos))
+                    if len(f_Language) > 3: r.facet('AbsolutePriceScheduleType/Language', 'length [0, 3]', f_Language, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -20942,7 +20942,7 @@ def _d_AbsolutePriceScheduleType(r):
                 else:
                     r.pos = p
                     f_PriceAlgorithm = r.string(82)
-                    if len(f_PriceAlgorithm) > 255: raise DecodeError(f'length {len(f_PriceAlgorithm)} outside [0, 255]', r.at(r.pos))
+                    if len(f_PriceAlgorithm) > 255: r.facet('AbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', f_PriceAlgorithm, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -20975,7 +20975,7 @@ def _d_AbsolutePriceScheduleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
                     if _neg: _c204_Value = -_c204_Value - 1
-                    if _c204_Value < -32768 or _c204_Value > 32767: raise DecodeError(f'value {_c204_Value} outside [-32768, 32767]', r.at(p))
+                    if _c204_Value < -32768 or _c204_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c204_Value, r.at(p))
                     f_MinimumCost = iso20_commontypes.RationalNumberType(_c204_Exponent, _c204_Value)
                     s = 8
                 elif ec == 1:
@@ -21001,7 +21001,7 @@ def _d_AbsolutePriceScheduleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
                     if _neg: _c205_Value = -_c205_Value - 1
-                    if _c205_Value < -32768 or _c205_Value > 32767: raise DecodeError(f'value {_c205_Value} outside [-32768, 32767]', r.at(p))
+                    if _c205_Value < -32768 or _c205_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c205_Value, r.at(p))
                     f_MaximumCost = iso20_commontypes.RationalNumberType(_c205_Exponent, _c205_Value)
                     s = 9
                 elif ec == 2:
@@ -21045,7 +21045,7 @@ def _d_AbsolutePriceScheduleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
                     if _neg: _c206_Value = -_c206_Value - 1
-                    if _c206_Value < -32768 or _c206_Value > 32767: raise DecodeError(f'value {_c206_Value} outside [-32768, 32767]', r.at(p))
+                    if _c206_Value < -32768 or _c206_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c206_Value, r.at(p))
                     f_MaximumCost = iso20_commontypes.RationalNumberType(_c206_Exponent, _c206_Value)
                     s = 9
                 elif ec == 1:
@@ -21502,7 +21502,7 @@ def _d_PriceScheduleType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('PriceScheduleType', p)
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                 el = 'PriceScheduleID'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -21515,7 +21515,7 @@ def _d_PriceScheduleType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PriceScheduleType', p)
-                if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: raise DecodeError(f'value {f_PriceScheduleID} outside [1, 4294967295]', r.at(p))
+                if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -21533,7 +21533,7 @@ def _d_PriceScheduleType(r):
                     else:
                         r.pos = p
                         f_PriceScheduleDescription = r.string(85)
-                        if len(f_PriceScheduleDescription) > 160: raise DecodeError(f'length {len(f_PriceScheduleDescription)} outside [0, 160]', r.at(r.pos))
+                        if len(f_PriceScheduleDescription) > 160: r.facet('PriceScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21754,7 +21754,7 @@ def _d_TaxRuleType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('TaxRuleType', p)
-                if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('TaxRuleType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -21772,7 +21772,7 @@ def _d_TaxRuleType(r):
                     else:
                         r.pos = p
                         f_TaxRuleName = r.string(88)
-                        if len(f_TaxRuleName) > 80: raise DecodeError(f'length {len(f_TaxRuleName)} outside [0, 80]', r.at(r.pos))
+                        if len(f_TaxRuleName) > 80: r.facet('TaxRuleType/TaxRuleName', 'length [0, 80]', f_TaxRuleName, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -21799,7 +21799,7 @@ def _d_TaxRuleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('TaxRuleType', p)
                     if _neg: _c210_Value = -_c210_Value - 1
-                    if _c210_Value < -32768 or _c210_Value > 32767: raise DecodeError(f'value {_c210_Value} outside [-32768, 32767]', r.at(p))
+                    if _c210_Value < -32768 or _c210_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c210_Value, r.at(p))
                     f_TaxRate = iso20_commontypes.RationalNumberType(_c210_Exponent, _c210_Value)
                     s = 3
                 elif ec == 1:
@@ -21825,7 +21825,7 @@ def _d_TaxRuleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('TaxRuleType', p)
                     if _neg: _c211_Value = -_c211_Value - 1
-                    if _c211_Value < -32768 or _c211_Value > 32767: raise DecodeError(f'value {_c211_Value} outside [-32768, 32767]', r.at(p))
+                    if _c211_Value < -32768 or _c211_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c211_Value, r.at(p))
                     f_TaxRate = iso20_commontypes.RationalNumberType(_c211_Exponent, _c211_Value)
                     s = 3
                 else:
@@ -22143,7 +22143,7 @@ def _d_PriceRuleStackType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('PriceRuleStackType', p)
-                if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.at(p))
+                if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(p))
                 el = 'PriceRule'
                 r.pos = p
                 _v = _d_PriceRuleType(r)
@@ -22285,7 +22285,7 @@ def _d_PriceRuleType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('PriceRuleType', p)
                 if _neg: _c214_Value = -_c214_Value - 1
-                if _c214_Value < -32768 or _c214_Value > 32767: raise DecodeError(f'value {_c214_Value} outside [-32768, 32767]', r.at(p))
+                if _c214_Value < -32768 or _c214_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c214_Value, r.at(p))
                 f_EnergyFee = iso20_commontypes.RationalNumberType(_c214_Exponent, _c214_Value)
                 s = 1
             if s == 1:
@@ -22315,7 +22315,7 @@ def _d_PriceRuleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PriceRuleType', p)
                     if _neg: _c215_Value = -_c215_Value - 1
-                    if _c215_Value < -32768 or _c215_Value > 32767: raise DecodeError(f'value {_c215_Value} outside [-32768, 32767]', r.at(p))
+                    if _c215_Value < -32768 or _c215_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c215_Value, r.at(p))
                     f_ParkingFee = iso20_commontypes.RationalNumberType(_c215_Exponent, _c215_Value)
                     s = 2
                 elif ec == 1:
@@ -22334,7 +22334,7 @@ def _d_PriceRuleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
-                    if f_ParkingFeePeriod > 4294967295: raise DecodeError(f'value {f_ParkingFeePeriod} outside [0, 4294967295]', r.at(p))
+                    if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -22352,7 +22352,7 @@ def _d_PriceRuleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
-                    if f_CarbonDioxideEmission > 65535: raise DecodeError(f'value {f_CarbonDioxideEmission} outside [0, 65535]', r.at(p))
+                    if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 10
@@ -22385,7 +22385,7 @@ def _d_PriceRuleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PriceRuleType', p)
                     if _neg: _c216_Value = -_c216_Value - 1
-                    if _c216_Value < -32768 or _c216_Value > 32767: raise DecodeError(f'value {_c216_Value} outside [-32768, 32767]', r.at(p))
+                    if _c216_Value < -32768 or _c216_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c216_Value, r.at(p))
                     f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c216_Exponent, _c216_Value)
                     s = 6
                 else:
@@ -22410,7 +22410,7 @@ def _d_PriceRuleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
-                    if f_ParkingFeePeriod > 4294967295: raise DecodeError(f'value {f_ParkingFeePeriod} outside [0, 4294967295]', r.at(p))
+                    if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -22428,7 +22428,7 @@ def _d_PriceRuleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
-                    if f_CarbonDioxideEmission > 65535: raise DecodeError(f'value {f_CarbonDioxideEmission} outside [0, 65535]', r.at(p))
+                    if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 10
@@ -22461,7 +22461,7 @@ def _d_PriceRuleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PriceRuleType', p)
                     if _neg: _c217_Value = -_c217_Value - 1
-                    if _c217_Value < -32768 or _c217_Value > 32767: raise DecodeError(f'value {_c217_Value} outside [-32768, 32767]', r.at(p))
+                    if _c217_Value < -32768 or _c217_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c217_Value, r.at(p))
                     f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c217_Exponent, _c217_Value)
                     s = 6
                 else:
@@ -22486,7 +22486,7 @@ def _d_PriceRuleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
-                    if f_CarbonDioxideEmission > 65535: raise DecodeError(f'value {f_CarbonDioxideEmission} outside [0, 65535]', r.at(p))
+                    if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 10
@@ -22519,7 +22519,7 @@ def _d_PriceRuleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PriceRuleType', p)
                     if _neg: _c218_Value = -_c218_Value - 1
-                    if _c218_Value < -32768 or _c218_Value > 32767: raise DecodeError(f'value {_c218_Value} outside [-32768, 32767]', r.at(p))
+                    if _c218_Value < -32768 or _c218_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c218_Value, r.at(p))
                     f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c218_Exponent, _c218_Value)
                     s = 6
                 else:
@@ -22559,7 +22559,7 @@ def _d_PriceRuleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PriceRuleType', p)
                     if _neg: _c219_Value = -_c219_Value - 1
-                    if _c219_Value < -32768 or _c219_Value > 32767: raise DecodeError(f'value {_c219_Value} outside [-32768, 32767]', r.at(p))
+                    if _c219_Value < -32768 or _c219_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c219_Value, r.at(p))
                     f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c219_Exponent, _c219_Value)
                     s = 6
                 else:
@@ -22587,7 +22587,7 @@ def _d_PriceRuleType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('PriceRuleType', p)
                 if _neg: _c220_Value = -_c220_Value - 1
-                if _c220_Value < -32768 or _c220_Value > 32767: raise DecodeError(f'value {_c220_Value} outside [-32768, 32767]', r.at(p))
+                if _c220_Value < -32768 or _c220_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c220_Value, r.at(p))
                 f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c220_Exponent, _c220_Value)
                 s = 6
             if s == 6:
@@ -22924,7 +22924,7 @@ def _d_OverstayRuleListType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('OverstayRuleListType', p)
-                    if f_OverstayTimeThreshold > 4294967295: raise DecodeError(f'value {f_OverstayTimeThreshold} outside [0, 4294967295]', r.at(p))
+                    if f_OverstayTimeThreshold > 4294967295: r.facet('OverstayRuleListType/OverstayTimeThreshold', 'range [0, 4294967295]', f_OverstayTimeThreshold, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 14
@@ -22949,7 +22949,7 @@ def _d_OverstayRuleListType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('OverstayRuleListType', p)
                     if _neg: _c228_Value = -_c228_Value - 1
-                    if _c228_Value < -32768 or _c228_Value > 32767: raise DecodeError(f'value {_c228_Value} outside [-32768, 32767]', r.at(p))
+                    if _c228_Value < -32768 or _c228_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c228_Value, r.at(p))
                     f_OverstayPowerThreshold = iso20_commontypes.RationalNumberType(_c228_Exponent, _c228_Value)
                     s = 2
                 elif ec == 2:
@@ -22988,7 +22988,7 @@ def _d_OverstayRuleListType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('OverstayRuleListType', p)
                     if _neg: _c229_Value = -_c229_Value - 1
-                    if _c229_Value < -32768 or _c229_Value > 32767: raise DecodeError(f'value {_c229_Value} outside [-32768, 32767]', r.at(p))
+                    if _c229_Value < -32768 or _c229_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c229_Value, r.at(p))
                     f_OverstayPowerThreshold = iso20_commontypes.RationalNumberType(_c229_Exponent, _c229_Value)
                     s = 2
                 elif ec == 1:
@@ -23210,7 +23210,7 @@ def _d_OverstayRuleType(r):
                     else:
                         r.pos = p
                         f_OverstayRuleDescription = r.string(98)
-                        if len(f_OverstayRuleDescription) > 160: raise DecodeError(f'length {len(f_OverstayRuleDescription)} outside [0, 160]', r.at(r.pos))
+                        if len(f_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', f_OverstayRuleDescription, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -23231,7 +23231,7 @@ def _d_OverstayRuleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('OverstayRuleType', p)
-                    if f_StartTime > 4294967295: raise DecodeError(f'value {f_StartTime} outside [0, 4294967295]', r.at(p))
+                    if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 1
@@ -23249,7 +23249,7 @@ def _d_OverstayRuleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('OverstayRuleType', p)
-                    if f_StartTime > 4294967295: raise DecodeError(f'value {f_StartTime} outside [0, 4294967295]', r.at(p))
+                    if f_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', f_StartTime, r.at(p))
                     s = 2
                 else:
                     raise r.deviation('OverstayRuleType', p)
@@ -23276,7 +23276,7 @@ def _d_OverstayRuleType(r):
                 x = (V >> (E - p)) & 15
                 if x & 15: raise r.deviation('OverstayRuleType', p)
                 if _neg: _c232_Value = -_c232_Value - 1
-                if _c232_Value < -32768 or _c232_Value > 32767: raise DecodeError(f'value {_c232_Value} outside [-32768, 32767]', r.at(p))
+                if _c232_Value < -32768 or _c232_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c232_Value, r.at(p))
                 f_OverstayFee = iso20_commontypes.RationalNumberType(_c232_Exponent, _c232_Value)
                 el = 'OverstayFeePeriod'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -23291,7 +23291,7 @@ def _d_OverstayRuleType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('OverstayRuleType', p)
-                if f_OverstayFeePeriod > 4294967295: raise DecodeError(f'value {f_OverstayFeePeriod} outside [0, 4294967295]', r.at(p))
+                if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(p))
                 s = -1
         r.pos = p
     except Exception as e:
@@ -23416,7 +23416,7 @@ def _d_AdditionalServiceListType(r):
                 else:
                     r.pos = p
                     _c234_ServiceName = r.string(101)
-                    if len(_c234_ServiceName) > 80: raise DecodeError(f'length {len(_c234_ServiceName)} outside [0, 80]', r.at(r.pos))
+                    if len(_c234_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', _c234_ServiceName, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -23443,7 +23443,7 @@ def _d_AdditionalServiceListType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('AdditionalServiceListType', p)
                 if _neg: _c235_Value = -_c235_Value - 1
-                if _c235_Value < -32768 or _c235_Value > 32767: raise DecodeError(f'value {_c235_Value} outside [-32768, 32767]', r.at(p))
+                if _c235_Value < -32768 or _c235_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c235_Value, r.at(p))
                 _c234_ServiceFee = iso20_commontypes.RationalNumberType(_c235_Exponent, _c235_Value)
                 _v = iso20_commonmessages.AdditionalServiceType(_c234_ServiceName, _c234_ServiceFee)
                 f_AdditionalService.append(_v)
@@ -23470,7 +23470,7 @@ def _d_AdditionalServiceListType(r):
                         else:
                             r.pos = p
                             _c236_ServiceName = r.string(101)
-                            if len(_c236_ServiceName) > 80: raise DecodeError(f'length {len(_c236_ServiceName)} outside [0, 80]', r.at(r.pos))
+                            if len(_c236_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', _c236_ServiceName, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -23497,7 +23497,7 @@ def _d_AdditionalServiceListType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('AdditionalServiceListType', p)
                         if _neg: _c235_Value = -_c235_Value - 1
-                        if _c235_Value < -32768 or _c235_Value > 32767: raise DecodeError(f'value {_c235_Value} outside [-32768, 32767]', r.at(p))
+                        if _c235_Value < -32768 or _c235_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c235_Value, r.at(p))
                         _c236_ServiceFee = iso20_commontypes.RationalNumberType(_c235_Exponent, _c235_Value)
                         _v = iso20_commonmessages.AdditionalServiceType(_c236_ServiceName, _c236_ServiceFee)
                         f_AdditionalService.append(_v)
@@ -23661,7 +23661,7 @@ def _d_AdditionalServiceType(r):
         else:
             r.pos = p
             f_ServiceName = r.string(101)
-            if len(f_ServiceName) > 80: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 80]', r.at(r.pos))
+            if len(f_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', f_ServiceName, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -23688,7 +23688,7 @@ def _d_AdditionalServiceType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('AdditionalServiceType', p)
         if _neg: _c240_Value = -_c240_Value - 1
-        if _c240_Value < -32768 or _c240_Value > 32767: raise DecodeError(f'value {_c240_Value} outside [-32768, 32767]', r.at(p))
+        if _c240_Value < -32768 or _c240_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c240_Value, r.at(p))
         f_ServiceFee = iso20_commontypes.RationalNumberType(_c240_Exponent, _c240_Value)
         r.pos = p
     except Exception as e:
@@ -23784,7 +23784,7 @@ def _d_PriceLevelScheduleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PriceLevelScheduleType', p)
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 1
@@ -23802,7 +23802,7 @@ def _d_PriceLevelScheduleType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PriceLevelScheduleType', p)
-                    if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                    if f_TimeAnchor > 18446744073709551615: r.facet('PriceLevelScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                     s = 2
                 else:
                     raise r.deviation('PriceLevelScheduleType', p)
@@ -23823,7 +23823,7 @@ def _d_PriceLevelScheduleType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PriceLevelScheduleType', p)
-                if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: raise DecodeError(f'value {f_PriceScheduleID} outside [1, 4294967295]', r.at(p))
+                if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(p))
                 s = 3
             if s == 3:
                 p += 2
@@ -23841,7 +23841,7 @@ def _d_PriceLevelScheduleType(r):
                     else:
                         r.pos = p
                         f_PriceScheduleDescription = r.string(85)
-                        if len(f_PriceScheduleDescription) > 160: raise DecodeError(f'length {len(f_PriceScheduleDescription)} outside [0, 160]', r.at(r.pos))
+                        if len(f_PriceScheduleDescription) > 160: r.facet('PriceLevelScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24023,7 +24023,7 @@ def _d_PriceLevelScheduleEntryListType(r):
                 if p > E: V, E, p = r.slide(p, 13)
                 x = (V >> (E - p)) & 8191
                 if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', p)
-                if _c242_Duration > 4294967295: raise DecodeError(f'value {_c242_Duration} outside [0, 4294967295]', r.at(p))
+                if _c242_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c242_Duration, r.at(p))
                 el = 'PriceLevelScheduleEntry/PriceLevel'
                 _c242_PriceLevel = ((x >> 2) & 255)
                 _v = iso20_commonmessages.PriceLevelScheduleEntryType(_c242_Duration, _c242_PriceLevel)
@@ -24054,7 +24054,7 @@ def _d_PriceLevelScheduleEntryListType(r):
                         if p > E: V, E, p = r.slide(p, 13)
                         x = (V >> (E - p)) & 8191
                         if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', p)
-                        if _c243_Duration > 4294967295: raise DecodeError(f'value {_c243_Duration} outside [0, 4294967295]', r.at(p))
+                        if _c243_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c243_Duration, r.at(p))
                         el = 'PriceLevelScheduleEntry/PriceLevel'
                         _c243_PriceLevel = ((x >> 2) & 255)
                         _v = iso20_commonmessages.PriceLevelScheduleEntryType(_c243_Duration, _c243_PriceLevel)
@@ -24186,7 +24186,7 @@ def _d_PriceLevelScheduleEntryType(r):
         if p > E: V, E, p = r.slide(p, 13)
         x = (V >> (E - p)) & 8191
         if x & 7171: raise r.deviation('PriceLevelScheduleEntryType', p)
-        if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', r.at(p))
+        if f_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', f_Duration, r.at(p))
         el = 'PriceLevel'
         f_PriceLevel = ((x >> 2) & 255)
         r.pos = p
@@ -24376,7 +24376,7 @@ def _d_ScheduleTupleType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ScheduleTupleType', p)
-                if f_ScheduleTupleID < 1 or f_ScheduleTupleID > 4294967295: raise DecodeError(f'value {f_ScheduleTupleID} outside [1, 4294967295]', r.at(p))
+                if f_ScheduleTupleID < 1 or f_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', f_ScheduleTupleID, r.at(p))
                 el = 'ChargingSchedule'
                 r.pos = p
                 f_ChargingSchedule = _d_ChargingScheduleType(r)
@@ -24601,7 +24601,7 @@ def _d_PowerScheduleType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PowerScheduleType', p)
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                 s = 1
             if s == 1:
                 p += 2
@@ -24630,7 +24630,7 @@ def _d_PowerScheduleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PowerScheduleType', p)
                     if _neg: _c246_Value = -_c246_Value - 1
-                    if _c246_Value < -32768 or _c246_Value > 32767: raise DecodeError(f'value {_c246_Value} outside [-32768, 32767]', r.at(p))
+                    if _c246_Value < -32768 or _c246_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c246_Value, r.at(p))
                     f_AvailableEnergy = iso20_commontypes.RationalNumberType(_c246_Exponent, _c246_Value)
                     s = 2
                 elif ec == 1:
@@ -24656,7 +24656,7 @@ def _d_PowerScheduleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PowerScheduleType', p)
                     if _neg: _c247_Value = -_c247_Value - 1
-                    if _c247_Value < -32768 or _c247_Value > 32767: raise DecodeError(f'value {_c247_Value} outside [-32768, 32767]', r.at(p))
+                    if _c247_Value < -32768 or _c247_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c247_Value, r.at(p))
                     f_PowerTolerance = iso20_commontypes.RationalNumberType(_c247_Exponent, _c247_Value)
                     s = 3
                 elif ec == 2:
@@ -24694,7 +24694,7 @@ def _d_PowerScheduleType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PowerScheduleType', p)
                     if _neg: _c248_Value = -_c248_Value - 1
-                    if _c248_Value < -32768 or _c248_Value > 32767: raise DecodeError(f'value {_c248_Value} outside [-32768, 32767]', r.at(p))
+                    if _c248_Value < -32768 or _c248_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c248_Value, r.at(p))
                     f_PowerTolerance = iso20_commontypes.RationalNumberType(_c248_Exponent, _c248_Value)
                     s = 3
                 elif ec == 1:
@@ -25007,7 +25007,7 @@ def _d_ServiceDetailReqType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ServiceDetailReqType', p)
-        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+        if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -25072,8 +25072,8 @@ def _d_ServiceDetailResType(r):
         if x & 1543: raise r.deviation('ServiceDetailResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 3) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         el = 'ServiceID'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -25087,7 +25087,7 @@ def _d_ServiceDetailResType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ServiceDetailResType', p)
-        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+        if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         el = 'ServiceParameterList'
         r.pos = p
         f_ServiceParameterList = _d_ServiceParameterListType(r)
@@ -25286,7 +25286,7 @@ def _d_ParameterSetType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ParameterSetType', p)
-                if f_ParameterSetID > 65535: raise DecodeError(f'value {f_ParameterSetID} outside [0, 65535]', r.at(p))
+                if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(p))
                 el = 'Parameter'
                 r.pos = p
                 _v = _d_ParameterType(r)
@@ -25417,7 +25417,7 @@ def _d_ParameterType(r):
                 el = '@Name'
                 r.pos = p
                 f_Name = r.string(107)
-                if len(f_Name) > 80: raise DecodeError(f'length {len(f_Name)} outside [0, 80]', r.at(r.pos))
+                if len(f_Name) > 80: r.facet('ParameterType/Name', 'length [0, 80]', f_Name, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
@@ -25460,7 +25460,7 @@ def _d_ParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_shortValue = -f_shortValue - 1
-                    if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', r.at(p))
+                    if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
                     s = -1
                 elif ec == 3:
                     p += 2
@@ -25482,7 +25482,7 @@ def _d_ParameterType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_intValue = -f_intValue - 1
-                    if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', r.at(p))
+                    if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
                     s = -1
                 elif ec == 4:
                     p += 14
@@ -25507,7 +25507,7 @@ def _d_ParameterType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ParameterType', p)
                     if _neg: _c253_Value = -_c253_Value - 1
-                    if _c253_Value < -32768 or _c253_Value > 32767: raise DecodeError(f'value {_c253_Value} outside [-32768, 32767]', r.at(p))
+                    if _c253_Value < -32768 or _c253_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c253_Value, r.at(p))
                     f_rationalNumber = iso20_commontypes.RationalNumberType(_c253_Exponent, _c253_Value)
                     s = -1
                 elif ec == 5:
@@ -25522,7 +25522,7 @@ def _d_ParameterType(r):
                     else:
                         r.pos = p
                         f_finiteString = r.string(112)
-                        if len(f_finiteString) > 80: raise DecodeError(f'length {len(f_finiteString)} outside [0, 80]', r.at(r.pos))
+                        if len(f_finiteString) > 80: r.facet('ParameterType/finiteString', 'length [0, 80]', f_finiteString, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -25774,7 +25774,7 @@ def _d_ServiceIDListType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceIDListType', p)
-                if _v > 65535: raise DecodeError(f'value {_v} outside [0, 65535]', r.at(p))
+                if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(p))
                 f_ServiceID.append(_v)
                 s = 1
             if s == 1:
@@ -25799,7 +25799,7 @@ def _d_ServiceIDListType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceIDListType', p)
-                        if _v > 65535: raise DecodeError(f'value {_v} outside [0, 65535]', r.at(p))
+                        if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(p))
                         f_ServiceID.append(_v)
                         _k += 1
                         if _k == 15:
@@ -25910,8 +25910,8 @@ def _d_ServiceDiscoveryResType(r):
                 if x & 12347: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 6) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E2[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E2[f_ResponseCode]
                 el = 'ServiceRenegotiationSupported'
                 f_ServiceRenegotiationSupported = ((x >> 2) & 1) == 1
                 el = 'EnergyTransferServiceList'
@@ -26036,7 +26036,7 @@ def _d_ServiceListType(r):
                 if p > E: V, E, p = r.slide(p, 6)
                 x = (V >> (E - p)) & 63
                 if x & 59: raise r.deviation('ServiceListType', p)
-                if _c256_ServiceID > 65535: raise DecodeError(f'value {_c256_ServiceID} outside [0, 65535]', r.at(p))
+                if _c256_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c256_ServiceID, r.at(p))
                 el = 'Service/FreeService'
                 _c256_FreeService = ((x >> 2) & 1) == 1
                 _v = iso20_commonmessages.ServiceType(_c256_ServiceID, _c256_FreeService)
@@ -26067,7 +26067,7 @@ def _d_ServiceListType(r):
                         if p > E: V, E, p = r.slide(p, 6)
                         x = (V >> (E - p)) & 63
                         if x & 59: raise r.deviation('ServiceListType', p)
-                        if _c257_ServiceID > 65535: raise DecodeError(f'value {_c257_ServiceID} outside [0, 65535]', r.at(p))
+                        if _c257_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c257_ServiceID, r.at(p))
                         el = 'Service/FreeService'
                         _c257_FreeService = ((x >> 2) & 1) == 1
                         _v = iso20_commonmessages.ServiceType(_c257_ServiceID, _c257_FreeService)
@@ -26199,7 +26199,7 @@ def _d_ServiceType(r):
         if p > E: V, E, p = r.slide(p, 6)
         x = (V >> (E - p)) & 63
         if x & 59: raise r.deviation('ServiceType', p)
-        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+        if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         el = 'FreeService'
         f_FreeService = ((x >> 2) & 1) == 1
         r.pos = p
@@ -26276,7 +26276,7 @@ def _d_ServiceSelectionReqType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('ServiceSelectionReqType', p)
-                if _c260_ServiceID > 65535: raise DecodeError(f'value {_c260_ServiceID} outside [0, 65535]', r.at(p))
+                if _c260_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c260_ServiceID, r.at(p))
                 el = 'SelectedEnergyTransferService/ParameterSetID'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -26290,7 +26290,7 @@ def _d_ServiceSelectionReqType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ServiceSelectionReqType', p)
-                if _c260_ParameterSetID > 65535: raise DecodeError(f'value {_c260_ParameterSetID} outside [0, 65535]', r.at(p))
+                if _c260_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c260_ParameterSetID, r.at(p))
                 f_SelectedEnergyTransferService = iso20_commonmessages.SelectedServiceType(_c260_ServiceID, _c260_ParameterSetID)
                 s = 2
             if s == 2:
@@ -26414,7 +26414,7 @@ def _d_SelectedServiceType(r):
         if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('SelectedServiceType', p)
-        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
+        if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         el = 'ParameterSetID'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -26428,7 +26428,7 @@ def _d_SelectedServiceType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('SelectedServiceType', p)
-        if f_ParameterSetID > 65535: raise DecodeError(f'value {f_ParameterSetID} outside [0, 65535]', r.at(p))
+        if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -26499,7 +26499,7 @@ def _d_SelectedServiceListType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('SelectedServiceListType', p)
-                if _c262_ServiceID > 65535: raise DecodeError(f'value {_c262_ServiceID} outside [0, 65535]', r.at(p))
+                if _c262_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c262_ServiceID, r.at(p))
                 el = 'SelectedService/ParameterSetID'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -26513,7 +26513,7 @@ def _d_SelectedServiceListType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('SelectedServiceListType', p)
-                if _c262_ParameterSetID > 65535: raise DecodeError(f'value {_c262_ParameterSetID} outside [0, 65535]', r.at(p))
+                if _c262_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c262_ParameterSetID, r.at(p))
                 _v = iso20_commonmessages.SelectedServiceType(_c262_ServiceID, _c262_ParameterSetID)
                 f_SelectedService.append(_v)
                 s = 1
@@ -26542,7 +26542,7 @@ def _d_SelectedServiceListType(r):
                         if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('SelectedServiceListType', p)
-                        if _c263_ServiceID > 65535: raise DecodeError(f'value {_c263_ServiceID} outside [0, 65535]', r.at(p))
+                        if _c263_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c263_ServiceID, r.at(p))
                         el = 'SelectedService/ParameterSetID'
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -26556,7 +26556,7 @@ def _d_SelectedServiceListType(r):
                         if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('SelectedServiceListType', p)
-                        if _c263_ParameterSetID > 65535: raise DecodeError(f'value {_c263_ParameterSetID} outside [0, 65535]', r.at(p))
+                        if _c263_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c263_ParameterSetID, r.at(p))
                         _v = iso20_commonmessages.SelectedServiceType(_c263_ServiceID, _c263_ParameterSetID)
                         f_SelectedService.append(_v)
                         _k += 1
@@ -26692,8 +26692,8 @@ def _d_ServiceSelectionResType(r):
         if x & 771: raise r.deviation('ServiceSelectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ServiceSelectionResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -26760,7 +26760,7 @@ def _d_SessionSetupReqType(r):
         else:
             r.pos = p
             f_EVCCID = r.string(115)
-            if len(f_EVCCID) > 255: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 255]', r.at(r.pos))
+            if len(f_EVCCID) > 255: r.facet('SessionSetupReqType/EVCCID', 'length [0, 255]', f_EVCCID, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -26833,8 +26833,8 @@ def _d_SessionSetupResType(r):
         if x & 771: raise r.deviation('SessionSetupResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEID'
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -26846,7 +26846,7 @@ def _d_SessionSetupResType(r):
         else:
             r.pos = p
             f_EVSEID = r.string(116)
-            if len(f_EVSEID) > 255: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 255]', r.at(r.pos))
+            if len(f_EVSEID) > 255: r.facet('SessionSetupResType/EVSEID', 'length [0, 255]', f_EVSEID, r.at(r.pos))
             V = r.v; E = r.end; p = r.pos
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
@@ -26929,8 +26929,8 @@ def _d_SessionStopReqType(r):
                 if x & 25: raise r.deviation('SessionStopReqType', p)
                 el = 'ChargingSession'
                 f_ChargingSession = ((x >> 1) & 3)
-                if f_ChargingSession >= 3: raise DecodeError(f'enumeration index {f_ChargingSession} out of range (3 values)', r.at(p))
-                f_ChargingSession = _E16[f_ChargingSession]
+                if f_ChargingSession >= 3: f_ChargingSession = r.enum_index('SessionStopReqType/ChargingSession', f_ChargingSession, 3, r.at(p))
+                else: f_ChargingSession = _E16[f_ChargingSession]
                 s = 2
             if s == 2:
                 p += 2
@@ -26948,7 +26948,7 @@ def _d_SessionStopReqType(r):
                     else:
                         r.pos = p
                         f_EVTerminationCode = r.string(118)
-                        if len(f_EVTerminationCode) > 80: raise DecodeError(f'length {len(f_EVTerminationCode)} outside [0, 80]', r.at(r.pos))
+                        if len(f_EVTerminationCode) > 80: r.facet('SessionStopReqType/EVTerminationCode', 'length [0, 80]', f_EVTerminationCode, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -26966,7 +26966,7 @@ def _d_SessionStopReqType(r):
                     else:
                         r.pos = p
                         f_EVTerminationExplanation = r.string(119)
-                        if len(f_EVTerminationExplanation) > 160: raise DecodeError(f'length {len(f_EVTerminationExplanation)} outside [0, 160]', r.at(r.pos))
+                        if len(f_EVTerminationExplanation) > 160: r.facet('SessionStopReqType/EVTerminationExplanation', 'length [0, 160]', f_EVTerminationExplanation, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -26993,7 +26993,7 @@ def _d_SessionStopReqType(r):
                     else:
                         r.pos = p
                         f_EVTerminationExplanation = r.string(119)
-                        if len(f_EVTerminationExplanation) > 160: raise DecodeError(f'length {len(f_EVTerminationExplanation)} outside [0, 160]', r.at(r.pos))
+                        if len(f_EVTerminationExplanation) > 160: r.facet('SessionStopReqType/EVTerminationExplanation', 'length [0, 160]', f_EVTerminationExplanation, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -27132,8 +27132,8 @@ def _d_SessionStopResType(r):
         if x & 771: raise r.deviation('SessionStopResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -27533,12 +27533,12 @@ def _d_VehicleCheckInReqType(r):
                 if x & 825: raise r.deviation('VehicleCheckInReqType', p)
                 el = 'EVCheckInStatus'
                 f_EVCheckInStatus = ((x >> 6) & 3)
-                if f_EVCheckInStatus >= 3: raise DecodeError(f'enumeration index {f_EVCheckInStatus} out of range (3 values)', r.at(p))
-                f_EVCheckInStatus = _E18[f_EVCheckInStatus]
+                if f_EVCheckInStatus >= 3: f_EVCheckInStatus = r.enum_index('VehicleCheckInReqType/EVCheckInStatus', f_EVCheckInStatus, 3, r.at(p))
+                else: f_EVCheckInStatus = _E18[f_EVCheckInStatus]
                 el = 'ParkingMethod'
                 f_ParkingMethod = ((x >> 1) & 3)
-                if f_ParkingMethod >= 3: raise DecodeError(f'enumeration index {f_ParkingMethod} out of range (3 values)', r.at(p))
-                f_ParkingMethod = _E19[f_ParkingMethod]
+                if f_ParkingMethod >= 3: f_ParkingMethod = r.enum_index('VehicleCheckInReqType/ParkingMethod', f_ParkingMethod, 3, r.at(p))
+                else: f_ParkingMethod = _E19[f_ParkingMethod]
                 s = 3
             if s == 3:
                 p += 3
@@ -27563,7 +27563,7 @@ def _d_VehicleCheckInReqType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInReqType', p)
                     if _neg: f_VehicleFrame = -f_VehicleFrame - 1
-                    if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: raise DecodeError(f'value {f_VehicleFrame} outside [-32768, 32767]', r.at(p))
+                    if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', f_VehicleFrame, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 2
@@ -27584,7 +27584,7 @@ def _d_VehicleCheckInReqType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInReqType', p)
                     if _neg: f_DeviceOffset = -f_DeviceOffset - 1
-                    if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: raise DecodeError(f'value {f_DeviceOffset} outside [-32768, 32767]', r.at(p))
+                    if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(p))
                     s = 5
                 elif ec == 2:
                     p += 2
@@ -27605,7 +27605,7 @@ def _d_VehicleCheckInReqType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInReqType', p)
                     if _neg: f_VehicleTravel = -f_VehicleTravel - 1
-                    if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: raise DecodeError(f'value {f_VehicleTravel} outside [-32768, 32767]', r.at(p))
+                    if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(p))
                     s = 6
                 elif ec == 3:
                     pass
@@ -27635,7 +27635,7 @@ def _d_VehicleCheckInReqType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInReqType', p)
                     if _neg: f_DeviceOffset = -f_DeviceOffset - 1
-                    if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: raise DecodeError(f'value {f_DeviceOffset} outside [-32768, 32767]', r.at(p))
+                    if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(p))
                     s = 5
                 elif ec == 1:
                     p += 2
@@ -27656,7 +27656,7 @@ def _d_VehicleCheckInReqType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInReqType', p)
                     if _neg: f_VehicleTravel = -f_VehicleTravel - 1
-                    if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: raise DecodeError(f'value {f_VehicleTravel} outside [-32768, 32767]', r.at(p))
+                    if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(p))
                     s = 6
                 elif ec == 2:
                     pass
@@ -27686,7 +27686,7 @@ def _d_VehicleCheckInReqType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInReqType', p)
                     if _neg: f_VehicleTravel = -f_VehicleTravel - 1
-                    if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: raise DecodeError(f'value {f_VehicleTravel} outside [-32768, 32767]', r.at(p))
+                    if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(p))
                     s = 6
                 elif ec == 1:
                     pass
@@ -27876,8 +27876,8 @@ def _d_VehicleCheckInResType(r):
                 if x & 385: raise r.deviation('VehicleCheckInResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E2[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('VehicleCheckInResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E2[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 3
@@ -27902,7 +27902,7 @@ def _d_VehicleCheckInResType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInResType', p)
                     if _neg: f_ParkingSpace = -f_ParkingSpace - 1
-                    if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: raise DecodeError(f'value {f_ParkingSpace} outside [-32768, 32767]', r.at(p))
+                    if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', f_ParkingSpace, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 2
@@ -27923,7 +27923,7 @@ def _d_VehicleCheckInResType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInResType', p)
                     if _neg: f_DeviceLocation = -f_DeviceLocation - 1
-                    if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: raise DecodeError(f'value {f_DeviceLocation} outside [-32768, 32767]', r.at(p))
+                    if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 2
@@ -27944,7 +27944,7 @@ def _d_VehicleCheckInResType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInResType', p)
                     if _neg: f_TargetDistance = -f_TargetDistance - 1
-                    if f_TargetDistance < -32768 or f_TargetDistance > 32767: raise DecodeError(f'value {f_TargetDistance} outside [-32768, 32767]', r.at(p))
+                    if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(p))
                     s = 5
                 elif ec == 3:
                     pass
@@ -27974,7 +27974,7 @@ def _d_VehicleCheckInResType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInResType', p)
                     if _neg: f_DeviceLocation = -f_DeviceLocation - 1
-                    if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: raise DecodeError(f'value {f_DeviceLocation} outside [-32768, 32767]', r.at(p))
+                    if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 2
@@ -27995,7 +27995,7 @@ def _d_VehicleCheckInResType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInResType', p)
                     if _neg: f_TargetDistance = -f_TargetDistance - 1
-                    if f_TargetDistance < -32768 or f_TargetDistance > 32767: raise DecodeError(f'value {f_TargetDistance} outside [-32768, 32767]', r.at(p))
+                    if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(p))
                     s = 5
                 elif ec == 2:
                     pass
@@ -28025,7 +28025,7 @@ def _d_VehicleCheckInResType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('VehicleCheckInResType', p)
                     if _neg: f_TargetDistance = -f_TargetDistance - 1
-                    if f_TargetDistance < -32768 or f_TargetDistance > 32767: raise DecodeError(f'value {f_TargetDistance} outside [-32768, 32767]', r.at(p))
+                    if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(p))
                     s = 5
                 elif ec == 1:
                     pass
@@ -28204,8 +28204,8 @@ def _d_VehicleCheckOutReqType(r):
         if x & 103: raise r.deviation('VehicleCheckOutReqType', p)
         el = 'EVCheckOutStatus'
         f_EVCheckOutStatus = ((x >> 3) & 3)
-        if f_EVCheckOutStatus >= 3: raise DecodeError(f'enumeration index {f_EVCheckOutStatus} out of range (3 values)', r.at(p))
-        f_EVCheckOutStatus = _E22[f_EVCheckOutStatus]
+        if f_EVCheckOutStatus >= 3: f_EVCheckOutStatus = r.enum_index('VehicleCheckOutReqType/EVCheckOutStatus', f_EVCheckOutStatus, 3, r.at(p))
+        else: f_EVCheckOutStatus = _E22[f_EVCheckOutStatus]
         el = 'CheckOutTime'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -28219,7 +28219,7 @@ def _d_VehicleCheckOutReqType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('VehicleCheckOutReqType', p)
-        if f_CheckOutTime > 18446744073709551615: raise DecodeError(f'value {f_CheckOutTime} outside [0, 18446744073709551615]', r.at(p))
+        if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -28289,8 +28289,8 @@ def _d_VehicleCheckOutResType(r):
         if x & 12347: raise r.deviation('VehicleCheckOutResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 6) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('VehicleCheckOutResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSECheckOutStatus'
         f_EVSECheckOutStatus = _E24[((x >> 2) & 1)]
         r.pos = p
@@ -28481,7 +28481,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'PresentSOC'
                     f_PresentSOC = ((x >> 1) & 127)
-                    if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.at(p))
+                    if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -28490,7 +28490,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -28499,7 +28499,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 9
@@ -28508,7 +28508,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 1
@@ -28526,7 +28526,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 5:
                     p += 1
@@ -28544,7 +28544,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 6:
                     p += 1
@@ -28562,7 +28562,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 7:
                     p += 3
@@ -28595,7 +28595,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c276_Value = -_c276_Value - 1
-                    if _c276_Value < -32768 or _c276_Value > 32767: raise DecodeError(f'value {_c276_Value} outside [-32768, 32767]', r.at(p))
+                    if _c276_Value < -32768 or _c276_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c276_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c276_Exponent, _c276_Value)
                     s = 9
                 elif ec == 9:
@@ -28622,7 +28622,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -28631,7 +28631,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 9
@@ -28640,7 +28640,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 1
@@ -28658,7 +28658,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 4:
                     p += 1
@@ -28676,7 +28676,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 5:
                     p += 1
@@ -28694,7 +28694,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 6:
                     p += 3
@@ -28727,7 +28727,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c277_Value = -_c277_Value - 1
-                    if _c277_Value < -32768 or _c277_Value > 32767: raise DecodeError(f'value {_c277_Value} outside [-32768, 32767]', r.at(p))
+                    if _c277_Value < -32768 or _c277_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c277_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c277_Exponent, _c277_Value)
                     s = 9
                 elif ec == 8:
@@ -28754,7 +28754,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 9
@@ -28763,7 +28763,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -28781,7 +28781,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 3:
                     p += 1
@@ -28799,7 +28799,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 4:
                     p += 1
@@ -28817,7 +28817,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 3
@@ -28850,7 +28850,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c278_Value = -_c278_Value - 1
-                    if _c278_Value < -32768 or _c278_Value > 32767: raise DecodeError(f'value {_c278_Value} outside [-32768, 32767]', r.at(p))
+                    if _c278_Value < -32768 or _c278_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c278_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c278_Exponent, _c278_Value)
                     s = 9
                 elif ec == 7:
@@ -28877,7 +28877,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -28895,7 +28895,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 2:
                     p += 1
@@ -28913,7 +28913,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 3:
                     p += 1
@@ -28931,7 +28931,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 3
@@ -28964,7 +28964,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c279_Value = -_c279_Value - 1
-                    if _c279_Value < -32768 or _c279_Value > 32767: raise DecodeError(f'value {_c279_Value} outside [-32768, 32767]', r.at(p))
+                    if _c279_Value < -32768 or _c279_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c279_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c279_Exponent, _c279_Value)
                     s = 9
                 elif ec == 6:
@@ -29000,7 +29000,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 1:
                     p += 1
@@ -29018,7 +29018,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 2:
                     p += 1
@@ -29036,7 +29036,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 3
@@ -29069,7 +29069,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c280_Value = -_c280_Value - 1
-                    if _c280_Value < -32768 or _c280_Value > 32767: raise DecodeError(f'value {_c280_Value} outside [-32768, 32767]', r.at(p))
+                    if _c280_Value < -32768 or _c280_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c280_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c280_Exponent, _c280_Value)
                     s = 9
                 elif ec == 5:
@@ -29105,7 +29105,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 1:
                     p += 1
@@ -29123,7 +29123,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 3
@@ -29156,7 +29156,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c281_Value = -_c281_Value - 1
-                    if _c281_Value < -32768 or _c281_Value > 32767: raise DecodeError(f'value {_c281_Value} outside [-32768, 32767]', r.at(p))
+                    if _c281_Value < -32768 or _c281_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c281_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c281_Exponent, _c281_Value)
                     s = 9
                 elif ec == 4:
@@ -29192,7 +29192,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 3
@@ -29225,7 +29225,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c282_Value = -_c282_Value - 1
-                    if _c282_Value < -32768 or _c282_Value > 32767: raise DecodeError(f'value {_c282_Value} outside [-32768, 32767]', r.at(p))
+                    if _c282_Value < -32768 or _c282_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c282_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c282_Exponent, _c282_Value)
                     s = 9
                 elif ec == 3:
@@ -29276,7 +29276,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c283_Value = -_c283_Value - 1
-                    if _c283_Value < -32768 or _c283_Value > 32767: raise DecodeError(f'value {_c283_Value} outside [-32768, 32767]', r.at(p))
+                    if _c283_Value < -32768 or _c283_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c283_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c283_Exponent, _c283_Value)
                     s = 9
                 elif ec == 2:
@@ -29319,7 +29319,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c284_Value = -_c284_Value - 1
-                    if _c284_Value < -32768 or _c284_Value > 32767: raise DecodeError(f'value {_c284_Value} outside [-32768, 32767]', r.at(p))
+                    if _c284_Value < -32768 or _c284_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c284_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c284_Exponent, _c284_Value)
                     s = 9
                 elif ec == 1:
@@ -30098,8 +30098,8 @@ def _d_ChargeLoopResType(r):
                 if x & 385: raise r.deviation('ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E2[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E2[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 3
@@ -30124,11 +30124,11 @@ def _d_ChargeLoopResType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 227: raise r.deviation('ChargeLoopResType', p)
-                    if _c294_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c294_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c294_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c294_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c294_EVSENotification = ((x >> 2) & 7)
-                    if _c294_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c294_EVSENotification} out of range (6 values)', r.at(p))
-                    _c294_EVSENotification = _E14[_c294_EVSENotification]
+                    if _c294_EVSENotification >= 6: _c294_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c294_EVSENotification, 6, r.at(p))
+                    else: _c294_EVSENotification = _E14[_c294_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c294_NotificationMaxDelay, _c294_EVSENotification)
                     s = 3
                 elif ec == 1:
@@ -30393,8 +30393,8 @@ def _d_ChargeParameterDiscoveryResType(r):
         if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E2[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E2[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -30465,7 +30465,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EVTargetEnergyRequest'
                     el = 'EVTargetEnergyRequest/Exponent'
                     _c298_Exponent = ((x >> 4) & 255) + -128
@@ -30484,7 +30484,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c298_Value = -_c298_Value - 1
-                    if _c298_Value < -32768 or _c298_Value > 32767: raise DecodeError(f'value {_c298_Value} outside [-32768, 32767]', r.at(p))
+                    if _c298_Value < -32768 or _c298_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c298_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c298_Exponent, _c298_Value)
                     s = 2
                 elif ec == 1:
@@ -30510,7 +30510,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c299_Value = -_c299_Value - 1
-                    if _c299_Value < -32768 or _c299_Value > 32767: raise DecodeError(f'value {_c299_Value} outside [-32768, 32767]', r.at(p))
+                    if _c299_Value < -32768 or _c299_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c299_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c299_Exponent, _c299_Value)
                     s = 2
                 else:
@@ -30538,7 +30538,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c300_Value = -_c300_Value - 1
-                if _c300_Value < -32768 or _c300_Value > 32767: raise DecodeError(f'value {_c300_Value} outside [-32768, 32767]', r.at(p))
+                if _c300_Value < -32768 or _c300_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c300_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c300_Exponent, _c300_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -30558,7 +30558,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c301_Value = -_c301_Value - 1
-                if _c301_Value < -32768 or _c301_Value > 32767: raise DecodeError(f'value {_c301_Value} outside [-32768, 32767]', r.at(p))
+                if _c301_Value < -32768 or _c301_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c301_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c301_Exponent, _c301_Value)
                 s = -1
         r.pos = p
@@ -30721,7 +30721,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -30730,7 +30730,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -30739,7 +30739,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
@@ -30757,7 +30757,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 4:
                     pass
@@ -30775,7 +30775,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -30784,7 +30784,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -30802,7 +30802,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 3:
                     pass
@@ -30820,7 +30820,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -30838,7 +30838,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 2:
                     pass
@@ -30865,7 +30865,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 1:
                     pass
@@ -31063,7 +31063,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c306_Value = -_c306_Value - 1
-                    if _c306_Value < -32768 or _c306_Value > 32767: raise DecodeError(f'value {_c306_Value} outside [-32768, 32767]', r.at(p))
+                    if _c306_Value < -32768 or _c306_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c306_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c306_Exponent, _c306_Value)
                     s = 1
                 elif ec == 1:
@@ -31089,7 +31089,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c307_Value = -_c307_Value - 1
-                    if _c307_Value < -32768 or _c307_Value > 32767: raise DecodeError(f'value {_c307_Value} outside [-32768, 32767]', r.at(p))
+                    if _c307_Value < -32768 or _c307_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c307_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c307_Exponent, _c307_Value)
                     s = 2
                 elif ec == 2:
@@ -31115,7 +31115,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c308_Value = -_c308_Value - 1
-                    if _c308_Value < -32768 or _c308_Value > 32767: raise DecodeError(f'value {_c308_Value} outside [-32768, 32767]', r.at(p))
+                    if _c308_Value < -32768 or _c308_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c308_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c308_Exponent, _c308_Value)
                     s = 3
                 elif ec == 3:
@@ -31150,7 +31150,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c309_Value = -_c309_Value - 1
-                    if _c309_Value < -32768 or _c309_Value > 32767: raise DecodeError(f'value {_c309_Value} outside [-32768, 32767]', r.at(p))
+                    if _c309_Value < -32768 or _c309_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c309_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c309_Exponent, _c309_Value)
                     s = 2
                 elif ec == 1:
@@ -31176,7 +31176,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c310_Value = -_c310_Value - 1
-                    if _c310_Value < -32768 or _c310_Value > 32767: raise DecodeError(f'value {_c310_Value} outside [-32768, 32767]', r.at(p))
+                    if _c310_Value < -32768 or _c310_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c310_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c310_Exponent, _c310_Value)
                     s = 3
                 elif ec == 2:
@@ -31211,7 +31211,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c311_Value = -_c311_Value - 1
-                    if _c311_Value < -32768 or _c311_Value > 32767: raise DecodeError(f'value {_c311_Value} outside [-32768, 32767]', r.at(p))
+                    if _c311_Value < -32768 or _c311_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c311_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c311_Exponent, _c311_Value)
                     s = 3
                 elif ec == 1:
@@ -31462,7 +31462,7 @@ def _d_TargetPositionType(r):
         if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('TargetPositionType', p)
-        if f_TargetOffsetX > 65535: raise DecodeError(f'value {f_TargetOffsetX} outside [0, 65535]', r.at(p))
+        if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(p))
         el = 'TargetOffsetY'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -31476,7 +31476,7 @@ def _d_TargetPositionType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('TargetPositionType', p)
-        if f_TargetOffsetY > 65535: raise DecodeError(f'value {f_TargetOffsetY} outside [0, 65535]', r.at(p))
+        if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -32013,7 +32013,7 @@ def _de55(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32207,7 +32207,7 @@ def _de67(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32243,7 +32243,7 @@ def _de68(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32291,7 +32291,7 @@ def _de71(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32327,7 +32327,7 @@ def _de72(r):  # CarbonDioxideEmission
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CarbonDioxideEmission', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('CarbonDioxideEmission', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32359,7 +32359,7 @@ def _de73(r):  # Certificate
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 1600: raise DecodeError(f'length {len(val)} outside [0, 1600]', r.at(r.pos))
+        if len(val) > 1600: r.facet('Certificate', 'length [0, 1600]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -32442,7 +32442,7 @@ def _de76(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32496,8 +32496,8 @@ def _de79(r):  # ChargingSession
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ChargingSession', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E16[val]
+    if val >= 3: val = r.enum_index('ChargingSession', val, 3, r.at(p))
+    else: val = _E16[val]
     r.pos = p
     return val
 
@@ -32529,7 +32529,7 @@ def _de80(r):  # CheckOutTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CheckOutTime', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('CheckOutTime', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32573,7 +32573,7 @@ def _de83(r):  # Currency
     else:
         r.pos = p
         val = r.string(81)
-        if len(val) > 3: raise DecodeError(f'length {len(val)} outside [0, 3]', r.at(r.pos))
+        if len(val) > 3: r.facet('Currency', 'length [0, 3]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -32606,7 +32606,7 @@ def _de84(r):  # DHPublicKey
     if (V >> (E - p)) & 1: raise r.deviation('DHPublicKey', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 133 or len(val) > 133: raise DecodeError(f'length {len(val)} outside [133, 133]', r.at(r.pos))
+    if len(val) < 133 or len(val) > 133: r.facet('DHPublicKey', 'length [133, 133]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -32646,7 +32646,7 @@ def _de85(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32682,7 +32682,7 @@ def _de86(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32721,7 +32721,7 @@ def _de87(r):  # DeviceLocation
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DeviceLocation', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('DeviceLocation', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32761,7 +32761,7 @@ def _de88(r):  # DeviceOffset
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DeviceOffset', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('DeviceOffset', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32810,7 +32810,7 @@ def _de91(r):  # Duration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Duration', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('Duration', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -32900,7 +32900,7 @@ def _de99(r):  # EMAID
     else:
         r.pos = p
         val = r.string(48)
-        if len(val) > 255: raise DecodeError(f'length {len(val)} outside [0, 255]', r.at(r.pos))
+        if len(val) > 255: r.facet('EMAID', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -32944,7 +32944,7 @@ def _de101(r):  # EVCCID
     else:
         r.pos = p
         val = r.string(115)
-        if len(val) > 255: raise DecodeError(f'length {len(val)} outside [0, 255]', r.at(r.pos))
+        if len(val) > 255: r.facet('EVCCID', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -32977,8 +32977,8 @@ def _de102(r):  # EVCheckInStatus
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVCheckInStatus', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E18[val]
+    if val >= 3: val = r.enum_index('EVCheckInStatus', val, 3, r.at(p))
+    else: val = _E18[val]
     r.pos = p
     return val
 
@@ -33001,8 +33001,8 @@ def _de103(r):  # EVCheckOutStatus
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVCheckOutStatus', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E22[val]
+    if val >= 3: val = r.enum_index('EVCheckOutStatus', val, 3, r.at(p))
+    else: val = _E22[val]
     r.pos = p
     return val
 
@@ -33121,8 +33121,8 @@ def _de120(r):  # EVProcessing
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E3[val]
+    if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(p))
+    else: val = _E3[val]
     r.pos = p
     return val
 
@@ -33172,7 +33172,7 @@ def _de122(r):  # EVSEID
     else:
         r.pos = p
         val = r.string(116)
-        if len(val) > 255: raise DecodeError(f'length {len(val)} outside [0, 255]', r.at(r.pos))
+        if len(val) > 255: r.facet('EVSEID', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -33205,8 +33205,8 @@ def _de123(r):  # EVSENotification
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E14[val]
+    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(p))
+    else: val = _E14[val]
     r.pos = p
     return val
 
@@ -33229,8 +33229,8 @@ def _de124(r):  # EVSEProcessing
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E3[val]
+    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(p))
+    else: val = _E3[val]
     r.pos = p
     return val
 
@@ -33282,7 +33282,7 @@ def _de129(r):  # EVTerminationCode
     else:
         r.pos = p
         val = r.string(118)
-        if len(val) > 80: raise DecodeError(f'length {len(val)} outside [0, 80]', r.at(r.pos))
+        if len(val) > 80: r.facet('EVTerminationCode', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -33320,7 +33320,7 @@ def _de130(r):  # EVTerminationExplanation
     else:
         r.pos = p
         val = r.string(119)
-        if len(val) > 160: raise DecodeError(f'length {len(val)} outside [0, 160]', r.at(r.pos))
+        if len(val) > 160: r.facet('EVTerminationExplanation', 'length [0, 160]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -33481,7 +33481,7 @@ def _de138(r):  # GenChallenge
     if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 16 or len(val) > 16: raise DecodeError(f'length {len(val)} outside [16, 16]', r.at(r.pos))
+    if len(val) < 16 or len(val) > 16: r.facet('GenChallenge', 'length [16, 16]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -33638,7 +33638,7 @@ def _de144(r):  # Language
     else:
         r.pos = p
         val = r.string(86)
-        if len(val) > 3: raise DecodeError(f'length {len(val)} outside [0, 3]', r.at(r.pos))
+        if len(val) > 3: r.facet('Language', 'length [0, 3]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -33704,7 +33704,7 @@ def _de148(r):  # MaximumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MaximumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -33726,7 +33726,7 @@ def _de149(r):  # MaximumSupportingPoints
     x = (V >> (E - p)) & 4095
     if x & 2049: raise r.deviation('MaximumSupportingPoints', p)
     val = ((x >> 1) & 1023) + 12
-    if val > 1024: raise DecodeError(f'value {val} above maximum 1024', r.at(p))
+    if val > 1024: r.facet('MaximumSupportingPoints', 'maxInclusive 1024', val, r.at(p))
     r.pos = p
     return val
 
@@ -33753,7 +33753,7 @@ def _de150(r):  # MeterID
     else:
         r.pos = p
         val = r.string(57)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -33824,7 +33824,7 @@ def _de154(r):  # MeterSignature
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -33867,7 +33867,7 @@ def _de155(r):  # MeterStatus
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -33904,7 +33904,7 @@ def _de156(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -33937,7 +33937,7 @@ def _de158(r):  # MinimumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MinimumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -33959,7 +33959,7 @@ def _de159(r):  # MinimumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MinimumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -34024,7 +34024,7 @@ def _de161(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -34105,7 +34105,7 @@ def _de167(r):  # OverstayFeePeriod
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('OverstayFeePeriod', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('OverstayFeePeriod', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -34149,7 +34149,7 @@ def _de170(r):  # OverstayRuleDescription
     else:
         r.pos = p
         val = r.string(98)
-        if len(val) > 160: raise DecodeError(f'length {len(val)} outside [0, 160]', r.at(r.pos))
+        if len(val) > 160: r.facet('OverstayRuleDescription', 'length [0, 160]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -34197,7 +34197,7 @@ def _de172(r):  # OverstayTimeThreshold
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('OverstayTimeThreshold', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('OverstayTimeThreshold', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -34347,7 +34347,7 @@ def _de178(r):  # ParameterSetID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ParameterSetID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('ParameterSetID', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -34389,7 +34389,7 @@ def _de180(r):  # ParkingFeePeriod
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ParkingFeePeriod', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('ParkingFeePeriod', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -34416,8 +34416,8 @@ def _de181(r):  # ParkingMethod
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ParkingMethod', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E19[val]
+    if val >= 3: val = r.enum_index('ParkingMethod', val, 3, r.at(p))
+    else: val = _E19[val]
     r.pos = p
     return val
 
@@ -34452,7 +34452,7 @@ def _de182(r):  # ParkingSpace
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ParkingSpace', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('ParkingSpace', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -34596,7 +34596,7 @@ def _de195(r):  # PresentSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('PresentSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -34623,7 +34623,7 @@ def _de196(r):  # PriceAlgorithm
     else:
         r.pos = p
         val = r.string(82)
-        if len(val) > 255: raise DecodeError(f'length {len(val)} outside [0, 255]', r.at(r.pos))
+        if len(val) > 255: r.facet('PriceAlgorithm', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -34718,7 +34718,7 @@ def _de204(r):  # PriceScheduleDescription
     else:
         r.pos = p
         val = r.string(85)
-        if len(val) > 160: raise DecodeError(f'length {len(val)} outside [0, 160]', r.at(r.pos))
+        if len(val) > 160: r.facet('PriceScheduleDescription', 'length [0, 160]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -34760,7 +34760,7 @@ def _de205(r):  # PriceScheduleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PriceScheduleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('PriceScheduleID', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -34798,7 +34798,7 @@ def _de207(r):  # ProviderID
     else:
         r.pos = p
         val = r.string(46)
-        if len(val) > 80: raise DecodeError(f'length {len(val)} outside [0, 80]', r.at(r.pos))
+        if len(val) > 80: r.facet('ProviderID', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -34907,7 +34907,7 @@ def _de212(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -34943,7 +34943,7 @@ def _de213(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -34979,7 +34979,7 @@ def _de214(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35027,8 +35027,8 @@ def _de216(r):  # ResponseCode
     x = (V >> (E - p)) & 255
     if x & 129: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 63)
-    if val >= 40: raise DecodeError(f'enumeration index {val} out of range (40 values)', r.at(p))
-    val = _E2[val]
+    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(p))
+    else: val = _E2[val]
     r.pos = p
     return val
 
@@ -35057,7 +35057,7 @@ def _de218(r):  # SECP521_EncryptedPrivateKey
     if (V >> (E - p)) & 1: raise r.deviation('SECP521_EncryptedPrivateKey', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 94 or len(val) > 94: raise DecodeError(f'length {len(val)} outside [94, 94]', r.at(r.pos))
+    if len(val) < 94 or len(val) > 94: r.facet('SECP521_EncryptedPrivateKey', 'length [94, 94]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -35137,7 +35137,7 @@ def _de221(r):  # ScheduleTupleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ScheduleTupleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('ScheduleTupleID', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35259,7 +35259,7 @@ def _de229(r):  # SelectedScheduleTupleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SelectedScheduleTupleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('SelectedScheduleTupleID', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35319,7 +35319,7 @@ def _de234(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('ServiceID', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35351,7 +35351,7 @@ def _de235(r):  # ServiceName
     else:
         r.pos = p
         val = r.string(101)
-        if len(val) > 80: raise DecodeError(f'length {len(val)} outside [0, 80]', r.at(r.pos))
+        if len(val) > 80: r.facet('ServiceName', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -35411,7 +35411,7 @@ def _de238(r):  # SessionID
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 8 or len(val) > 8: raise DecodeError(f'length {len(val)} outside [8, 8]', r.at(r.pos))
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -35442,7 +35442,7 @@ def _de239(r):  # SessionID
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 8 or len(val) > 8: raise DecodeError(f'length {len(val)} outside [8, 8]', r.at(r.pos))
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -35494,7 +35494,7 @@ def _de242(r):  # StartTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('StartTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('StartTime', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35539,7 +35539,7 @@ def _de246(r):  # TPM_EncryptedPrivateKey
     if (V >> (E - p)) & 1: raise r.deviation('TPM_EncryptedPrivateKey', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 206 or len(val) > 206: raise DecodeError(f'length {len(val)} outside [206, 206]', r.at(r.pos))
+    if len(val) < 206 or len(val) > 206: r.facet('TPM_EncryptedPrivateKey', 'length [206, 206]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -35582,7 +35582,7 @@ def _de247(r):  # TargetDistance
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TargetDistance', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('TargetDistance', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35619,7 +35619,7 @@ def _de248(r):  # TargetOffsetX
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TargetOffsetX', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('TargetOffsetX', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35655,7 +35655,7 @@ def _de249(r):  # TargetOffsetY
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TargetOffsetY', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('TargetOffsetY', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35682,7 +35682,7 @@ def _de250(r):  # TargetSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('TargetSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -35704,7 +35704,7 @@ def _de251(r):  # TargetSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('TargetSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -35774,7 +35774,7 @@ def _de256(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35810,7 +35810,7 @@ def _de257(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35842,7 +35842,7 @@ def _de258(r):  # TaxRuleName
     else:
         r.pos = p
         val = r.string(88)
-        if len(val) > 80: raise DecodeError(f'length {len(val)} outside [0, 80]', r.at(r.pos))
+        if len(val) > 80: r.facet('TaxRuleName', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -35890,7 +35890,7 @@ def _de260(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35926,7 +35926,7 @@ def _de261(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -35962,7 +35962,7 @@ def _de262(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -36007,7 +36007,7 @@ def _de264(r):  # Value
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -36047,7 +36047,7 @@ def _de265(r):  # VehicleFrame
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VehicleFrame', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('VehicleFrame', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -36087,7 +36087,7 @@ def _de266(r):  # VehicleTravel
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VehicleTravel', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('VehicleTravel', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -36115,7 +36115,7 @@ def _de267(r):  # X448_EncryptedPrivateKey
     if (V >> (E - p)) & 1: raise r.deviation('X448_EncryptedPrivateKey', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 84 or len(val) > 84: raise DecodeError(f'length {len(val)} outside [84, 84]', r.at(r.pos))
+    if len(val) < 84 or len(val) > 84: r.facet('X448_EncryptedPrivateKey', 'length [84, 84]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -36482,7 +36482,7 @@ def _de279(r):  # finiteString
     else:
         r.pos = p
         val = r.string(112)
-        if len(val) > 80: raise DecodeError(f'length {len(val)} outside [0, 80]', r.at(r.pos))
+        if len(val) > 80: r.facet('finiteString', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -36527,7 +36527,7 @@ def _de280(r):  # intValue
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('intValue', p)
     if _neg: val = -val - 1
-    if val < -2147483648 or val > 2147483647: raise DecodeError(f'value {val} outside [-2147483648, 2147483647]', r.at(p))
+    if val < -2147483648 or val > 2147483647: r.facet('intValue', 'range [-2147483648, 2147483647]', val, r.at(p))
     r.pos = p
     return val
 
@@ -36573,7 +36573,7 @@ def _de282(r):  # shortValue
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('shortValue', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('shortValue', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 

@@ -52,7 +52,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: raise DecodeError(f'value {_c1_Value} outside [-32768, 32767]', r.at(p))
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c1_Exponent, _c1_Value)
                 el = 'EVMinimumChargePower'
                 el = 'EVMinimumChargePower/Exponent'
@@ -72,7 +72,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: raise DecodeError(f'value {_c2_Value} outside [-32768, 32767]', r.at(p))
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c2_Exponent, _c2_Value)
                 el = 'EVMaximumChargeCurrent'
                 el = 'EVMaximumChargeCurrent/Exponent'
@@ -92,7 +92,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: raise DecodeError(f'value {_c3_Value} outside [-32768, 32767]', r.at(p))
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c3_Exponent, _c3_Value)
                 el = 'EVMinimumChargeCurrent'
                 el = 'EVMinimumChargeCurrent/Exponent'
@@ -112,7 +112,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: raise DecodeError(f'value {_c4_Value} outside [-32768, 32767]', r.at(p))
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVMinimumChargeCurrent = iso20_commontypes.RationalNumberType(_c4_Exponent, _c4_Value)
                 el = 'EVMaximumVoltage'
                 el = 'EVMaximumVoltage/Exponent'
@@ -132,7 +132,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: raise DecodeError(f'value {_c5_Value} outside [-32768, 32767]', r.at(p))
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c5_Exponent, _c5_Value)
                 el = 'EVMinimumVoltage'
                 el = 'EVMinimumVoltage/Exponent'
@@ -152,7 +152,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: raise DecodeError(f'value {_c6_Value} outside [-32768, 32767]', r.at(p))
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c6_Exponent, _c6_Value)
                 s = 6
             if s == 6:
@@ -166,7 +166,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
                     if x & 515: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 2) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -368,7 +368,7 @@ def _d_RationalNumberType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('RationalNumberType', p)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
+        if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -449,7 +449,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: raise DecodeError(f'value {_c13_Value} outside [-32768, 32767]', r.at(p))
+                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
                 f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c13_Exponent, _c13_Value)
                 el = 'EVMinimumChargePower'
                 el = 'EVMinimumChargePower/Exponent'
@@ -469,7 +469,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: raise DecodeError(f'value {_c14_Value} outside [-32768, 32767]', r.at(p))
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
                 f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c14_Exponent, _c14_Value)
                 el = 'EVMaximumChargeCurrent'
                 el = 'EVMaximumChargeCurrent/Exponent'
@@ -489,7 +489,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c15_Value = -_c15_Value - 1
-                if _c15_Value < -32768 or _c15_Value > 32767: raise DecodeError(f'value {_c15_Value} outside [-32768, 32767]', r.at(p))
+                if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
                 f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c15_Exponent, _c15_Value)
                 el = 'EVMinimumChargeCurrent'
                 el = 'EVMinimumChargeCurrent/Exponent'
@@ -509,7 +509,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c16_Value = -_c16_Value - 1
-                if _c16_Value < -32768 or _c16_Value > 32767: raise DecodeError(f'value {_c16_Value} outside [-32768, 32767]', r.at(p))
+                if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(p))
                 f_EVMinimumChargeCurrent = iso20_commontypes.RationalNumberType(_c16_Exponent, _c16_Value)
                 el = 'EVMaximumVoltage'
                 el = 'EVMaximumVoltage/Exponent'
@@ -529,7 +529,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c17_Value = -_c17_Value - 1
-                if _c17_Value < -32768 or _c17_Value > 32767: raise DecodeError(f'value {_c17_Value} outside [-32768, 32767]', r.at(p))
+                if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(p))
                 f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c17_Exponent, _c17_Value)
                 el = 'EVMinimumVoltage'
                 el = 'EVMinimumVoltage/Exponent'
@@ -549,7 +549,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c18_Value = -_c18_Value - 1
-                if _c18_Value < -32768 or _c18_Value > 32767: raise DecodeError(f'value {_c18_Value} outside [-32768, 32767]', r.at(p))
+                if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(p))
                 f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c18_Exponent, _c18_Value)
                 s = 6
             if s == 6:
@@ -563,7 +563,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     if x & 8450062: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 16) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('BPT_DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     el = 'EVMaximumDischargePower'
                     el = 'EVMaximumDischargePower/Exponent'
                     _c19_Exponent = ((x >> 4) & 255) + -128
@@ -582,7 +582,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c19_Value = -_c19_Value - 1
-                    if _c19_Value < -32768 or _c19_Value > 32767: raise DecodeError(f'value {_c19_Value} outside [-32768, 32767]', r.at(p))
+                    if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c19_Exponent, _c19_Value)
                     s = 8
                 elif ec == 1:
@@ -608,7 +608,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                     if _neg: _c20_Value = -_c20_Value - 1
-                    if _c20_Value < -32768 or _c20_Value > 32767: raise DecodeError(f'value {_c20_Value} outside [-32768, 32767]', r.at(p))
+                    if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c20_Exponent, _c20_Value)
                     s = 8
                 else:
@@ -636,7 +636,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c21_Value = -_c21_Value - 1
-                if _c21_Value < -32768 or _c21_Value > 32767: raise DecodeError(f'value {_c21_Value} outside [-32768, 32767]', r.at(p))
+                if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(p))
                 f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c21_Exponent, _c21_Value)
                 el = 'EVMaximumDischargeCurrent'
                 el = 'EVMaximumDischargeCurrent/Exponent'
@@ -656,7 +656,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c22_Value = -_c22_Value - 1
-                if _c22_Value < -32768 or _c22_Value > 32767: raise DecodeError(f'value {_c22_Value} outside [-32768, 32767]', r.at(p))
+                if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(p))
                 f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c22_Exponent, _c22_Value)
                 el = 'EVMinimumDischargeCurrent'
                 el = 'EVMinimumDischargeCurrent/Exponent'
@@ -676,7 +676,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c23_Value = -_c23_Value - 1
-                if _c23_Value < -32768 or _c23_Value > 32767: raise DecodeError(f'value {_c23_Value} outside [-32768, 32767]', r.at(p))
+                if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(p))
                 f_EVMinimumDischargeCurrent = iso20_commontypes.RationalNumberType(_c23_Exponent, _c23_Value)
                 s = -1
         r.pos = p
@@ -993,7 +993,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c35_Value = -_c35_Value - 1
-                if _c35_Value < -32768 or _c35_Value > 32767: raise DecodeError(f'value {_c35_Value} outside [-32768, 32767]', r.at(p))
+                if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(p))
                 f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c35_Exponent, _c35_Value)
                 el = 'EVSEMinimumChargePower'
                 el = 'EVSEMinimumChargePower/Exponent'
@@ -1013,7 +1013,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c36_Value = -_c36_Value - 1
-                if _c36_Value < -32768 or _c36_Value > 32767: raise DecodeError(f'value {_c36_Value} outside [-32768, 32767]', r.at(p))
+                if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(p))
                 f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c36_Exponent, _c36_Value)
                 el = 'EVSEMaximumChargeCurrent'
                 el = 'EVSEMaximumChargeCurrent/Exponent'
@@ -1033,7 +1033,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c37_Value = -_c37_Value - 1
-                if _c37_Value < -32768 or _c37_Value > 32767: raise DecodeError(f'value {_c37_Value} outside [-32768, 32767]', r.at(p))
+                if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(p))
                 f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c37_Exponent, _c37_Value)
                 el = 'EVSEMinimumChargeCurrent'
                 el = 'EVSEMinimumChargeCurrent/Exponent'
@@ -1053,7 +1053,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c38_Value = -_c38_Value - 1
-                if _c38_Value < -32768 or _c38_Value > 32767: raise DecodeError(f'value {_c38_Value} outside [-32768, 32767]', r.at(p))
+                if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(p))
                 f_EVSEMinimumChargeCurrent = iso20_commontypes.RationalNumberType(_c38_Exponent, _c38_Value)
                 el = 'EVSEMaximumVoltage'
                 el = 'EVSEMaximumVoltage/Exponent'
@@ -1073,7 +1073,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c39_Value = -_c39_Value - 1
-                if _c39_Value < -32768 or _c39_Value > 32767: raise DecodeError(f'value {_c39_Value} outside [-32768, 32767]', r.at(p))
+                if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(p))
                 f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c39_Exponent, _c39_Value)
                 el = 'EVSEMinimumVoltage'
                 el = 'EVSEMinimumVoltage/Exponent'
@@ -1093,7 +1093,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c40_Value = -_c40_Value - 1
-                if _c40_Value < -32768 or _c40_Value > 32767: raise DecodeError(f'value {_c40_Value} outside [-32768, 32767]', r.at(p))
+                if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(p))
                 f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c40_Exponent, _c40_Value)
                 s = 6
             if s == 6:
@@ -1123,7 +1123,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
                     if _neg: _c41_Value = -_c41_Value - 1
-                    if _c41_Value < -32768 or _c41_Value > 32767: raise DecodeError(f'value {_c41_Value} outside [-32768, 32767]', r.at(p))
+                    if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(p))
                     f_EVSEPowerRampLimitation = iso20_commontypes.RationalNumberType(_c41_Exponent, _c41_Value)
                     s = -1
                 elif ec == 1:
@@ -1355,7 +1355,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c49_Value = -_c49_Value - 1
-                if _c49_Value < -32768 or _c49_Value > 32767: raise DecodeError(f'value {_c49_Value} outside [-32768, 32767]', r.at(p))
+                if _c49_Value < -32768 or _c49_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c49_Value, r.at(p))
                 f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c49_Exponent, _c49_Value)
                 el = 'EVSEMinimumChargePower'
                 el = 'EVSEMinimumChargePower/Exponent'
@@ -1375,7 +1375,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c50_Value = -_c50_Value - 1
-                if _c50_Value < -32768 or _c50_Value > 32767: raise DecodeError(f'value {_c50_Value} outside [-32768, 32767]', r.at(p))
+                if _c50_Value < -32768 or _c50_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c50_Value, r.at(p))
                 f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c50_Exponent, _c50_Value)
                 el = 'EVSEMaximumChargeCurrent'
                 el = 'EVSEMaximumChargeCurrent/Exponent'
@@ -1395,7 +1395,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c51_Value = -_c51_Value - 1
-                if _c51_Value < -32768 or _c51_Value > 32767: raise DecodeError(f'value {_c51_Value} outside [-32768, 32767]', r.at(p))
+                if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(p))
                 f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c51_Exponent, _c51_Value)
                 el = 'EVSEMinimumChargeCurrent'
                 el = 'EVSEMinimumChargeCurrent/Exponent'
@@ -1415,7 +1415,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c52_Value = -_c52_Value - 1
-                if _c52_Value < -32768 or _c52_Value > 32767: raise DecodeError(f'value {_c52_Value} outside [-32768, 32767]', r.at(p))
+                if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(p))
                 f_EVSEMinimumChargeCurrent = iso20_commontypes.RationalNumberType(_c52_Exponent, _c52_Value)
                 el = 'EVSEMaximumVoltage'
                 el = 'EVSEMaximumVoltage/Exponent'
@@ -1435,7 +1435,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c53_Value = -_c53_Value - 1
-                if _c53_Value < -32768 or _c53_Value > 32767: raise DecodeError(f'value {_c53_Value} outside [-32768, 32767]', r.at(p))
+                if _c53_Value < -32768 or _c53_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c53_Value, r.at(p))
                 f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c53_Exponent, _c53_Value)
                 el = 'EVSEMinimumVoltage'
                 el = 'EVSEMinimumVoltage/Exponent'
@@ -1455,7 +1455,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c54_Value = -_c54_Value - 1
-                if _c54_Value < -32768 or _c54_Value > 32767: raise DecodeError(f'value {_c54_Value} outside [-32768, 32767]', r.at(p))
+                if _c54_Value < -32768 or _c54_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c54_Value, r.at(p))
                 f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c54_Exponent, _c54_Value)
                 s = 6
             if s == 6:
@@ -1485,7 +1485,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                     if _neg: _c55_Value = -_c55_Value - 1
-                    if _c55_Value < -32768 or _c55_Value > 32767: raise DecodeError(f'value {_c55_Value} outside [-32768, 32767]', r.at(p))
+                    if _c55_Value < -32768 or _c55_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c55_Value, r.at(p))
                     f_EVSEPowerRampLimitation = iso20_commontypes.RationalNumberType(_c55_Exponent, _c55_Value)
                     el = 'EVSEMaximumDischargePower'
                     el = 'EVSEMaximumDischargePower/Exponent'
@@ -1505,7 +1505,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                     if _neg: _c56_Value = -_c56_Value - 1
-                    if _c56_Value < -32768 or _c56_Value > 32767: raise DecodeError(f'value {_c56_Value} outside [-32768, 32767]', r.at(p))
+                    if _c56_Value < -32768 or _c56_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c56_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c56_Exponent, _c56_Value)
                     s = 8
                 elif ec == 1:
@@ -1531,7 +1531,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                     if _neg: _c57_Value = -_c57_Value - 1
-                    if _c57_Value < -32768 or _c57_Value > 32767: raise DecodeError(f'value {_c57_Value} outside [-32768, 32767]', r.at(p))
+                    if _c57_Value < -32768 or _c57_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c57_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c57_Exponent, _c57_Value)
                     s = 8
                 else:
@@ -1559,7 +1559,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c58_Value = -_c58_Value - 1
-                if _c58_Value < -32768 or _c58_Value > 32767: raise DecodeError(f'value {_c58_Value} outside [-32768, 32767]', r.at(p))
+                if _c58_Value < -32768 or _c58_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c58_Value, r.at(p))
                 f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c58_Exponent, _c58_Value)
                 el = 'EVSEMaximumDischargeCurrent'
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
@@ -1579,7 +1579,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c59_Value = -_c59_Value - 1
-                if _c59_Value < -32768 or _c59_Value > 32767: raise DecodeError(f'value {_c59_Value} outside [-32768, 32767]', r.at(p))
+                if _c59_Value < -32768 or _c59_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c59_Value, r.at(p))
                 f_EVSEMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c59_Exponent, _c59_Value)
                 el = 'EVSEMinimumDischargeCurrent'
                 el = 'EVSEMinimumDischargeCurrent/Exponent'
@@ -1599,7 +1599,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c60_Value = -_c60_Value - 1
-                if _c60_Value < -32768 or _c60_Value > 32767: raise DecodeError(f'value {_c60_Value} outside [-32768, 32767]', r.at(p))
+                if _c60_Value < -32768 or _c60_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c60_Value, r.at(p))
                 f_EVSEMinimumDischargeCurrent = iso20_commontypes.RationalNumberType(_c60_Exponent, _c60_Value)
                 s = -1
         r.pos = p
@@ -1961,7 +1961,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EVTargetEnergyRequest'
                     el = 'EVTargetEnergyRequest/Exponent'
                     _c73_Exponent = ((x >> 4) & 255) + -128
@@ -1980,7 +1980,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
                     if _neg: _c73_Value = -_c73_Value - 1
-                    if _c73_Value < -32768 or _c73_Value > 32767: raise DecodeError(f'value {_c73_Value} outside [-32768, 32767]', r.at(p))
+                    if _c73_Value < -32768 or _c73_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c73_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c73_Exponent, _c73_Value)
                     s = 2
                 elif ec == 1:
@@ -2006,7 +2006,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
                     if _neg: _c74_Value = -_c74_Value - 1
-                    if _c74_Value < -32768 or _c74_Value > 32767: raise DecodeError(f'value {_c74_Value} outside [-32768, 32767]', r.at(p))
+                    if _c74_Value < -32768 or _c74_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c74_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c74_Exponent, _c74_Value)
                     s = 2
                 else:
@@ -2034,7 +2034,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c75_Value = -_c75_Value - 1
-                if _c75_Value < -32768 or _c75_Value > 32767: raise DecodeError(f'value {_c75_Value} outside [-32768, 32767]', r.at(p))
+                if _c75_Value < -32768 or _c75_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c75_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c75_Exponent, _c75_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -2054,7 +2054,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c76_Value = -_c76_Value - 1
-                if _c76_Value < -32768 or _c76_Value > 32767: raise DecodeError(f'value {_c76_Value} outside [-32768, 32767]', r.at(p))
+                if _c76_Value < -32768 or _c76_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c76_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c76_Exponent, _c76_Value)
                 el = 'EVMaximumChargePower'
                 el = 'EVMaximumChargePower/Exponent'
@@ -2074,7 +2074,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c77_Value = -_c77_Value - 1
-                if _c77_Value < -32768 or _c77_Value > 32767: raise DecodeError(f'value {_c77_Value} outside [-32768, 32767]', r.at(p))
+                if _c77_Value < -32768 or _c77_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c77_Value, r.at(p))
                 f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c77_Exponent, _c77_Value)
                 el = 'EVMinimumChargePower'
                 el = 'EVMinimumChargePower/Exponent'
@@ -2094,7 +2094,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c78_Value = -_c78_Value - 1
-                if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
+                if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(p))
                 f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
                 el = 'EVMaximumChargeCurrent'
                 el = 'EVMaximumChargeCurrent/Exponent'
@@ -2114,7 +2114,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c79_Value = -_c79_Value - 1
-                if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
+                if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(p))
                 f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                 el = 'EVMaximumVoltage'
                 el = 'EVMaximumVoltage/Exponent'
@@ -2134,7 +2134,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c80_Value = -_c80_Value - 1
-                if _c80_Value < -32768 or _c80_Value > 32767: raise DecodeError(f'value {_c80_Value} outside [-32768, 32767]', r.at(p))
+                if _c80_Value < -32768 or _c80_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c80_Value, r.at(p))
                 f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c80_Exponent, _c80_Value)
                 el = 'EVMinimumVoltage'
                 el = 'EVMinimumVoltage/Exponent'
@@ -2154,7 +2154,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c81_Value = -_c81_Value - 1
-                if _c81_Value < -32768 or _c81_Value > 32767: raise DecodeError(f'value {_c81_Value} outside [-32768, 32767]', r.at(p))
+                if _c81_Value < -32768 or _c81_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c81_Value, r.at(p))
                 f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c81_Exponent, _c81_Value)
                 s = -1
         r.pos = p
@@ -2423,7 +2423,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EVTargetEnergyRequest'
                     el = 'EVTargetEnergyRequest/Exponent'
                     _c91_Exponent = ((x >> 4) & 255) + -128
@@ -2442,7 +2442,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c91_Value = -_c91_Value - 1
-                    if _c91_Value < -32768 or _c91_Value > 32767: raise DecodeError(f'value {_c91_Value} outside [-32768, 32767]', r.at(p))
+                    if _c91_Value < -32768 or _c91_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c91_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c91_Exponent, _c91_Value)
                     s = 2
                 elif ec == 1:
@@ -2468,7 +2468,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c92_Value = -_c92_Value - 1
-                    if _c92_Value < -32768 or _c92_Value > 32767: raise DecodeError(f'value {_c92_Value} outside [-32768, 32767]', r.at(p))
+                    if _c92_Value < -32768 or _c92_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c92_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c92_Exponent, _c92_Value)
                     s = 2
                 else:
@@ -2496,7 +2496,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c93_Value = -_c93_Value - 1
-                if _c93_Value < -32768 or _c93_Value > 32767: raise DecodeError(f'value {_c93_Value} outside [-32768, 32767]', r.at(p))
+                if _c93_Value < -32768 or _c93_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c93_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c93_Exponent, _c93_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -2516,7 +2516,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c94_Value = -_c94_Value - 1
-                if _c94_Value < -32768 or _c94_Value > 32767: raise DecodeError(f'value {_c94_Value} outside [-32768, 32767]', r.at(p))
+                if _c94_Value < -32768 or _c94_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c94_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c94_Exponent, _c94_Value)
                 s = -1
         r.pos = p
@@ -2690,7 +2690,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EVTargetEnergyRequest'
                     el = 'EVTargetEnergyRequest/Exponent'
                     _c99_Exponent = ((x >> 4) & 255) + -128
@@ -2709,7 +2709,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                     if _neg: _c99_Value = -_c99_Value - 1
-                    if _c99_Value < -32768 or _c99_Value > 32767: raise DecodeError(f'value {_c99_Value} outside [-32768, 32767]', r.at(p))
+                    if _c99_Value < -32768 or _c99_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c99_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c99_Exponent, _c99_Value)
                     s = 2
                 elif ec == 1:
@@ -2735,7 +2735,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                     if _neg: _c100_Value = -_c100_Value - 1
-                    if _c100_Value < -32768 or _c100_Value > 32767: raise DecodeError(f'value {_c100_Value} outside [-32768, 32767]', r.at(p))
+                    if _c100_Value < -32768 or _c100_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c100_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c100_Exponent, _c100_Value)
                     s = 2
                 else:
@@ -2763,7 +2763,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c101_Value = -_c101_Value - 1
-                if _c101_Value < -32768 or _c101_Value > 32767: raise DecodeError(f'value {_c101_Value} outside [-32768, 32767]', r.at(p))
+                if _c101_Value < -32768 or _c101_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c101_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c101_Exponent, _c101_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -2783,7 +2783,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c102_Value = -_c102_Value - 1
-                if _c102_Value < -32768 or _c102_Value > 32767: raise DecodeError(f'value {_c102_Value} outside [-32768, 32767]', r.at(p))
+                if _c102_Value < -32768 or _c102_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c102_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c102_Exponent, _c102_Value)
                 el = 'EVMaximumChargePower'
                 el = 'EVMaximumChargePower/Exponent'
@@ -2803,7 +2803,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c103_Value = -_c103_Value - 1
-                if _c103_Value < -32768 or _c103_Value > 32767: raise DecodeError(f'value {_c103_Value} outside [-32768, 32767]', r.at(p))
+                if _c103_Value < -32768 or _c103_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c103_Value, r.at(p))
                 f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c103_Exponent, _c103_Value)
                 el = 'EVMinimumChargePower'
                 el = 'EVMinimumChargePower/Exponent'
@@ -2823,7 +2823,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c104_Value = -_c104_Value - 1
-                if _c104_Value < -32768 or _c104_Value > 32767: raise DecodeError(f'value {_c104_Value} outside [-32768, 32767]', r.at(p))
+                if _c104_Value < -32768 or _c104_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c104_Value, r.at(p))
                 f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c104_Exponent, _c104_Value)
                 el = 'EVMaximumChargeCurrent'
                 el = 'EVMaximumChargeCurrent/Exponent'
@@ -2843,7 +2843,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c105_Value = -_c105_Value - 1
-                if _c105_Value < -32768 or _c105_Value > 32767: raise DecodeError(f'value {_c105_Value} outside [-32768, 32767]', r.at(p))
+                if _c105_Value < -32768 or _c105_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c105_Value, r.at(p))
                 f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c105_Exponent, _c105_Value)
                 el = 'EVMaximumVoltage'
                 el = 'EVMaximumVoltage/Exponent'
@@ -2863,7 +2863,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c106_Value = -_c106_Value - 1
-                if _c106_Value < -32768 or _c106_Value > 32767: raise DecodeError(f'value {_c106_Value} outside [-32768, 32767]', r.at(p))
+                if _c106_Value < -32768 or _c106_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c106_Value, r.at(p))
                 f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c106_Exponent, _c106_Value)
                 el = 'EVMinimumVoltage'
                 el = 'EVMinimumVoltage/Exponent'
@@ -2883,7 +2883,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c107_Value = -_c107_Value - 1
-                if _c107_Value < -32768 or _c107_Value > 32767: raise DecodeError(f'value {_c107_Value} outside [-32768, 32767]', r.at(p))
+                if _c107_Value < -32768 or _c107_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c107_Value, r.at(p))
                 f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c107_Exponent, _c107_Value)
                 el = 'EVMaximumDischargePower'
                 el = 'EVMaximumDischargePower/Exponent'
@@ -2903,7 +2903,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c108_Value = -_c108_Value - 1
-                if _c108_Value < -32768 or _c108_Value > 32767: raise DecodeError(f'value {_c108_Value} outside [-32768, 32767]', r.at(p))
+                if _c108_Value < -32768 or _c108_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c108_Value, r.at(p))
                 f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c108_Exponent, _c108_Value)
                 el = 'EVMinimumDischargePower'
                 el = 'EVMinimumDischargePower/Exponent'
@@ -2923,7 +2923,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c109_Value = -_c109_Value - 1
-                if _c109_Value < -32768 or _c109_Value > 32767: raise DecodeError(f'value {_c109_Value} outside [-32768, 32767]', r.at(p))
+                if _c109_Value < -32768 or _c109_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c109_Value, r.at(p))
                 f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c109_Exponent, _c109_Value)
                 el = 'EVMaximumDischargeCurrent'
                 el = 'EVMaximumDischargeCurrent/Exponent'
@@ -2943,7 +2943,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c110_Value = -_c110_Value - 1
-                if _c110_Value < -32768 or _c110_Value > 32767: raise DecodeError(f'value {_c110_Value} outside [-32768, 32767]', r.at(p))
+                if _c110_Value < -32768 or _c110_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c110_Value, r.at(p))
                 f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c110_Exponent, _c110_Value)
                 s = 12
             if s == 12:
@@ -2973,7 +2973,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                     if _neg: _c111_Value = -_c111_Value - 1
-                    if _c111_Value < -32768 or _c111_Value > 32767: raise DecodeError(f'value {_c111_Value} outside [-32768, 32767]', r.at(p))
+                    if _c111_Value < -32768 or _c111_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c111_Value, r.at(p))
                     f_EVMaximumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c111_Exponent, _c111_Value)
                     s = 13
                 elif ec == 1:
@@ -2999,7 +2999,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                     if _neg: _c112_Value = -_c112_Value - 1
-                    if _c112_Value < -32768 or _c112_Value > 32767: raise DecodeError(f'value {_c112_Value} outside [-32768, 32767]', r.at(p))
+                    if _c112_Value < -32768 or _c112_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c112_Value, r.at(p))
                     f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c112_Exponent, _c112_Value)
                     s = 14
                 elif ec == 2:
@@ -3034,7 +3034,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                     if _neg: _c113_Value = -_c113_Value - 1
-                    if _c113_Value < -32768 or _c113_Value > 32767: raise DecodeError(f'value {_c113_Value} outside [-32768, 32767]', r.at(p))
+                    if _c113_Value < -32768 or _c113_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c113_Value, r.at(p))
                     f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c113_Exponent, _c113_Value)
                     s = 14
                 elif ec == 1:
@@ -3496,7 +3496,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -3505,7 +3505,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -3514,7 +3514,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
@@ -3532,7 +3532,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 14
@@ -3557,7 +3557,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                     if _neg: _c129_Value = -_c129_Value - 1
-                    if _c129_Value < -32768 or _c129_Value > 32767: raise DecodeError(f'value {_c129_Value} outside [-32768, 32767]', r.at(p))
+                    if _c129_Value < -32768 or _c129_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c129_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c129_Exponent, _c129_Value)
                     s = 5
                 else:
@@ -3573,7 +3573,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -3582,7 +3582,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -3600,7 +3600,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 14
@@ -3625,7 +3625,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                     if _neg: _c130_Value = -_c130_Value - 1
-                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', r.at(p))
+                    if _c130_Value < -32768 or _c130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c130_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                     s = 5
                 else:
@@ -3641,7 +3641,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -3659,7 +3659,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 14
@@ -3684,7 +3684,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                     if _neg: _c131_Value = -_c131_Value - 1
-                    if _c131_Value < -32768 or _c131_Value > 32767: raise DecodeError(f'value {_c131_Value} outside [-32768, 32767]', r.at(p))
+                    if _c131_Value < -32768 or _c131_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c131_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c131_Exponent, _c131_Value)
                     s = 5
                 else:
@@ -3709,7 +3709,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 14
@@ -3734,7 +3734,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                     if _neg: _c132_Value = -_c132_Value - 1
-                    if _c132_Value < -32768 or _c132_Value > 32767: raise DecodeError(f'value {_c132_Value} outside [-32768, 32767]', r.at(p))
+                    if _c132_Value < -32768 or _c132_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c132_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c132_Exponent, _c132_Value)
                     s = 5
                 else:
@@ -3762,7 +3762,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c133_Value = -_c133_Value - 1
-                if _c133_Value < -32768 or _c133_Value > 32767: raise DecodeError(f'value {_c133_Value} outside [-32768, 32767]', r.at(p))
+                if _c133_Value < -32768 or _c133_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c133_Value, r.at(p))
                 f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c133_Exponent, _c133_Value)
                 s = 5
             if s == 5:
@@ -3788,7 +3788,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c134_Value = -_c134_Value - 1
-                if _c134_Value < -32768 or _c134_Value > 32767: raise DecodeError(f'value {_c134_Value} outside [-32768, 32767]', r.at(p))
+                if _c134_Value < -32768 or _c134_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c134_Value, r.at(p))
                 f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c134_Exponent, _c134_Value)
                 el = 'EVSEMaximumChargeCurrent'
                 el = 'EVSEMaximumChargeCurrent/Exponent'
@@ -3808,7 +3808,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c135_Value = -_c135_Value - 1
-                if _c135_Value < -32768 or _c135_Value > 32767: raise DecodeError(f'value {_c135_Value} outside [-32768, 32767]', r.at(p))
+                if _c135_Value < -32768 or _c135_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c135_Value, r.at(p))
                 f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c135_Exponent, _c135_Value)
                 el = 'EVSEMaximumVoltage'
                 el = 'EVSEMaximumVoltage/Exponent'
@@ -3828,7 +3828,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c136_Value = -_c136_Value - 1
-                if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', r.at(p))
+                if _c136_Value < -32768 or _c136_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c136_Value, r.at(p))
                 f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c136_Exponent, _c136_Value)
                 s = -1
         r.pos = p
@@ -4182,7 +4182,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -4191,7 +4191,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -4200,7 +4200,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
@@ -4218,7 +4218,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 4:
                     pass
@@ -4236,7 +4236,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -4245,7 +4245,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -4263,7 +4263,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 3:
                     pass
@@ -4281,7 +4281,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -4299,7 +4299,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 2:
                     pass
@@ -4326,7 +4326,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 1:
                     pass
@@ -4526,7 +4526,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('BPT_Dynamic_DC_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -4535,7 +4535,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -4544,7 +4544,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
@@ -4562,7 +4562,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 14
@@ -4587,7 +4587,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                     if _neg: _c145_Value = -_c145_Value - 1
-                    if _c145_Value < -32768 or _c145_Value > 32767: raise DecodeError(f'value {_c145_Value} outside [-32768, 32767]', r.at(p))
+                    if _c145_Value < -32768 or _c145_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c145_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c145_Exponent, _c145_Value)
                     s = 5
                 else:
@@ -4603,7 +4603,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -4612,7 +4612,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -4630,7 +4630,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 14
@@ -4655,7 +4655,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                     if _neg: _c146_Value = -_c146_Value - 1
-                    if _c146_Value < -32768 or _c146_Value > 32767: raise DecodeError(f'value {_c146_Value} outside [-32768, 32767]', r.at(p))
+                    if _c146_Value < -32768 or _c146_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c146_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c146_Exponent, _c146_Value)
                     s = 5
                 else:
@@ -4671,7 +4671,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     if x & 257: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('BPT_Dynamic_DC_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -4689,7 +4689,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 14
@@ -4714,7 +4714,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                     if _neg: _c147_Value = -_c147_Value - 1
-                    if _c147_Value < -32768 or _c147_Value > 32767: raise DecodeError(f'value {_c147_Value} outside [-32768, 32767]', r.at(p))
+                    if _c147_Value < -32768 or _c147_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c147_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c147_Exponent, _c147_Value)
                     s = 5
                 else:
@@ -4739,7 +4739,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('BPT_Dynamic_DC_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 14
@@ -4764,7 +4764,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                     if _neg: _c148_Value = -_c148_Value - 1
-                    if _c148_Value < -32768 or _c148_Value > 32767: raise DecodeError(f'value {_c148_Value} outside [-32768, 32767]', r.at(p))
+                    if _c148_Value < -32768 or _c148_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c148_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c148_Exponent, _c148_Value)
                     s = 5
                 else:
@@ -4792,7 +4792,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c149_Value = -_c149_Value - 1
-                if _c149_Value < -32768 or _c149_Value > 32767: raise DecodeError(f'value {_c149_Value} outside [-32768, 32767]', r.at(p))
+                if _c149_Value < -32768 or _c149_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c149_Value, r.at(p))
                 f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c149_Exponent, _c149_Value)
                 s = 5
             if s == 5:
@@ -4818,7 +4818,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c150_Value = -_c150_Value - 1
-                if _c150_Value < -32768 or _c150_Value > 32767: raise DecodeError(f'value {_c150_Value} outside [-32768, 32767]', r.at(p))
+                if _c150_Value < -32768 or _c150_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c150_Value, r.at(p))
                 f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c150_Exponent, _c150_Value)
                 el = 'EVSEMaximumChargeCurrent'
                 el = 'EVSEMaximumChargeCurrent/Exponent'
@@ -4838,7 +4838,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c151_Value = -_c151_Value - 1
-                if _c151_Value < -32768 or _c151_Value > 32767: raise DecodeError(f'value {_c151_Value} outside [-32768, 32767]', r.at(p))
+                if _c151_Value < -32768 or _c151_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c151_Value, r.at(p))
                 f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c151_Exponent, _c151_Value)
                 el = 'EVSEMaximumVoltage'
                 el = 'EVSEMaximumVoltage/Exponent'
@@ -4858,7 +4858,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c152_Value = -_c152_Value - 1
-                if _c152_Value < -32768 or _c152_Value > 32767: raise DecodeError(f'value {_c152_Value} outside [-32768, 32767]', r.at(p))
+                if _c152_Value < -32768 or _c152_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c152_Value, r.at(p))
                 f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c152_Exponent, _c152_Value)
                 el = 'EVSEMaximumDischargePower'
                 el = 'EVSEMaximumDischargePower/Exponent'
@@ -4878,7 +4878,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c153_Value = -_c153_Value - 1
-                if _c153_Value < -32768 or _c153_Value > 32767: raise DecodeError(f'value {_c153_Value} outside [-32768, 32767]', r.at(p))
+                if _c153_Value < -32768 or _c153_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c153_Value, r.at(p))
                 f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c153_Exponent, _c153_Value)
                 el = 'EVSEMinimumDischargePower'
                 el = 'EVSEMinimumDischargePower/Exponent'
@@ -4898,7 +4898,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c154_Value = -_c154_Value - 1
-                if _c154_Value < -32768 or _c154_Value > 32767: raise DecodeError(f'value {_c154_Value} outside [-32768, 32767]', r.at(p))
+                if _c154_Value < -32768 or _c154_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c154_Value, r.at(p))
                 f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c154_Exponent, _c154_Value)
                 el = 'EVSEMaximumDischargeCurrent'
                 el = 'EVSEMaximumDischargeCurrent/Exponent'
@@ -4918,7 +4918,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c155_Value = -_c155_Value - 1
-                if _c155_Value < -32768 or _c155_Value > 32767: raise DecodeError(f'value {_c155_Value} outside [-32768, 32767]', r.at(p))
+                if _c155_Value < -32768 or _c155_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c155_Value, r.at(p))
                 f_EVSEMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c155_Exponent, _c155_Value)
                 el = 'EVSEMinimumVoltage'
                 el = 'EVSEMinimumVoltage/Exponent'
@@ -4938,7 +4938,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c156_Value = -_c156_Value - 1
-                if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', r.at(p))
+                if _c156_Value < -32768 or _c156_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c156_Value, r.at(p))
                 f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                 s = -1
         r.pos = p
@@ -5389,7 +5389,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c169_Value = -_c169_Value - 1
-                    if _c169_Value < -32768 or _c169_Value > 32767: raise DecodeError(f'value {_c169_Value} outside [-32768, 32767]', r.at(p))
+                    if _c169_Value < -32768 or _c169_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c169_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c169_Exponent, _c169_Value)
                     s = 1
                 elif ec == 1:
@@ -5415,7 +5415,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c170_Value = -_c170_Value - 1
-                    if _c170_Value < -32768 or _c170_Value > 32767: raise DecodeError(f'value {_c170_Value} outside [-32768, 32767]', r.at(p))
+                    if _c170_Value < -32768 or _c170_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c170_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c170_Exponent, _c170_Value)
                     s = 2
                 elif ec == 2:
@@ -5441,7 +5441,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c171_Value = -_c171_Value - 1
-                    if _c171_Value < -32768 or _c171_Value > 32767: raise DecodeError(f'value {_c171_Value} outside [-32768, 32767]', r.at(p))
+                    if _c171_Value < -32768 or _c171_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c171_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c171_Exponent, _c171_Value)
                     s = 3
                 elif ec == 3:
@@ -5467,7 +5467,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c172_Value = -_c172_Value - 1
-                    if _c172_Value < -32768 or _c172_Value > 32767: raise DecodeError(f'value {_c172_Value} outside [-32768, 32767]', r.at(p))
+                    if _c172_Value < -32768 or _c172_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c172_Value, r.at(p))
                     f_EVTargetCurrent = iso20_commontypes.RationalNumberType(_c172_Exponent, _c172_Value)
                     s = 4
                 else:
@@ -5499,7 +5499,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c173_Value = -_c173_Value - 1
-                    if _c173_Value < -32768 or _c173_Value > 32767: raise DecodeError(f'value {_c173_Value} outside [-32768, 32767]', r.at(p))
+                    if _c173_Value < -32768 or _c173_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c173_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c173_Exponent, _c173_Value)
                     s = 2
                 elif ec == 1:
@@ -5525,7 +5525,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c174_Value = -_c174_Value - 1
-                    if _c174_Value < -32768 or _c174_Value > 32767: raise DecodeError(f'value {_c174_Value} outside [-32768, 32767]', r.at(p))
+                    if _c174_Value < -32768 or _c174_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c174_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c174_Exponent, _c174_Value)
                     s = 3
                 elif ec == 2:
@@ -5551,7 +5551,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c175_Value = -_c175_Value - 1
-                    if _c175_Value < -32768 or _c175_Value > 32767: raise DecodeError(f'value {_c175_Value} outside [-32768, 32767]', r.at(p))
+                    if _c175_Value < -32768 or _c175_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c175_Value, r.at(p))
                     f_EVTargetCurrent = iso20_commontypes.RationalNumberType(_c175_Exponent, _c175_Value)
                     s = 4
                 else:
@@ -5583,7 +5583,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c176_Value = -_c176_Value - 1
-                    if _c176_Value < -32768 or _c176_Value > 32767: raise DecodeError(f'value {_c176_Value} outside [-32768, 32767]', r.at(p))
+                    if _c176_Value < -32768 or _c176_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c176_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c176_Exponent, _c176_Value)
                     s = 3
                 elif ec == 1:
@@ -5609,7 +5609,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c177_Value = -_c177_Value - 1
-                    if _c177_Value < -32768 or _c177_Value > 32767: raise DecodeError(f'value {_c177_Value} outside [-32768, 32767]', r.at(p))
+                    if _c177_Value < -32768 or _c177_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c177_Value, r.at(p))
                     f_EVTargetCurrent = iso20_commontypes.RationalNumberType(_c177_Exponent, _c177_Value)
                     s = 4
                 else:
@@ -5637,7 +5637,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c178_Value = -_c178_Value - 1
-                if _c178_Value < -32768 or _c178_Value > 32767: raise DecodeError(f'value {_c178_Value} outside [-32768, 32767]', r.at(p))
+                if _c178_Value < -32768 or _c178_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c178_Value, r.at(p))
                 f_EVTargetCurrent = iso20_commontypes.RationalNumberType(_c178_Exponent, _c178_Value)
                 s = 4
             if s == 4:
@@ -5663,7 +5663,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c179_Value = -_c179_Value - 1
-                if _c179_Value < -32768 or _c179_Value > 32767: raise DecodeError(f'value {_c179_Value} outside [-32768, 32767]', r.at(p))
+                if _c179_Value < -32768 or _c179_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c179_Value, r.at(p))
                 f_EVTargetVoltage = iso20_commontypes.RationalNumberType(_c179_Exponent, _c179_Value)
                 s = 5
             if s == 5:
@@ -5693,7 +5693,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c180_Value = -_c180_Value - 1
-                    if _c180_Value < -32768 or _c180_Value > 32767: raise DecodeError(f'value {_c180_Value} outside [-32768, 32767]', r.at(p))
+                    if _c180_Value < -32768 or _c180_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c180_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c180_Exponent, _c180_Value)
                     s = 6
                 elif ec == 1:
@@ -5719,7 +5719,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c181_Value = -_c181_Value - 1
-                    if _c181_Value < -32768 or _c181_Value > 32767: raise DecodeError(f'value {_c181_Value} outside [-32768, 32767]', r.at(p))
+                    if _c181_Value < -32768 or _c181_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c181_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c181_Exponent, _c181_Value)
                     s = 7
                 elif ec == 2:
@@ -5745,7 +5745,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c182_Value = -_c182_Value - 1
-                    if _c182_Value < -32768 or _c182_Value > 32767: raise DecodeError(f'value {_c182_Value} outside [-32768, 32767]', r.at(p))
+                    if _c182_Value < -32768 or _c182_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c182_Value, r.at(p))
                     f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c182_Exponent, _c182_Value)
                     s = 8
                 elif ec == 3:
@@ -5771,7 +5771,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c183_Value = -_c183_Value - 1
-                    if _c183_Value < -32768 or _c183_Value > 32767: raise DecodeError(f'value {_c183_Value} outside [-32768, 32767]', r.at(p))
+                    if _c183_Value < -32768 or _c183_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c183_Value, r.at(p))
                     f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c183_Exponent, _c183_Value)
                     s = 9
                 elif ec == 4:
@@ -5797,7 +5797,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c184_Value = -_c184_Value - 1
-                    if _c184_Value < -32768 or _c184_Value > 32767: raise DecodeError(f'value {_c184_Value} outside [-32768, 32767]', r.at(p))
+                    if _c184_Value < -32768 or _c184_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c184_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c184_Exponent, _c184_Value)
                     s = 10
                 elif ec == 5:
@@ -5832,7 +5832,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c185_Value = -_c185_Value - 1
-                    if _c185_Value < -32768 or _c185_Value > 32767: raise DecodeError(f'value {_c185_Value} outside [-32768, 32767]', r.at(p))
+                    if _c185_Value < -32768 or _c185_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c185_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c185_Exponent, _c185_Value)
                     s = 7
                 elif ec == 1:
@@ -5858,7 +5858,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c186_Value = -_c186_Value - 1
-                    if _c186_Value < -32768 or _c186_Value > 32767: raise DecodeError(f'value {_c186_Value} outside [-32768, 32767]', r.at(p))
+                    if _c186_Value < -32768 or _c186_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c186_Value, r.at(p))
                     f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c186_Exponent, _c186_Value)
                     s = 8
                 elif ec == 2:
@@ -5884,7 +5884,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c187_Value = -_c187_Value - 1
-                    if _c187_Value < -32768 or _c187_Value > 32767: raise DecodeError(f'value {_c187_Value} outside [-32768, 32767]', r.at(p))
+                    if _c187_Value < -32768 or _c187_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c187_Value, r.at(p))
                     f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c187_Exponent, _c187_Value)
                     s = 9
                 elif ec == 3:
@@ -5910,7 +5910,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c188_Value = -_c188_Value - 1
-                    if _c188_Value < -32768 or _c188_Value > 32767: raise DecodeError(f'value {_c188_Value} outside [-32768, 32767]', r.at(p))
+                    if _c188_Value < -32768 or _c188_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c188_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c188_Exponent, _c188_Value)
                     s = 10
                 elif ec == 4:
@@ -5945,7 +5945,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c189_Value = -_c189_Value - 1
-                    if _c189_Value < -32768 or _c189_Value > 32767: raise DecodeError(f'value {_c189_Value} outside [-32768, 32767]', r.at(p))
+                    if _c189_Value < -32768 or _c189_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c189_Value, r.at(p))
                     f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c189_Exponent, _c189_Value)
                     s = 8
                 elif ec == 1:
@@ -5971,7 +5971,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c190_Value = -_c190_Value - 1
-                    if _c190_Value < -32768 or _c190_Value > 32767: raise DecodeError(f'value {_c190_Value} outside [-32768, 32767]', r.at(p))
+                    if _c190_Value < -32768 or _c190_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c190_Value, r.at(p))
                     f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c190_Exponent, _c190_Value)
                     s = 9
                 elif ec == 2:
@@ -5997,7 +5997,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c191_Value = -_c191_Value - 1
-                    if _c191_Value < -32768 or _c191_Value > 32767: raise DecodeError(f'value {_c191_Value} outside [-32768, 32767]', r.at(p))
+                    if _c191_Value < -32768 or _c191_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c191_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c191_Exponent, _c191_Value)
                     s = 10
                 elif ec == 3:
@@ -6032,7 +6032,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c192_Value = -_c192_Value - 1
-                    if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', r.at(p))
+                    if _c192_Value < -32768 or _c192_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c192_Value, r.at(p))
                     f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
                     s = 9
                 elif ec == 1:
@@ -6058,7 +6058,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c193_Value = -_c193_Value - 1
-                    if _c193_Value < -32768 or _c193_Value > 32767: raise DecodeError(f'value {_c193_Value} outside [-32768, 32767]', r.at(p))
+                    if _c193_Value < -32768 or _c193_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c193_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c193_Exponent, _c193_Value)
                     s = 10
                 elif ec == 2:
@@ -6093,7 +6093,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c194_Value = -_c194_Value - 1
-                    if _c194_Value < -32768 or _c194_Value > 32767: raise DecodeError(f'value {_c194_Value} outside [-32768, 32767]', r.at(p))
+                    if _c194_Value < -32768 or _c194_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c194_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c194_Exponent, _c194_Value)
                     s = 10
                 elif ec == 1:
@@ -6822,7 +6822,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c221_Value = -_c221_Value - 1
-                    if _c221_Value < -32768 or _c221_Value > 32767: raise DecodeError(f'value {_c221_Value} outside [-32768, 32767]', r.at(p))
+                    if _c221_Value < -32768 or _c221_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c221_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c221_Exponent, _c221_Value)
                     s = 1
                 elif ec == 1:
@@ -6848,7 +6848,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c222_Value = -_c222_Value - 1
-                    if _c222_Value < -32768 or _c222_Value > 32767: raise DecodeError(f'value {_c222_Value} outside [-32768, 32767]', r.at(p))
+                    if _c222_Value < -32768 or _c222_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c222_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c222_Exponent, _c222_Value)
                     s = 2
                 elif ec == 2:
@@ -6874,7 +6874,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c223_Value = -_c223_Value - 1
-                    if _c223_Value < -32768 or _c223_Value > 32767: raise DecodeError(f'value {_c223_Value} outside [-32768, 32767]', r.at(p))
+                    if _c223_Value < -32768 or _c223_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c223_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c223_Exponent, _c223_Value)
                     s = 3
                 elif ec == 3:
@@ -6909,7 +6909,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c224_Value = -_c224_Value - 1
-                    if _c224_Value < -32768 or _c224_Value > 32767: raise DecodeError(f'value {_c224_Value} outside [-32768, 32767]', r.at(p))
+                    if _c224_Value < -32768 or _c224_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c224_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c224_Exponent, _c224_Value)
                     s = 2
                 elif ec == 1:
@@ -6935,7 +6935,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c225_Value = -_c225_Value - 1
-                    if _c225_Value < -32768 or _c225_Value > 32767: raise DecodeError(f'value {_c225_Value} outside [-32768, 32767]', r.at(p))
+                    if _c225_Value < -32768 or _c225_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c225_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c225_Exponent, _c225_Value)
                     s = 3
                 elif ec == 2:
@@ -6970,7 +6970,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c226_Value = -_c226_Value - 1
-                    if _c226_Value < -32768 or _c226_Value > 32767: raise DecodeError(f'value {_c226_Value} outside [-32768, 32767]', r.at(p))
+                    if _c226_Value < -32768 or _c226_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c226_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c226_Exponent, _c226_Value)
                     s = 3
                 elif ec == 1:
@@ -7215,7 +7215,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c233_Value = -_c233_Value - 1
-                    if _c233_Value < -32768 or _c233_Value > 32767: raise DecodeError(f'value {_c233_Value} outside [-32768, 32767]', r.at(p))
+                    if _c233_Value < -32768 or _c233_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c233_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c233_Exponent, _c233_Value)
                     s = 1
                 elif ec == 1:
@@ -7241,7 +7241,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c234_Value = -_c234_Value - 1
-                    if _c234_Value < -32768 or _c234_Value > 32767: raise DecodeError(f'value {_c234_Value} outside [-32768, 32767]', r.at(p))
+                    if _c234_Value < -32768 or _c234_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c234_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c234_Exponent, _c234_Value)
                     s = 2
                 elif ec == 2:
@@ -7267,7 +7267,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c235_Value = -_c235_Value - 1
-                    if _c235_Value < -32768 or _c235_Value > 32767: raise DecodeError(f'value {_c235_Value} outside [-32768, 32767]', r.at(p))
+                    if _c235_Value < -32768 or _c235_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c235_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c235_Exponent, _c235_Value)
                     s = 3
                 elif ec == 3:
@@ -7293,7 +7293,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c236_Value = -_c236_Value - 1
-                    if _c236_Value < -32768 or _c236_Value > 32767: raise DecodeError(f'value {_c236_Value} outside [-32768, 32767]', r.at(p))
+                    if _c236_Value < -32768 or _c236_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c236_Value, r.at(p))
                     f_EVTargetCurrent = iso20_commontypes.RationalNumberType(_c236_Exponent, _c236_Value)
                     s = 4
                 else:
@@ -7325,7 +7325,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c237_Value = -_c237_Value - 1
-                    if _c237_Value < -32768 or _c237_Value > 32767: raise DecodeError(f'value {_c237_Value} outside [-32768, 32767]', r.at(p))
+                    if _c237_Value < -32768 or _c237_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c237_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c237_Exponent, _c237_Value)
                     s = 2
                 elif ec == 1:
@@ -7351,7 +7351,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c238_Value = -_c238_Value - 1
-                    if _c238_Value < -32768 or _c238_Value > 32767: raise DecodeError(f'value {_c238_Value} outside [-32768, 32767]', r.at(p))
+                    if _c238_Value < -32768 or _c238_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c238_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c238_Exponent, _c238_Value)
                     s = 3
                 elif ec == 2:
@@ -7377,7 +7377,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c239_Value = -_c239_Value - 1
-                    if _c239_Value < -32768 or _c239_Value > 32767: raise DecodeError(f'value {_c239_Value} outside [-32768, 32767]', r.at(p))
+                    if _c239_Value < -32768 or _c239_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c239_Value, r.at(p))
                     f_EVTargetCurrent = iso20_commontypes.RationalNumberType(_c239_Exponent, _c239_Value)
                     s = 4
                 else:
@@ -7409,7 +7409,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c240_Value = -_c240_Value - 1
-                    if _c240_Value < -32768 or _c240_Value > 32767: raise DecodeError(f'value {_c240_Value} outside [-32768, 32767]', r.at(p))
+                    if _c240_Value < -32768 or _c240_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c240_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c240_Exponent, _c240_Value)
                     s = 3
                 elif ec == 1:
@@ -7435,7 +7435,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c241_Value = -_c241_Value - 1
-                    if _c241_Value < -32768 or _c241_Value > 32767: raise DecodeError(f'value {_c241_Value} outside [-32768, 32767]', r.at(p))
+                    if _c241_Value < -32768 or _c241_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c241_Value, r.at(p))
                     f_EVTargetCurrent = iso20_commontypes.RationalNumberType(_c241_Exponent, _c241_Value)
                     s = 4
                 else:
@@ -7463,7 +7463,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c242_Value = -_c242_Value - 1
-                if _c242_Value < -32768 or _c242_Value > 32767: raise DecodeError(f'value {_c242_Value} outside [-32768, 32767]', r.at(p))
+                if _c242_Value < -32768 or _c242_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c242_Value, r.at(p))
                 f_EVTargetCurrent = iso20_commontypes.RationalNumberType(_c242_Exponent, _c242_Value)
                 s = 4
             if s == 4:
@@ -7489,7 +7489,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c243_Value = -_c243_Value - 1
-                if _c243_Value < -32768 or _c243_Value > 32767: raise DecodeError(f'value {_c243_Value} outside [-32768, 32767]', r.at(p))
+                if _c243_Value < -32768 or _c243_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c243_Value, r.at(p))
                 f_EVTargetVoltage = iso20_commontypes.RationalNumberType(_c243_Exponent, _c243_Value)
                 s = 5
             if s == 5:
@@ -7519,7 +7519,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c244_Value = -_c244_Value - 1
-                    if _c244_Value < -32768 or _c244_Value > 32767: raise DecodeError(f'value {_c244_Value} outside [-32768, 32767]', r.at(p))
+                    if _c244_Value < -32768 or _c244_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c244_Value, r.at(p))
                     f_EVMaximumChargePower = iso20_commontypes.RationalNumberType(_c244_Exponent, _c244_Value)
                     s = 6
                 elif ec == 1:
@@ -7545,7 +7545,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c245_Value = -_c245_Value - 1
-                    if _c245_Value < -32768 or _c245_Value > 32767: raise DecodeError(f'value {_c245_Value} outside [-32768, 32767]', r.at(p))
+                    if _c245_Value < -32768 or _c245_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c245_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c245_Exponent, _c245_Value)
                     s = 7
                 elif ec == 2:
@@ -7571,7 +7571,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c246_Value = -_c246_Value - 1
-                    if _c246_Value < -32768 or _c246_Value > 32767: raise DecodeError(f'value {_c246_Value} outside [-32768, 32767]', r.at(p))
+                    if _c246_Value < -32768 or _c246_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c246_Value, r.at(p))
                     f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c246_Exponent, _c246_Value)
                     s = 8
                 elif ec == 3:
@@ -7597,7 +7597,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c247_Value = -_c247_Value - 1
-                    if _c247_Value < -32768 or _c247_Value > 32767: raise DecodeError(f'value {_c247_Value} outside [-32768, 32767]', r.at(p))
+                    if _c247_Value < -32768 or _c247_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c247_Value, r.at(p))
                     f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c247_Exponent, _c247_Value)
                     s = 9
                 elif ec == 4:
@@ -7623,7 +7623,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c248_Value = -_c248_Value - 1
-                    if _c248_Value < -32768 or _c248_Value > 32767: raise DecodeError(f'value {_c248_Value} outside [-32768, 32767]', r.at(p))
+                    if _c248_Value < -32768 or _c248_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c248_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c248_Exponent, _c248_Value)
                     s = 10
                 elif ec == 5:
@@ -7649,7 +7649,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c249_Value = -_c249_Value - 1
-                    if _c249_Value < -32768 or _c249_Value > 32767: raise DecodeError(f'value {_c249_Value} outside [-32768, 32767]', r.at(p))
+                    if _c249_Value < -32768 or _c249_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c249_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c249_Exponent, _c249_Value)
                     s = 11
                 elif ec == 6:
@@ -7675,7 +7675,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c250_Value = -_c250_Value - 1
-                    if _c250_Value < -32768 or _c250_Value > 32767: raise DecodeError(f'value {_c250_Value} outside [-32768, 32767]', r.at(p))
+                    if _c250_Value < -32768 or _c250_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c250_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c250_Exponent, _c250_Value)
                     s = 12
                 elif ec == 7:
@@ -7701,7 +7701,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c251_Value = -_c251_Value - 1
-                    if _c251_Value < -32768 or _c251_Value > 32767: raise DecodeError(f'value {_c251_Value} outside [-32768, 32767]', r.at(p))
+                    if _c251_Value < -32768 or _c251_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c251_Value, r.at(p))
                     f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c251_Exponent, _c251_Value)
                     s = 13
                 elif ec == 8:
@@ -7736,7 +7736,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c252_Value = -_c252_Value - 1
-                    if _c252_Value < -32768 or _c252_Value > 32767: raise DecodeError(f'value {_c252_Value} outside [-32768, 32767]', r.at(p))
+                    if _c252_Value < -32768 or _c252_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c252_Value, r.at(p))
                     f_EVMinimumChargePower = iso20_commontypes.RationalNumberType(_c252_Exponent, _c252_Value)
                     s = 7
                 elif ec == 1:
@@ -7762,7 +7762,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c253_Value = -_c253_Value - 1
-                    if _c253_Value < -32768 or _c253_Value > 32767: raise DecodeError(f'value {_c253_Value} outside [-32768, 32767]', r.at(p))
+                    if _c253_Value < -32768 or _c253_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c253_Value, r.at(p))
                     f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c253_Exponent, _c253_Value)
                     s = 8
                 elif ec == 2:
@@ -7788,7 +7788,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c254_Value = -_c254_Value - 1
-                    if _c254_Value < -32768 or _c254_Value > 32767: raise DecodeError(f'value {_c254_Value} outside [-32768, 32767]', r.at(p))
+                    if _c254_Value < -32768 or _c254_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c254_Value, r.at(p))
                     f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c254_Exponent, _c254_Value)
                     s = 9
                 elif ec == 3:
@@ -7814,7 +7814,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c255_Value = -_c255_Value - 1
-                    if _c255_Value < -32768 or _c255_Value > 32767: raise DecodeError(f'value {_c255_Value} outside [-32768, 32767]', r.at(p))
+                    if _c255_Value < -32768 or _c255_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c255_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c255_Exponent, _c255_Value)
                     s = 10
                 elif ec == 4:
@@ -7840,7 +7840,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c256_Value = -_c256_Value - 1
-                    if _c256_Value < -32768 or _c256_Value > 32767: raise DecodeError(f'value {_c256_Value} outside [-32768, 32767]', r.at(p))
+                    if _c256_Value < -32768 or _c256_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c256_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c256_Exponent, _c256_Value)
                     s = 11
                 elif ec == 5:
@@ -7866,7 +7866,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c257_Value = -_c257_Value - 1
-                    if _c257_Value < -32768 or _c257_Value > 32767: raise DecodeError(f'value {_c257_Value} outside [-32768, 32767]', r.at(p))
+                    if _c257_Value < -32768 or _c257_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c257_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c257_Exponent, _c257_Value)
                     s = 12
                 elif ec == 6:
@@ -7892,7 +7892,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c258_Value = -_c258_Value - 1
-                    if _c258_Value < -32768 or _c258_Value > 32767: raise DecodeError(f'value {_c258_Value} outside [-32768, 32767]', r.at(p))
+                    if _c258_Value < -32768 or _c258_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c258_Value, r.at(p))
                     f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c258_Exponent, _c258_Value)
                     s = 13
                 elif ec == 7:
@@ -7927,7 +7927,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c259_Value = -_c259_Value - 1
-                    if _c259_Value < -32768 or _c259_Value > 32767: raise DecodeError(f'value {_c259_Value} outside [-32768, 32767]', r.at(p))
+                    if _c259_Value < -32768 or _c259_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c259_Value, r.at(p))
                     f_EVMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c259_Exponent, _c259_Value)
                     s = 8
                 elif ec == 1:
@@ -7953,7 +7953,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c260_Value = -_c260_Value - 1
-                    if _c260_Value < -32768 or _c260_Value > 32767: raise DecodeError(f'value {_c260_Value} outside [-32768, 32767]', r.at(p))
+                    if _c260_Value < -32768 or _c260_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c260_Value, r.at(p))
                     f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c260_Exponent, _c260_Value)
                     s = 9
                 elif ec == 2:
@@ -7979,7 +7979,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c261_Value = -_c261_Value - 1
-                    if _c261_Value < -32768 or _c261_Value > 32767: raise DecodeError(f'value {_c261_Value} outside [-32768, 32767]', r.at(p))
+                    if _c261_Value < -32768 or _c261_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c261_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c261_Exponent, _c261_Value)
                     s = 10
                 elif ec == 3:
@@ -8005,7 +8005,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c262_Value = -_c262_Value - 1
-                    if _c262_Value < -32768 or _c262_Value > 32767: raise DecodeError(f'value {_c262_Value} outside [-32768, 32767]', r.at(p))
+                    if _c262_Value < -32768 or _c262_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c262_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c262_Exponent, _c262_Value)
                     s = 11
                 elif ec == 4:
@@ -8031,7 +8031,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c263_Value = -_c263_Value - 1
-                    if _c263_Value < -32768 or _c263_Value > 32767: raise DecodeError(f'value {_c263_Value} outside [-32768, 32767]', r.at(p))
+                    if _c263_Value < -32768 or _c263_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c263_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c263_Exponent, _c263_Value)
                     s = 12
                 elif ec == 5:
@@ -8057,7 +8057,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c264_Value = -_c264_Value - 1
-                    if _c264_Value < -32768 or _c264_Value > 32767: raise DecodeError(f'value {_c264_Value} outside [-32768, 32767]', r.at(p))
+                    if _c264_Value < -32768 or _c264_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c264_Value, r.at(p))
                     f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c264_Exponent, _c264_Value)
                     s = 13
                 elif ec == 6:
@@ -8092,7 +8092,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c265_Value = -_c265_Value - 1
-                    if _c265_Value < -32768 or _c265_Value > 32767: raise DecodeError(f'value {_c265_Value} outside [-32768, 32767]', r.at(p))
+                    if _c265_Value < -32768 or _c265_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c265_Value, r.at(p))
                     f_EVMaximumVoltage = iso20_commontypes.RationalNumberType(_c265_Exponent, _c265_Value)
                     s = 9
                 elif ec == 1:
@@ -8118,7 +8118,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c266_Value = -_c266_Value - 1
-                    if _c266_Value < -32768 or _c266_Value > 32767: raise DecodeError(f'value {_c266_Value} outside [-32768, 32767]', r.at(p))
+                    if _c266_Value < -32768 or _c266_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c266_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c266_Exponent, _c266_Value)
                     s = 10
                 elif ec == 2:
@@ -8144,7 +8144,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c267_Value = -_c267_Value - 1
-                    if _c267_Value < -32768 or _c267_Value > 32767: raise DecodeError(f'value {_c267_Value} outside [-32768, 32767]', r.at(p))
+                    if _c267_Value < -32768 or _c267_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c267_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c267_Exponent, _c267_Value)
                     s = 11
                 elif ec == 3:
@@ -8170,7 +8170,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c268_Value = -_c268_Value - 1
-                    if _c268_Value < -32768 or _c268_Value > 32767: raise DecodeError(f'value {_c268_Value} outside [-32768, 32767]', r.at(p))
+                    if _c268_Value < -32768 or _c268_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c268_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c268_Exponent, _c268_Value)
                     s = 12
                 elif ec == 4:
@@ -8196,7 +8196,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c269_Value = -_c269_Value - 1
-                    if _c269_Value < -32768 or _c269_Value > 32767: raise DecodeError(f'value {_c269_Value} outside [-32768, 32767]', r.at(p))
+                    if _c269_Value < -32768 or _c269_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c269_Value, r.at(p))
                     f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c269_Exponent, _c269_Value)
                     s = 13
                 elif ec == 5:
@@ -8231,7 +8231,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c270_Value = -_c270_Value - 1
-                    if _c270_Value < -32768 or _c270_Value > 32767: raise DecodeError(f'value {_c270_Value} outside [-32768, 32767]', r.at(p))
+                    if _c270_Value < -32768 or _c270_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c270_Value, r.at(p))
                     f_EVMinimumVoltage = iso20_commontypes.RationalNumberType(_c270_Exponent, _c270_Value)
                     s = 10
                 elif ec == 1:
@@ -8257,7 +8257,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c271_Value = -_c271_Value - 1
-                    if _c271_Value < -32768 or _c271_Value > 32767: raise DecodeError(f'value {_c271_Value} outside [-32768, 32767]', r.at(p))
+                    if _c271_Value < -32768 or _c271_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c271_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c271_Exponent, _c271_Value)
                     s = 11
                 elif ec == 2:
@@ -8283,7 +8283,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c272_Value = -_c272_Value - 1
-                    if _c272_Value < -32768 or _c272_Value > 32767: raise DecodeError(f'value {_c272_Value} outside [-32768, 32767]', r.at(p))
+                    if _c272_Value < -32768 or _c272_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c272_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c272_Exponent, _c272_Value)
                     s = 12
                 elif ec == 3:
@@ -8309,7 +8309,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c273_Value = -_c273_Value - 1
-                    if _c273_Value < -32768 or _c273_Value > 32767: raise DecodeError(f'value {_c273_Value} outside [-32768, 32767]', r.at(p))
+                    if _c273_Value < -32768 or _c273_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c273_Value, r.at(p))
                     f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c273_Exponent, _c273_Value)
                     s = 13
                 elif ec == 4:
@@ -8344,7 +8344,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c274_Value = -_c274_Value - 1
-                    if _c274_Value < -32768 or _c274_Value > 32767: raise DecodeError(f'value {_c274_Value} outside [-32768, 32767]', r.at(p))
+                    if _c274_Value < -32768 or _c274_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c274_Value, r.at(p))
                     f_EVMaximumDischargePower = iso20_commontypes.RationalNumberType(_c274_Exponent, _c274_Value)
                     s = 11
                 elif ec == 1:
@@ -8370,7 +8370,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c275_Value = -_c275_Value - 1
-                    if _c275_Value < -32768 or _c275_Value > 32767: raise DecodeError(f'value {_c275_Value} outside [-32768, 32767]', r.at(p))
+                    if _c275_Value < -32768 or _c275_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c275_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c275_Exponent, _c275_Value)
                     s = 12
                 elif ec == 2:
@@ -8396,7 +8396,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c276_Value = -_c276_Value - 1
-                    if _c276_Value < -32768 or _c276_Value > 32767: raise DecodeError(f'value {_c276_Value} outside [-32768, 32767]', r.at(p))
+                    if _c276_Value < -32768 or _c276_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c276_Value, r.at(p))
                     f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c276_Exponent, _c276_Value)
                     s = 13
                 elif ec == 3:
@@ -8431,7 +8431,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c277_Value = -_c277_Value - 1
-                    if _c277_Value < -32768 or _c277_Value > 32767: raise DecodeError(f'value {_c277_Value} outside [-32768, 32767]', r.at(p))
+                    if _c277_Value < -32768 or _c277_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c277_Value, r.at(p))
                     f_EVMinimumDischargePower = iso20_commontypes.RationalNumberType(_c277_Exponent, _c277_Value)
                     s = 12
                 elif ec == 1:
@@ -8457,7 +8457,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c278_Value = -_c278_Value - 1
-                    if _c278_Value < -32768 or _c278_Value > 32767: raise DecodeError(f'value {_c278_Value} outside [-32768, 32767]', r.at(p))
+                    if _c278_Value < -32768 or _c278_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c278_Value, r.at(p))
                     f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c278_Exponent, _c278_Value)
                     s = 13
                 elif ec == 2:
@@ -8492,7 +8492,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c279_Value = -_c279_Value - 1
-                    if _c279_Value < -32768 or _c279_Value > 32767: raise DecodeError(f'value {_c279_Value} outside [-32768, 32767]', r.at(p))
+                    if _c279_Value < -32768 or _c279_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c279_Value, r.at(p))
                     f_EVMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c279_Exponent, _c279_Value)
                     s = 13
                 elif ec == 1:
@@ -9726,7 +9726,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c327_Value = -_c327_Value - 1
-                    if _c327_Value < -32768 or _c327_Value > 32767: raise DecodeError(f'value {_c327_Value} outside [-32768, 32767]', r.at(p))
+                    if _c327_Value < -32768 or _c327_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c327_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c327_Exponent, _c327_Value)
                     s = 1
                 elif ec == 1:
@@ -9752,7 +9752,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c328_Value = -_c328_Value - 1
-                    if _c328_Value < -32768 or _c328_Value > 32767: raise DecodeError(f'value {_c328_Value} outside [-32768, 32767]', r.at(p))
+                    if _c328_Value < -32768 or _c328_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c328_Value, r.at(p))
                     f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c328_Exponent, _c328_Value)
                     s = 2
                 elif ec == 2:
@@ -9778,7 +9778,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c329_Value = -_c329_Value - 1
-                    if _c329_Value < -32768 or _c329_Value > 32767: raise DecodeError(f'value {_c329_Value} outside [-32768, 32767]', r.at(p))
+                    if _c329_Value < -32768 or _c329_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c329_Value, r.at(p))
                     f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c329_Exponent, _c329_Value)
                     s = 3
                 elif ec == 3:
@@ -9804,7 +9804,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c330_Value = -_c330_Value - 1
-                    if _c330_Value < -32768 or _c330_Value > 32767: raise DecodeError(f'value {_c330_Value} outside [-32768, 32767]', r.at(p))
+                    if _c330_Value < -32768 or _c330_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c330_Value, r.at(p))
                     f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c330_Exponent, _c330_Value)
                     s = 4
                 elif ec == 4:
@@ -9839,7 +9839,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c331_Value = -_c331_Value - 1
-                    if _c331_Value < -32768 or _c331_Value > 32767: raise DecodeError(f'value {_c331_Value} outside [-32768, 32767]', r.at(p))
+                    if _c331_Value < -32768 or _c331_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c331_Value, r.at(p))
                     f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c331_Exponent, _c331_Value)
                     s = 2
                 elif ec == 1:
@@ -9865,7 +9865,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c332_Value = -_c332_Value - 1
-                    if _c332_Value < -32768 or _c332_Value > 32767: raise DecodeError(f'value {_c332_Value} outside [-32768, 32767]', r.at(p))
+                    if _c332_Value < -32768 or _c332_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c332_Value, r.at(p))
                     f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c332_Exponent, _c332_Value)
                     s = 3
                 elif ec == 2:
@@ -9891,7 +9891,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c333_Value = -_c333_Value - 1
-                    if _c333_Value < -32768 or _c333_Value > 32767: raise DecodeError(f'value {_c333_Value} outside [-32768, 32767]', r.at(p))
+                    if _c333_Value < -32768 or _c333_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c333_Value, r.at(p))
                     f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c333_Exponent, _c333_Value)
                     s = 4
                 elif ec == 3:
@@ -9926,7 +9926,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c334_Value = -_c334_Value - 1
-                    if _c334_Value < -32768 or _c334_Value > 32767: raise DecodeError(f'value {_c334_Value} outside [-32768, 32767]', r.at(p))
+                    if _c334_Value < -32768 or _c334_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c334_Value, r.at(p))
                     f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c334_Exponent, _c334_Value)
                     s = 3
                 elif ec == 1:
@@ -9952,7 +9952,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c335_Value = -_c335_Value - 1
-                    if _c335_Value < -32768 or _c335_Value > 32767: raise DecodeError(f'value {_c335_Value} outside [-32768, 32767]', r.at(p))
+                    if _c335_Value < -32768 or _c335_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c335_Value, r.at(p))
                     f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c335_Exponent, _c335_Value)
                     s = 4
                 elif ec == 2:
@@ -9987,7 +9987,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c336_Value = -_c336_Value - 1
-                    if _c336_Value < -32768 or _c336_Value > 32767: raise DecodeError(f'value {_c336_Value} outside [-32768, 32767]', r.at(p))
+                    if _c336_Value < -32768 or _c336_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c336_Value, r.at(p))
                     f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c336_Exponent, _c336_Value)
                     s = 4
                 elif ec == 1:
@@ -10355,7 +10355,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c347_Value = -_c347_Value - 1
-                    if _c347_Value < -32768 or _c347_Value > 32767: raise DecodeError(f'value {_c347_Value} outside [-32768, 32767]', r.at(p))
+                    if _c347_Value < -32768 or _c347_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c347_Value, r.at(p))
                     f_EVSEMaximumChargePower = iso20_commontypes.RationalNumberType(_c347_Exponent, _c347_Value)
                     s = 1
                 elif ec == 1:
@@ -10381,7 +10381,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c348_Value = -_c348_Value - 1
-                    if _c348_Value < -32768 or _c348_Value > 32767: raise DecodeError(f'value {_c348_Value} outside [-32768, 32767]', r.at(p))
+                    if _c348_Value < -32768 or _c348_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c348_Value, r.at(p))
                     f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c348_Exponent, _c348_Value)
                     s = 2
                 elif ec == 2:
@@ -10407,7 +10407,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c349_Value = -_c349_Value - 1
-                    if _c349_Value < -32768 or _c349_Value > 32767: raise DecodeError(f'value {_c349_Value} outside [-32768, 32767]', r.at(p))
+                    if _c349_Value < -32768 or _c349_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c349_Value, r.at(p))
                     f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c349_Exponent, _c349_Value)
                     s = 3
                 elif ec == 3:
@@ -10433,7 +10433,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c350_Value = -_c350_Value - 1
-                    if _c350_Value < -32768 or _c350_Value > 32767: raise DecodeError(f'value {_c350_Value} outside [-32768, 32767]', r.at(p))
+                    if _c350_Value < -32768 or _c350_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c350_Value, r.at(p))
                     f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c350_Exponent, _c350_Value)
                     s = 4
                 elif ec == 4:
@@ -10459,7 +10459,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c351_Value = -_c351_Value - 1
-                    if _c351_Value < -32768 or _c351_Value > 32767: raise DecodeError(f'value {_c351_Value} outside [-32768, 32767]', r.at(p))
+                    if _c351_Value < -32768 or _c351_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c351_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c351_Exponent, _c351_Value)
                     s = 5
                 elif ec == 5:
@@ -10485,7 +10485,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c352_Value = -_c352_Value - 1
-                    if _c352_Value < -32768 or _c352_Value > 32767: raise DecodeError(f'value {_c352_Value} outside [-32768, 32767]', r.at(p))
+                    if _c352_Value < -32768 or _c352_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c352_Value, r.at(p))
                     f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c352_Exponent, _c352_Value)
                     s = 6
                 elif ec == 6:
@@ -10511,7 +10511,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c353_Value = -_c353_Value - 1
-                    if _c353_Value < -32768 or _c353_Value > 32767: raise DecodeError(f'value {_c353_Value} outside [-32768, 32767]', r.at(p))
+                    if _c353_Value < -32768 or _c353_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c353_Value, r.at(p))
                     f_EVSEMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c353_Exponent, _c353_Value)
                     s = 7
                 elif ec == 7:
@@ -10537,7 +10537,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c354_Value = -_c354_Value - 1
-                    if _c354_Value < -32768 or _c354_Value > 32767: raise DecodeError(f'value {_c354_Value} outside [-32768, 32767]', r.at(p))
+                    if _c354_Value < -32768 or _c354_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c354_Value, r.at(p))
                     f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c354_Exponent, _c354_Value)
                     s = 8
                 elif ec == 8:
@@ -10572,7 +10572,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c355_Value = -_c355_Value - 1
-                    if _c355_Value < -32768 or _c355_Value > 32767: raise DecodeError(f'value {_c355_Value} outside [-32768, 32767]', r.at(p))
+                    if _c355_Value < -32768 or _c355_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c355_Value, r.at(p))
                     f_EVSEMinimumChargePower = iso20_commontypes.RationalNumberType(_c355_Exponent, _c355_Value)
                     s = 2
                 elif ec == 1:
@@ -10598,7 +10598,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c356_Value = -_c356_Value - 1
-                    if _c356_Value < -32768 or _c356_Value > 32767: raise DecodeError(f'value {_c356_Value} outside [-32768, 32767]', r.at(p))
+                    if _c356_Value < -32768 or _c356_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c356_Value, r.at(p))
                     f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c356_Exponent, _c356_Value)
                     s = 3
                 elif ec == 2:
@@ -10624,7 +10624,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c357_Value = -_c357_Value - 1
-                    if _c357_Value < -32768 or _c357_Value > 32767: raise DecodeError(f'value {_c357_Value} outside [-32768, 32767]', r.at(p))
+                    if _c357_Value < -32768 or _c357_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c357_Value, r.at(p))
                     f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c357_Exponent, _c357_Value)
                     s = 4
                 elif ec == 3:
@@ -10650,7 +10650,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c358_Value = -_c358_Value - 1
-                    if _c358_Value < -32768 or _c358_Value > 32767: raise DecodeError(f'value {_c358_Value} outside [-32768, 32767]', r.at(p))
+                    if _c358_Value < -32768 or _c358_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c358_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c358_Exponent, _c358_Value)
                     s = 5
                 elif ec == 4:
@@ -10676,7 +10676,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c359_Value = -_c359_Value - 1
-                    if _c359_Value < -32768 or _c359_Value > 32767: raise DecodeError(f'value {_c359_Value} outside [-32768, 32767]', r.at(p))
+                    if _c359_Value < -32768 or _c359_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c359_Value, r.at(p))
                     f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c359_Exponent, _c359_Value)
                     s = 6
                 elif ec == 5:
@@ -10702,7 +10702,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c360_Value = -_c360_Value - 1
-                    if _c360_Value < -32768 or _c360_Value > 32767: raise DecodeError(f'value {_c360_Value} outside [-32768, 32767]', r.at(p))
+                    if _c360_Value < -32768 or _c360_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c360_Value, r.at(p))
                     f_EVSEMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c360_Exponent, _c360_Value)
                     s = 7
                 elif ec == 6:
@@ -10728,7 +10728,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c361_Value = -_c361_Value - 1
-                    if _c361_Value < -32768 or _c361_Value > 32767: raise DecodeError(f'value {_c361_Value} outside [-32768, 32767]', r.at(p))
+                    if _c361_Value < -32768 or _c361_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c361_Value, r.at(p))
                     f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c361_Exponent, _c361_Value)
                     s = 8
                 elif ec == 7:
@@ -10763,7 +10763,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c362_Value = -_c362_Value - 1
-                    if _c362_Value < -32768 or _c362_Value > 32767: raise DecodeError(f'value {_c362_Value} outside [-32768, 32767]', r.at(p))
+                    if _c362_Value < -32768 or _c362_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c362_Value, r.at(p))
                     f_EVSEMaximumChargeCurrent = iso20_commontypes.RationalNumberType(_c362_Exponent, _c362_Value)
                     s = 3
                 elif ec == 1:
@@ -10789,7 +10789,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c363_Value = -_c363_Value - 1
-                    if _c363_Value < -32768 or _c363_Value > 32767: raise DecodeError(f'value {_c363_Value} outside [-32768, 32767]', r.at(p))
+                    if _c363_Value < -32768 or _c363_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c363_Value, r.at(p))
                     f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c363_Exponent, _c363_Value)
                     s = 4
                 elif ec == 2:
@@ -10815,7 +10815,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c364_Value = -_c364_Value - 1
-                    if _c364_Value < -32768 or _c364_Value > 32767: raise DecodeError(f'value {_c364_Value} outside [-32768, 32767]', r.at(p))
+                    if _c364_Value < -32768 or _c364_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c364_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c364_Exponent, _c364_Value)
                     s = 5
                 elif ec == 3:
@@ -10841,7 +10841,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c365_Value = -_c365_Value - 1
-                    if _c365_Value < -32768 or _c365_Value > 32767: raise DecodeError(f'value {_c365_Value} outside [-32768, 32767]', r.at(p))
+                    if _c365_Value < -32768 or _c365_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c365_Value, r.at(p))
                     f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c365_Exponent, _c365_Value)
                     s = 6
                 elif ec == 4:
@@ -10867,7 +10867,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c366_Value = -_c366_Value - 1
-                    if _c366_Value < -32768 or _c366_Value > 32767: raise DecodeError(f'value {_c366_Value} outside [-32768, 32767]', r.at(p))
+                    if _c366_Value < -32768 or _c366_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c366_Value, r.at(p))
                     f_EVSEMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c366_Exponent, _c366_Value)
                     s = 7
                 elif ec == 5:
@@ -10893,7 +10893,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c367_Value = -_c367_Value - 1
-                    if _c367_Value < -32768 or _c367_Value > 32767: raise DecodeError(f'value {_c367_Value} outside [-32768, 32767]', r.at(p))
+                    if _c367_Value < -32768 or _c367_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c367_Value, r.at(p))
                     f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c367_Exponent, _c367_Value)
                     s = 8
                 elif ec == 6:
@@ -10928,7 +10928,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c368_Value = -_c368_Value - 1
-                    if _c368_Value < -32768 or _c368_Value > 32767: raise DecodeError(f'value {_c368_Value} outside [-32768, 32767]', r.at(p))
+                    if _c368_Value < -32768 or _c368_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c368_Value, r.at(p))
                     f_EVSEMaximumVoltage = iso20_commontypes.RationalNumberType(_c368_Exponent, _c368_Value)
                     s = 4
                 elif ec == 1:
@@ -10954,7 +10954,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c369_Value = -_c369_Value - 1
-                    if _c369_Value < -32768 or _c369_Value > 32767: raise DecodeError(f'value {_c369_Value} outside [-32768, 32767]', r.at(p))
+                    if _c369_Value < -32768 or _c369_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c369_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c369_Exponent, _c369_Value)
                     s = 5
                 elif ec == 2:
@@ -10980,7 +10980,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c370_Value = -_c370_Value - 1
-                    if _c370_Value < -32768 or _c370_Value > 32767: raise DecodeError(f'value {_c370_Value} outside [-32768, 32767]', r.at(p))
+                    if _c370_Value < -32768 or _c370_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c370_Value, r.at(p))
                     f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c370_Exponent, _c370_Value)
                     s = 6
                 elif ec == 3:
@@ -11006,7 +11006,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c371_Value = -_c371_Value - 1
-                    if _c371_Value < -32768 or _c371_Value > 32767: raise DecodeError(f'value {_c371_Value} outside [-32768, 32767]', r.at(p))
+                    if _c371_Value < -32768 or _c371_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c371_Value, r.at(p))
                     f_EVSEMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c371_Exponent, _c371_Value)
                     s = 7
                 elif ec == 4:
@@ -11032,7 +11032,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c372_Value = -_c372_Value - 1
-                    if _c372_Value < -32768 or _c372_Value > 32767: raise DecodeError(f'value {_c372_Value} outside [-32768, 32767]', r.at(p))
+                    if _c372_Value < -32768 or _c372_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c372_Value, r.at(p))
                     f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c372_Exponent, _c372_Value)
                     s = 8
                 elif ec == 5:
@@ -11067,7 +11067,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c373_Value = -_c373_Value - 1
-                    if _c373_Value < -32768 or _c373_Value > 32767: raise DecodeError(f'value {_c373_Value} outside [-32768, 32767]', r.at(p))
+                    if _c373_Value < -32768 or _c373_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c373_Value, r.at(p))
                     f_EVSEMaximumDischargePower = iso20_commontypes.RationalNumberType(_c373_Exponent, _c373_Value)
                     s = 5
                 elif ec == 1:
@@ -11093,7 +11093,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c374_Value = -_c374_Value - 1
-                    if _c374_Value < -32768 or _c374_Value > 32767: raise DecodeError(f'value {_c374_Value} outside [-32768, 32767]', r.at(p))
+                    if _c374_Value < -32768 or _c374_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c374_Value, r.at(p))
                     f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c374_Exponent, _c374_Value)
                     s = 6
                 elif ec == 2:
@@ -11119,7 +11119,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c375_Value = -_c375_Value - 1
-                    if _c375_Value < -32768 or _c375_Value > 32767: raise DecodeError(f'value {_c375_Value} outside [-32768, 32767]', r.at(p))
+                    if _c375_Value < -32768 or _c375_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c375_Value, r.at(p))
                     f_EVSEMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c375_Exponent, _c375_Value)
                     s = 7
                 elif ec == 3:
@@ -11145,7 +11145,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c376_Value = -_c376_Value - 1
-                    if _c376_Value < -32768 or _c376_Value > 32767: raise DecodeError(f'value {_c376_Value} outside [-32768, 32767]', r.at(p))
+                    if _c376_Value < -32768 or _c376_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c376_Value, r.at(p))
                     f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c376_Exponent, _c376_Value)
                     s = 8
                 elif ec == 4:
@@ -11180,7 +11180,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c377_Value = -_c377_Value - 1
-                    if _c377_Value < -32768 or _c377_Value > 32767: raise DecodeError(f'value {_c377_Value} outside [-32768, 32767]', r.at(p))
+                    if _c377_Value < -32768 or _c377_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c377_Value, r.at(p))
                     f_EVSEMinimumDischargePower = iso20_commontypes.RationalNumberType(_c377_Exponent, _c377_Value)
                     s = 6
                 elif ec == 1:
@@ -11206,7 +11206,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c378_Value = -_c378_Value - 1
-                    if _c378_Value < -32768 or _c378_Value > 32767: raise DecodeError(f'value {_c378_Value} outside [-32768, 32767]', r.at(p))
+                    if _c378_Value < -32768 or _c378_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c378_Value, r.at(p))
                     f_EVSEMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c378_Exponent, _c378_Value)
                     s = 7
                 elif ec == 2:
@@ -11232,7 +11232,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c379_Value = -_c379_Value - 1
-                    if _c379_Value < -32768 or _c379_Value > 32767: raise DecodeError(f'value {_c379_Value} outside [-32768, 32767]', r.at(p))
+                    if _c379_Value < -32768 or _c379_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c379_Value, r.at(p))
                     f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c379_Exponent, _c379_Value)
                     s = 8
                 elif ec == 3:
@@ -11267,7 +11267,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c380_Value = -_c380_Value - 1
-                    if _c380_Value < -32768 or _c380_Value > 32767: raise DecodeError(f'value {_c380_Value} outside [-32768, 32767]', r.at(p))
+                    if _c380_Value < -32768 or _c380_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c380_Value, r.at(p))
                     f_EVSEMaximumDischargeCurrent = iso20_commontypes.RationalNumberType(_c380_Exponent, _c380_Value)
                     s = 7
                 elif ec == 1:
@@ -11293,7 +11293,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c381_Value = -_c381_Value - 1
-                    if _c381_Value < -32768 or _c381_Value > 32767: raise DecodeError(f'value {_c381_Value} outside [-32768, 32767]', r.at(p))
+                    if _c381_Value < -32768 or _c381_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c381_Value, r.at(p))
                     f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c381_Exponent, _c381_Value)
                     s = 8
                 elif ec == 2:
@@ -11328,7 +11328,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                     if _neg: _c382_Value = -_c382_Value - 1
-                    if _c382_Value < -32768 or _c382_Value > 32767: raise DecodeError(f'value {_c382_Value} outside [-32768, 32767]', r.at(p))
+                    if _c382_Value < -32768 or _c382_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c382_Value, r.at(p))
                     f_EVSEMinimumVoltage = iso20_commontypes.RationalNumberType(_c382_Exponent, _c382_Value)
                     s = 8
                 elif ec == 1:
@@ -12540,7 +12540,7 @@ def _d_MessageHeaderType(r):
                 el = 'SessionID'
                 r.pos = p
                 f_SessionID = r.binary()
-                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.at(r.pos))
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
@@ -12558,7 +12558,7 @@ def _d_MessageHeaderType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -22288,12 +22288,12 @@ def _d_DC_CableCheckResType(r):
         if x & 24691: raise r.deviation('DC_CableCheckResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 7) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E0[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_CableCheckResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E0[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-        f_EVSEProcessing = _E1[f_EVSEProcessing]
+        if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('DC_CableCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+        else: f_EVSEProcessing = _E1[f_EVSEProcessing]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -22358,8 +22358,8 @@ def _d_V2GResponseType(r):
         if x & 771: raise r.deviation('V2GResponseType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E0[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('V2GResponseType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E0[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -22472,7 +22472,7 @@ def _d_DC_ChargeLoopReqType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_ChargeLoopReqType', p)
                 if _neg: _c452_Value = -_c452_Value - 1
-                if _c452_Value < -32768 or _c452_Value > 32767: raise DecodeError(f'value {_c452_Value} outside [-32768, 32767]', r.at(p))
+                if _c452_Value < -32768 or _c452_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c452_Value, r.at(p))
                 f_EVPresentVoltage = iso20_commontypes.RationalNumberType(_c452_Exponent, _c452_Value)
                 s = 4
             if s == 4:
@@ -22805,7 +22805,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'PresentSOC'
                     f_PresentSOC = ((x >> 1) & 127)
-                    if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.at(p))
+                    if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -22814,7 +22814,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -22823,7 +22823,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 9
@@ -22832,7 +22832,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 1
@@ -22850,7 +22850,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 5:
                     p += 1
@@ -22868,7 +22868,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 6:
                     p += 1
@@ -22886,7 +22886,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 7:
                     p += 3
@@ -22919,7 +22919,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c456_Value = -_c456_Value - 1
-                    if _c456_Value < -32768 or _c456_Value > 32767: raise DecodeError(f'value {_c456_Value} outside [-32768, 32767]', r.at(p))
+                    if _c456_Value < -32768 or _c456_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c456_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c456_Exponent, _c456_Value)
                     s = 9
                 elif ec == 9:
@@ -22946,7 +22946,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -22955,7 +22955,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 9
@@ -22964,7 +22964,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 1
@@ -22982,7 +22982,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 4:
                     p += 1
@@ -23000,7 +23000,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 5:
                     p += 1
@@ -23018,7 +23018,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 6:
                     p += 3
@@ -23051,7 +23051,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c457_Value = -_c457_Value - 1
-                    if _c457_Value < -32768 or _c457_Value > 32767: raise DecodeError(f'value {_c457_Value} outside [-32768, 32767]', r.at(p))
+                    if _c457_Value < -32768 or _c457_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c457_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c457_Exponent, _c457_Value)
                     s = 9
                 elif ec == 8:
@@ -23078,7 +23078,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 9
@@ -23087,7 +23087,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -23105,7 +23105,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 3:
                     p += 1
@@ -23123,7 +23123,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 4:
                     p += 1
@@ -23141,7 +23141,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 3
@@ -23174,7 +23174,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c458_Value = -_c458_Value - 1
-                    if _c458_Value < -32768 or _c458_Value > 32767: raise DecodeError(f'value {_c458_Value} outside [-32768, 32767]', r.at(p))
+                    if _c458_Value < -32768 or _c458_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c458_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c458_Exponent, _c458_Value)
                     s = 9
                 elif ec == 7:
@@ -23201,7 +23201,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -23219,7 +23219,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 2:
                     p += 1
@@ -23237,7 +23237,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 3:
                     p += 1
@@ -23255,7 +23255,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 3
@@ -23288,7 +23288,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c459_Value = -_c459_Value - 1
-                    if _c459_Value < -32768 or _c459_Value > 32767: raise DecodeError(f'value {_c459_Value} outside [-32768, 32767]', r.at(p))
+                    if _c459_Value < -32768 or _c459_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c459_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c459_Exponent, _c459_Value)
                     s = 9
                 elif ec == 6:
@@ -23324,7 +23324,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 1:
                     p += 1
@@ -23342,7 +23342,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 2:
                     p += 1
@@ -23360,7 +23360,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 3
@@ -23393,7 +23393,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c460_Value = -_c460_Value - 1
-                    if _c460_Value < -32768 or _c460_Value > 32767: raise DecodeError(f'value {_c460_Value} outside [-32768, 32767]', r.at(p))
+                    if _c460_Value < -32768 or _c460_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c460_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c460_Exponent, _c460_Value)
                     s = 9
                 elif ec == 5:
@@ -23429,7 +23429,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 1:
                     p += 1
@@ -23447,7 +23447,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 3
@@ -23480,7 +23480,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c461_Value = -_c461_Value - 1
-                    if _c461_Value < -32768 or _c461_Value > 32767: raise DecodeError(f'value {_c461_Value} outside [-32768, 32767]', r.at(p))
+                    if _c461_Value < -32768 or _c461_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c461_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c461_Exponent, _c461_Value)
                     s = 9
                 elif ec == 4:
@@ -23516,7 +23516,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 3
@@ -23549,7 +23549,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c462_Value = -_c462_Value - 1
-                    if _c462_Value < -32768 or _c462_Value > 32767: raise DecodeError(f'value {_c462_Value} outside [-32768, 32767]', r.at(p))
+                    if _c462_Value < -32768 or _c462_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c462_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c462_Exponent, _c462_Value)
                     s = 9
                 elif ec == 3:
@@ -23600,7 +23600,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c463_Value = -_c463_Value - 1
-                    if _c463_Value < -32768 or _c463_Value > 32767: raise DecodeError(f'value {_c463_Value} outside [-32768, 32767]', r.at(p))
+                    if _c463_Value < -32768 or _c463_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c463_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c463_Exponent, _c463_Value)
                     s = 9
                 elif ec == 2:
@@ -23643,7 +23643,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c464_Value = -_c464_Value - 1
-                    if _c464_Value < -32768 or _c464_Value > 32767: raise DecodeError(f'value {_c464_Value} outside [-32768, 32767]', r.at(p))
+                    if _c464_Value < -32768 or _c464_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c464_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c464_Exponent, _c464_Value)
                     s = 9
                 elif ec == 1:
@@ -24432,8 +24432,8 @@ def _d_DC_ChargeLoopResType(r):
                 if x & 385: raise r.deviation('DC_ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E0[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E0[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 3
@@ -24458,11 +24458,11 @@ def _d_DC_ChargeLoopResType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 227: raise r.deviation('DC_ChargeLoopResType', p)
-                    if _c474_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c474_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c474_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c474_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c474_EVSENotification = ((x >> 2) & 7)
-                    if _c474_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c474_EVSENotification} out of range (6 values)', r.at(p))
-                    _c474_EVSENotification = _E4[_c474_EVSENotification]
+                    if _c474_EVSENotification >= 6: _c474_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c474_EVSENotification, 6, r.at(p))
+                    else: _c474_EVSENotification = _E4[_c474_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c474_NotificationMaxDelay, _c474_EVSENotification)
                     s = 3
                 elif ec == 1:
@@ -24500,7 +24500,7 @@ def _d_DC_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_ChargeLoopResType', p)
                     if _neg: _c475_Value = -_c475_Value - 1
-                    if _c475_Value < -32768 or _c475_Value > 32767: raise DecodeError(f'value {_c475_Value} outside [-32768, 32767]', r.at(p))
+                    if _c475_Value < -32768 or _c475_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c475_Value, r.at(p))
                     f_EVSEPresentCurrent = iso20_commontypes.RationalNumberType(_c475_Exponent, _c475_Value)
                     s = 6
                 else:
@@ -24544,7 +24544,7 @@ def _d_DC_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_ChargeLoopResType', p)
                     if _neg: _c476_Value = -_c476_Value - 1
-                    if _c476_Value < -32768 or _c476_Value > 32767: raise DecodeError(f'value {_c476_Value} outside [-32768, 32767]', r.at(p))
+                    if _c476_Value < -32768 or _c476_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c476_Value, r.at(p))
                     f_EVSEPresentCurrent = iso20_commontypes.RationalNumberType(_c476_Exponent, _c476_Value)
                     s = 6
                 else:
@@ -24582,7 +24582,7 @@ def _d_DC_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_ChargeLoopResType', p)
                     if _neg: _c477_Value = -_c477_Value - 1
-                    if _c477_Value < -32768 or _c477_Value > 32767: raise DecodeError(f'value {_c477_Value} outside [-32768, 32767]', r.at(p))
+                    if _c477_Value < -32768 or _c477_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c477_Value, r.at(p))
                     f_EVSEPresentCurrent = iso20_commontypes.RationalNumberType(_c477_Exponent, _c477_Value)
                     s = 6
                 else:
@@ -24610,7 +24610,7 @@ def _d_DC_ChargeLoopResType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_ChargeLoopResType', p)
                 if _neg: _c478_Value = -_c478_Value - 1
-                if _c478_Value < -32768 or _c478_Value > 32767: raise DecodeError(f'value {_c478_Value} outside [-32768, 32767]', r.at(p))
+                if _c478_Value < -32768 or _c478_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c478_Value, r.at(p))
                 f_EVSEPresentCurrent = iso20_commontypes.RationalNumberType(_c478_Exponent, _c478_Value)
                 s = 6
             if s == 6:
@@ -24636,7 +24636,7 @@ def _d_DC_ChargeLoopResType(r):
                 x = (V >> (E - p)) & 16383
                 if x & 15837: raise r.deviation('DC_ChargeLoopResType', p)
                 if _neg: _c479_Value = -_c479_Value - 1
-                if _c479_Value < -32768 or _c479_Value > 32767: raise DecodeError(f'value {_c479_Value} outside [-32768, 32767]', r.at(p))
+                if _c479_Value < -32768 or _c479_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c479_Value, r.at(p))
                 f_EVSEPresentVoltage = iso20_commontypes.RationalNumberType(_c479_Exponent, _c479_Value)
                 el = 'EVSEPowerLimitAchieved'
                 f_EVSEPowerLimitAchieved = ((x >> 9) & 1) == 1
@@ -25029,8 +25029,8 @@ def _d_ChargeLoopResType(r):
                 if x & 385: raise r.deviation('ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E0[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E0[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 3
@@ -25055,11 +25055,11 @@ def _d_ChargeLoopResType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 227: raise r.deviation('ChargeLoopResType', p)
-                    if _c490_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c490_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c490_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c490_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c490_EVSENotification = ((x >> 2) & 7)
-                    if _c490_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c490_EVSENotification} out of range (6 values)', r.at(p))
-                    _c490_EVSENotification = _E4[_c490_EVSENotification]
+                    if _c490_EVSENotification >= 6: _c490_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c490_EVSENotification, 6, r.at(p))
+                    else: _c490_EVSENotification = _E4[_c490_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c490_NotificationMaxDelay, _c490_EVSENotification)
                     s = 3
                 elif ec == 1:
@@ -25280,11 +25280,11 @@ def _d_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 227: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
-        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.at(p))
-        f_EVSENotification = _E4[f_EVSENotification]
+        if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(p))
+        else: f_EVSENotification = _E4[f_EVSENotification]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -25354,7 +25354,7 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = p
                     f_MeterID = r.string(60)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -25375,7 +25375,7 @@ def _d_MeterInfoType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(p))
                 s = 2
             if s == 2:
                 p += 3
@@ -25397,7 +25397,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -25415,7 +25415,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -25433,7 +25433,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 3:
                     el = 'MeterSignature'
@@ -25447,7 +25447,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -25472,7 +25472,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 1
@@ -25490,7 +25490,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 6:
                     pass
@@ -25517,7 +25517,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -25535,7 +25535,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 2:
                     el = 'MeterSignature'
@@ -25549,7 +25549,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -25574,7 +25574,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 1
@@ -25592,7 +25592,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 5:
                     pass
@@ -25619,7 +25619,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 1:
                     el = 'MeterSignature'
@@ -25633,7 +25633,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -25658,7 +25658,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 1
@@ -25676,7 +25676,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 4:
                     pass
@@ -25699,7 +25699,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -25724,7 +25724,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 1
@@ -25742,7 +25742,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 3:
                     pass
@@ -25772,7 +25772,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 1
@@ -25790,7 +25790,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 2:
                     pass
@@ -25817,7 +25817,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 1:
                     pass
@@ -26212,7 +26212,7 @@ def _d_ReceiptType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                 s = 1
             if s == 1:
                 p += 3
@@ -26242,7 +26242,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c494_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'EnergyCosts/CostPerUnit'
                     el = 'EnergyCosts/CostPerUnit/Exponent'
@@ -26262,7 +26262,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c494_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_EnergyCosts = iso20_commontypes.DetailedCostType(_c494_Amount, _c494_CostPerUnit)
                     s = 2
@@ -26290,7 +26290,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c497_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -26310,7 +26310,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c497_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c497_Amount, _c497_CostPerUnit)
                     s = 3
@@ -26338,7 +26338,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c498_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -26358,7 +26358,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c498_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c498_Amount, _c498_CostPerUnit)
                     s = 4
@@ -26386,7 +26386,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c499_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -26406,7 +26406,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c499_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c499_Amount, _c499_CostPerUnit)
                     s = 5
@@ -26429,7 +26429,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c500_TaxRuleID < 1 or _c500_TaxRuleID > 4294967295: raise DecodeError(f'value {_c500_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c500_TaxRuleID < 1 or _c500_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c500_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c501_Exponent = ((x >> 4) & 255) + -128
@@ -26448,7 +26448,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c501_Value = -_c501_Value - 1
-                    if _c501_Value < -32768 or _c501_Value > 32767: raise DecodeError(f'value {_c501_Value} outside [-32768, 32767]', r.at(p))
+                    if _c501_Value < -32768 or _c501_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c501_Value, r.at(p))
                     _c500_Amount = iso20_commontypes.RationalNumberType(_c501_Exponent, _c501_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c500_TaxRuleID, _c500_Amount)
                     f_TaxCosts.append(_v)
@@ -26486,7 +26486,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c502_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -26506,7 +26506,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c502_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c502_Amount, _c502_CostPerUnit)
                     s = 3
@@ -26534,7 +26534,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c503_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -26554,7 +26554,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c503_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c503_Amount, _c503_CostPerUnit)
                     s = 4
@@ -26582,7 +26582,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c504_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -26602,7 +26602,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c504_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c504_Amount, _c504_CostPerUnit)
                     s = 5
@@ -26625,7 +26625,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c505_TaxRuleID < 1 or _c505_TaxRuleID > 4294967295: raise DecodeError(f'value {_c505_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c505_TaxRuleID < 1 or _c505_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c505_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c501_Exponent = ((x >> 4) & 255) + -128
@@ -26644,7 +26644,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c501_Value = -_c501_Value - 1
-                    if _c501_Value < -32768 or _c501_Value > 32767: raise DecodeError(f'value {_c501_Value} outside [-32768, 32767]', r.at(p))
+                    if _c501_Value < -32768 or _c501_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c501_Value, r.at(p))
                     _c505_Amount = iso20_commontypes.RationalNumberType(_c501_Exponent, _c501_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c505_TaxRuleID, _c505_Amount)
                     f_TaxCosts.append(_v)
@@ -26682,7 +26682,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c506_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -26702,7 +26702,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c506_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c506_Amount, _c506_CostPerUnit)
                     s = 4
@@ -26730,7 +26730,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c507_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -26750,7 +26750,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c507_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c507_Amount, _c507_CostPerUnit)
                     s = 5
@@ -26773,7 +26773,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c508_TaxRuleID < 1 or _c508_TaxRuleID > 4294967295: raise DecodeError(f'value {_c508_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c508_TaxRuleID < 1 or _c508_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c508_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c501_Exponent = ((x >> 4) & 255) + -128
@@ -26792,7 +26792,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c501_Value = -_c501_Value - 1
-                    if _c501_Value < -32768 or _c501_Value > 32767: raise DecodeError(f'value {_c501_Value} outside [-32768, 32767]', r.at(p))
+                    if _c501_Value < -32768 or _c501_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c501_Value, r.at(p))
                     _c508_Amount = iso20_commontypes.RationalNumberType(_c501_Exponent, _c501_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c508_TaxRuleID, _c508_Amount)
                     f_TaxCosts.append(_v)
@@ -26830,7 +26830,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c495_Value = -_c495_Value - 1
-                    if _c495_Value < -32768 or _c495_Value > 32767: raise DecodeError(f'value {_c495_Value} outside [-32768, 32767]', r.at(p))
+                    if _c495_Value < -32768 or _c495_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c495_Value, r.at(p))
                     _c509_Amount = iso20_commontypes.RationalNumberType(_c495_Exponent, _c495_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -26850,7 +26850,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c496_Value = -_c496_Value - 1
-                    if _c496_Value < -32768 or _c496_Value > 32767: raise DecodeError(f'value {_c496_Value} outside [-32768, 32767]', r.at(p))
+                    if _c496_Value < -32768 or _c496_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c496_Value, r.at(p))
                     _c509_CostPerUnit = iso20_commontypes.RationalNumberType(_c496_Exponent, _c496_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c509_Amount, _c509_CostPerUnit)
                     s = 5
@@ -26873,7 +26873,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c510_TaxRuleID < 1 or _c510_TaxRuleID > 4294967295: raise DecodeError(f'value {_c510_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c510_TaxRuleID < 1 or _c510_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c510_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c501_Exponent = ((x >> 4) & 255) + -128
@@ -26892,7 +26892,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c501_Value = -_c501_Value - 1
-                    if _c501_Value < -32768 or _c501_Value > 32767: raise DecodeError(f'value {_c501_Value} outside [-32768, 32767]', r.at(p))
+                    if _c501_Value < -32768 or _c501_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c501_Value, r.at(p))
                     _c510_Amount = iso20_commontypes.RationalNumberType(_c501_Exponent, _c501_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c510_TaxRuleID, _c510_Amount)
                     f_TaxCosts.append(_v)
@@ -26925,7 +26925,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c511_TaxRuleID < 1 or _c511_TaxRuleID > 4294967295: raise DecodeError(f'value {_c511_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c511_TaxRuleID < 1 or _c511_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c511_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c501_Exponent = ((x >> 4) & 255) + -128
@@ -26944,7 +26944,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c501_Value = -_c501_Value - 1
-                    if _c501_Value < -32768 or _c501_Value > 32767: raise DecodeError(f'value {_c501_Value} outside [-32768, 32767]', r.at(p))
+                    if _c501_Value < -32768 or _c501_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c501_Value, r.at(p))
                     _c511_Amount = iso20_commontypes.RationalNumberType(_c501_Exponent, _c501_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c511_TaxRuleID, _c511_Amount)
                     f_TaxCosts.append(_v)
@@ -26979,7 +26979,7 @@ def _d_ReceiptType(r):
                         if p > E: V, E, p = r.slide(p, 16)
                         x = (V >> (E - p)) & 65535
                         if x & 61454: raise r.deviation('ReceiptType', p)
-                        if _c512_TaxRuleID < 1 or _c512_TaxRuleID > 4294967295: raise DecodeError(f'value {_c512_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                        if _c512_TaxRuleID < 1 or _c512_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c512_TaxRuleID, r.at(p))
                         el = 'TaxCosts/Amount'
                         el = 'TaxCosts/Amount/Exponent'
                         _c501_Exponent = ((x >> 4) & 255) + -128
@@ -26998,7 +26998,7 @@ def _d_ReceiptType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('ReceiptType', p)
                         if _neg: _c501_Value = -_c501_Value - 1
-                        if _c501_Value < -32768 or _c501_Value > 32767: raise DecodeError(f'value {_c501_Value} outside [-32768, 32767]', r.at(p))
+                        if _c501_Value < -32768 or _c501_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c501_Value, r.at(p))
                         _c512_Amount = iso20_commontypes.RationalNumberType(_c501_Exponent, _c501_Value)
                         _v = iso20_commontypes.DetailedTaxType(_c512_TaxRuleID, _c512_Amount)
                         f_TaxCosts.append(_v)
@@ -27855,7 +27855,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('DetailedCostType', p)
         if _neg: _c532_Value = -_c532_Value - 1
-        if _c532_Value < -32768 or _c532_Value > 32767: raise DecodeError(f'value {_c532_Value} outside [-32768, 32767]', r.at(p))
+        if _c532_Value < -32768 or _c532_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c532_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c532_Exponent, _c532_Value)
         el = 'CostPerUnit'
         el = 'CostPerUnit/Exponent'
@@ -27875,7 +27875,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedCostType', p)
         if _neg: _c533_Value = -_c533_Value - 1
-        if _c533_Value < -32768 or _c533_Value > 32767: raise DecodeError(f'value {_c533_Value} outside [-32768, 32767]', r.at(p))
+        if _c533_Value < -32768 or _c533_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c533_Value, r.at(p))
         f_CostPerUnit = iso20_commontypes.RationalNumberType(_c533_Exponent, _c533_Value)
         r.pos = p
     except Exception as e:
@@ -27966,7 +27966,7 @@ def _d_DetailedTaxType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('DetailedTaxType', p)
-        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.at(p))
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(p))
         el = 'Amount'
         el = 'Amount/Exponent'
         _c536_Exponent = ((x >> 4) & 255) + -128
@@ -27985,7 +27985,7 @@ def _d_DetailedTaxType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedTaxType', p)
         if _neg: _c536_Value = -_c536_Value - 1
-        if _c536_Value < -32768 or _c536_Value > 32767: raise DecodeError(f'value {_c536_Value} outside [-32768, 32767]', r.at(p))
+        if _c536_Value < -32768 or _c536_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c536_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c536_Exponent, _c536_Value)
         r.pos = p
     except Exception as e:
@@ -28218,8 +28218,8 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
                 if x & 385: raise r.deviation('DC_ChargeParameterDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E0[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E0[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 2
@@ -28334,8 +28334,8 @@ def _d_ChargeParameterDiscoveryResType(r):
         if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E0[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E0[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -28396,8 +28396,8 @@ def _d_DC_PreChargeReqType(r):
         if x & 847886: raise r.deviation('DC_PreChargeReqType', p)
         el = 'EVProcessing'
         f_EVProcessing = ((x >> 16) & 3)
-        if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.at(p))
-        f_EVProcessing = _E1[f_EVProcessing]
+        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('DC_PreChargeReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+        else: f_EVProcessing = _E1[f_EVProcessing]
         el = 'EVPresentVoltage'
         el = 'EVPresentVoltage/Exponent'
         _c540_Exponent = ((x >> 4) & 255) + -128
@@ -28416,7 +28416,7 @@ def _d_DC_PreChargeReqType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('DC_PreChargeReqType', p)
         if _neg: _c540_Value = -_c540_Value - 1
-        if _c540_Value < -32768 or _c540_Value > 32767: raise DecodeError(f'value {_c540_Value} outside [-32768, 32767]', r.at(p))
+        if _c540_Value < -32768 or _c540_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c540_Value, r.at(p))
         f_EVPresentVoltage = iso20_commontypes.RationalNumberType(_c540_Exponent, _c540_Value)
         el = 'EVTargetVoltage'
         el = 'EVTargetVoltage/Exponent'
@@ -28436,7 +28436,7 @@ def _d_DC_PreChargeReqType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DC_PreChargeReqType', p)
         if _neg: _c541_Value = -_c541_Value - 1
-        if _c541_Value < -32768 or _c541_Value > 32767: raise DecodeError(f'value {_c541_Value} outside [-32768, 32767]', r.at(p))
+        if _c541_Value < -32768 or _c541_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c541_Value, r.at(p))
         f_EVTargetVoltage = iso20_commontypes.RationalNumberType(_c541_Exponent, _c541_Value)
         r.pos = p
     except Exception as e:
@@ -28539,8 +28539,8 @@ def _d_DC_PreChargeResType(r):
         if x & 12644366: raise r.deviation('DC_PreChargeResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 16) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E0[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_PreChargeResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E0[f_ResponseCode]
         el = 'EVSEPresentVoltage'
         el = 'EVSEPresentVoltage/Exponent'
         _c545_Exponent = ((x >> 4) & 255) + -128
@@ -28559,7 +28559,7 @@ def _d_DC_PreChargeResType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DC_PreChargeResType', p)
         if _neg: _c545_Value = -_c545_Value - 1
-        if _c545_Value < -32768 or _c545_Value > 32767: raise DecodeError(f'value {_c545_Value} outside [-32768, 32767]', r.at(p))
+        if _c545_Value < -32768 or _c545_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c545_Value, r.at(p))
         f_EVSEPresentVoltage = iso20_commontypes.RationalNumberType(_c545_Exponent, _c545_Value)
         r.pos = p
     except Exception as e:
@@ -28640,8 +28640,8 @@ def _d_DC_WeldingDetectionReqType(r):
         if x & 51: raise r.deviation('DC_WeldingDetectionReqType', p)
         el = 'EVProcessing'
         f_EVProcessing = ((x >> 2) & 3)
-        if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.at(p))
-        f_EVProcessing = _E1[f_EVProcessing]
+        if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('DC_WeldingDetectionReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+        else: f_EVProcessing = _E1[f_EVProcessing]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -28701,8 +28701,8 @@ def _d_DC_WeldingDetectionResType(r):
         if x & 12644366: raise r.deviation('DC_WeldingDetectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 16) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E0[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('DC_WeldingDetectionResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E0[f_ResponseCode]
         el = 'EVSEPresentVoltage'
         el = 'EVSEPresentVoltage/Exponent'
         _c549_Exponent = ((x >> 4) & 255) + -128
@@ -28721,7 +28721,7 @@ def _d_DC_WeldingDetectionResType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DC_WeldingDetectionResType', p)
         if _neg: _c549_Value = -_c549_Value - 1
-        if _c549_Value < -32768 or _c549_Value > 32767: raise DecodeError(f'value {_c549_Value} outside [-32768, 32767]', r.at(p))
+        if _c549_Value < -32768 or _c549_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c549_Value, r.at(p))
         f_EVSEPresentVoltage = iso20_commontypes.RationalNumberType(_c549_Exponent, _c549_Value)
         r.pos = p
     except Exception as e:
@@ -29931,7 +29931,7 @@ def _de48(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29979,7 +29979,7 @@ def _de51(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -30015,7 +30015,7 @@ def _de52(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -30057,7 +30057,7 @@ def _de54(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -30093,7 +30093,7 @@ def _de55(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -30156,7 +30156,7 @@ def _de58(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -30279,8 +30279,8 @@ def _de75(r):  # EVProcessing
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E1[val]
+    if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(p))
+    else: val = _E1[val]
     r.pos = p
     return val
 
@@ -30384,8 +30384,8 @@ def _de87(r):  # EVSENotification
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E4[val]
+    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(p))
+    else: val = _E4[val]
     r.pos = p
     return val
 
@@ -30447,8 +30447,8 @@ def _de92(r):  # EVSEProcessing
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E1[val]
+    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(p))
+    else: val = _E1[val]
     r.pos = p
     return val
 
@@ -30711,7 +30711,7 @@ def _de106(r):  # MaximumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MaximumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -30738,7 +30738,7 @@ def _de107(r):  # MeterID
     else:
         r.pos = p
         val = r.string(60)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -30803,7 +30803,7 @@ def _de110(r):  # MeterSignature
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -30846,7 +30846,7 @@ def _de111(r):  # MeterStatus
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -30883,7 +30883,7 @@ def _de112(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -30910,7 +30910,7 @@ def _de113(r):  # MinimumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MinimumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -30975,7 +30975,7 @@ def _de115(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -31150,7 +31150,7 @@ def _de122(r):  # PresentSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('PresentSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -31221,7 +31221,7 @@ def _de125(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -31257,7 +31257,7 @@ def _de126(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -31293,7 +31293,7 @@ def _de127(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -31320,8 +31320,8 @@ def _de128(r):  # ResponseCode
     x = (V >> (E - p)) & 255
     if x & 129: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 63)
-    if val >= 40: raise DecodeError(f'enumeration index {val} out of range (40 values)', r.at(p))
-    val = _E0[val]
+    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(p))
+    else: val = _E0[val]
     r.pos = p
     return val
 
@@ -31418,7 +31418,7 @@ def _de132(r):  # SessionID
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 8 or len(val) > 8: raise DecodeError(f'length {len(val)} outside [8, 8]', r.at(r.pos))
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -31449,7 +31449,7 @@ def _de133(r):  # TargetSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('TargetSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -31471,7 +31471,7 @@ def _de134(r):  # TargetSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('TargetSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -31508,7 +31508,7 @@ def _de136(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -31544,7 +31544,7 @@ def _de137(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -31580,7 +31580,7 @@ def _de138(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -31619,7 +31619,7 @@ def _de139(r):  # Value
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 

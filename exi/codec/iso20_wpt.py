@@ -10353,8 +10353,8 @@ def _d_WPT_AlignmentCheckReqType(r):
                 if x & 25: raise r.deviation('WPT_AlignmentCheckReqType', p)
                 el = 'EVProcessing'
                 f_EVProcessing = ((x >> 1) & 3)
-                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.at(p))
-                f_EVProcessing = _E0[f_EVProcessing]
+                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_AlignmentCheckReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+                else: f_EVProcessing = _E0[f_EVProcessing]
                 s = 2
             if s == 2:
                 p += 2
@@ -10383,12 +10383,12 @@ def _d_WPT_AlignmentCheckReqType(r):
                     x = (V >> (E - p)) & 127
                     if x & 121: raise r.deviation('WPT_AlignmentCheckReqType', p)
                     if _neg: _c31_Value = -_c31_Value - 1
-                    if _c31_Value < -32768 or _c31_Value > 32767: raise DecodeError(f'value {_c31_Value} outside [-32768, 32767]', r.at(p))
+                    if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(p))
                     f_TargetCoilCurrent = iso20_commontypes.RationalNumberType(_c31_Exponent, _c31_Value)
                     el = 'EVResultCode'
                     f_EVResultCode = ((x >> 1) & 3)
-                    if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.at(p))
-                    f_EVResultCode = _E1[f_EVResultCode]
+                    if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                    else: f_EVResultCode = _E1[f_EVResultCode]
                     s = 4
                 elif ec == 1:
                     p += 4
@@ -10397,8 +10397,8 @@ def _d_WPT_AlignmentCheckReqType(r):
                     if x & 9: raise r.deviation('WPT_AlignmentCheckReqType', p)
                     el = 'EVResultCode'
                     f_EVResultCode = ((x >> 1) & 3)
-                    if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.at(p))
-                    f_EVResultCode = _E1[f_EVResultCode]
+                    if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                    else: f_EVResultCode = _E1[f_EVResultCode]
                     s = 4
                 else:
                     raise r.deviation('WPT_AlignmentCheckReqType', p)
@@ -10420,7 +10420,7 @@ def _d_WPT_AlignmentCheckReqType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_AlignmentCheckReqType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -10672,7 +10672,7 @@ def _d_MessageHeaderType(r):
                 el = 'SessionID'
                 r.pos = p
                 f_SessionID = r.binary()
-                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.at(r.pos))
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', f_SessionID, r.at(r.pos))
                 V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
@@ -10690,7 +10690,7 @@ def _d_MessageHeaderType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(p))
                 s = 2
             if s == 2:
                 p += 2
@@ -10803,7 +10803,7 @@ def _d_RationalNumberType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('RationalNumberType', p)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
+        if f_Value < -32768 or f_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10870,12 +10870,12 @@ def _d_WPT_AlignmentCheckResType(r):
                 if x & 12345: raise r.deviation('WPT_AlignmentCheckResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 6) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_AlignmentCheckResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = ((x >> 1) & 3)
-                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-                f_EVSEProcessing = _E0[f_EVSEProcessing]
+                if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_AlignmentCheckResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+                else: f_EVSEProcessing = _E0[f_EVSEProcessing]
                 s = 3
             if s == 3:
                 p += 3
@@ -10904,7 +10904,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
                     if _neg: _c36_Value = -_c36_Value - 1
-                    if _c36_Value < -32768 or _c36_Value > 32767: raise DecodeError(f'value {_c36_Value} outside [-32768, 32767]', r.at(p))
+                    if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(p))
                     f_PowerTransmitted = iso20_commontypes.RationalNumberType(_c36_Exponent, _c36_Value)
                     s = 4
                 elif ec == 1:
@@ -10930,7 +10930,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
                     if _neg: _c37_Value = -_c37_Value - 1
-                    if _c37_Value < -32768 or _c37_Value > 32767: raise DecodeError(f'value {_c37_Value} outside [-32768, 32767]', r.at(p))
+                    if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(p))
                     f_SupplyDeviceCurrent = iso20_commontypes.RationalNumberType(_c37_Exponent, _c37_Value)
                     s = 5
                 elif ec == 2:
@@ -10945,7 +10945,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -10986,7 +10986,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
                     if _neg: _c38_Value = -_c38_Value - 1
-                    if _c38_Value < -32768 or _c38_Value > 32767: raise DecodeError(f'value {_c38_Value} outside [-32768, 32767]', r.at(p))
+                    if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(p))
                     f_SupplyDeviceCurrent = iso20_commontypes.RationalNumberType(_c38_Exponent, _c38_Value)
                     s = 5
                 elif ec == 1:
@@ -11001,7 +11001,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -11031,7 +11031,7 @@ def _d_WPT_AlignmentCheckResType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -11063,7 +11063,7 @@ def _d_WPT_AlignmentCheckResType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -11311,8 +11311,8 @@ def _d_V2GResponseType(r):
         if x & 771: raise r.deviation('V2GResponseType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('V2GResponseType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -11425,7 +11425,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
                 if _neg: _c45_Value = -_c45_Value - 1
-                if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', r.at(p))
+                if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(p))
                 f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c45_Exponent, _c45_Value)
                 el = 'EVPCPowerOutput'
                 el = 'EVPCPowerOutput/Exponent'
@@ -11445,7 +11445,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 x = (V >> (E - p)) & 127
                 if x & 121: raise r.deviation('WPT_ChargeLoopReqType', p)
                 if _neg: _c46_Value = -_c46_Value - 1
-                if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', r.at(p))
+                if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(p))
                 f_EVPCPowerOutput = iso20_commontypes.RationalNumberType(_c46_Exponent, _c46_Value)
                 el = 'EVPCChargeDiagnostics'
                 f_EVPCChargeDiagnostics = _E6[((x >> 1) & 3)]
@@ -11477,7 +11477,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_ChargeLoopReqType', p)
                     if _neg: _c47_Value = -_c47_Value - 1
-                    if _c47_Value < -32768 or _c47_Value > 32767: raise DecodeError(f'value {_c47_Value} outside [-32768, 32767]', r.at(p))
+                    if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(p))
                     f_EVPCOperatingFrequency = iso20_commontypes.RationalNumberType(_c47_Exponent, _c47_Value)
                     s = 7
                 elif ec == 1:
@@ -11504,7 +11504,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
                     if _neg: _c49_Value = -_c49_Value - 1
-                    if _c49_Value < -32768 or _c49_Value > 32767: raise DecodeError(f'value {_c49_Value} outside [-32768, 32767]', r.at(p))
+                    if _c49_Value < -32768 or _c49_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c49_Value, r.at(p))
                     _c48_EVPCCoilCurrentRequest = iso20_commontypes.RationalNumberType(_c49_Exponent, _c49_Value)
                     el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
                     el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
@@ -11524,7 +11524,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
                     if _neg: _c50_Value = -_c50_Value - 1
-                    if _c50_Value < -32768 or _c50_Value > 32767: raise DecodeError(f'value {_c50_Value} outside [-32768, 32767]', r.at(p))
+                    if _c50_Value < -32768 or _c50_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c50_Value, r.at(p))
                     _c48_EVPCCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c50_Exponent, _c50_Value)
                     el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
                     el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
@@ -11544,7 +11544,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
                     if _neg: _c51_Value = -_c51_Value - 1
-                    if _c51_Value < -32768 or _c51_Value > 32767: raise DecodeError(f'value {_c51_Value} outside [-32768, 32767]', r.at(p))
+                    if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(p))
                     _c48_EVPCCurrentOutputInformation = iso20_commontypes.RationalNumberType(_c51_Exponent, _c51_Value)
                     el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
                     el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
@@ -11564,7 +11564,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
                     if _neg: _c52_Value = -_c52_Value - 1
-                    if _c52_Value < -32768 or _c52_Value > 32767: raise DecodeError(f'value {_c52_Value} outside [-32768, 32767]', r.at(p))
+                    if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(p))
                     _c48_EVPCVoltageOutputInformation = iso20_commontypes.RationalNumberType(_c52_Exponent, _c52_Value)
                     f_EVPCPowerControlParameter = iso20_wpt.WPT_EVPCPowerControlParameterType(_c48_EVPCCoilCurrentRequest, _c48_EVPCCoilCurrentInformation, _c48_EVPCCurrentOutputInformation, _c48_EVPCVoltageOutputInformation)
                     s = 8
@@ -11580,7 +11580,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -11622,7 +11622,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
                     if _neg: _c49_Value = -_c49_Value - 1
-                    if _c49_Value < -32768 or _c49_Value > 32767: raise DecodeError(f'value {_c49_Value} outside [-32768, 32767]', r.at(p))
+                    if _c49_Value < -32768 or _c49_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c49_Value, r.at(p))
                     _c53_EVPCCoilCurrentRequest = iso20_commontypes.RationalNumberType(_c49_Exponent, _c49_Value)
                     el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
                     el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
@@ -11642,7 +11642,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
                     if _neg: _c50_Value = -_c50_Value - 1
-                    if _c50_Value < -32768 or _c50_Value > 32767: raise DecodeError(f'value {_c50_Value} outside [-32768, 32767]', r.at(p))
+                    if _c50_Value < -32768 or _c50_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c50_Value, r.at(p))
                     _c53_EVPCCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c50_Exponent, _c50_Value)
                     el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
                     el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
@@ -11662,7 +11662,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
                     if _neg: _c51_Value = -_c51_Value - 1
-                    if _c51_Value < -32768 or _c51_Value > 32767: raise DecodeError(f'value {_c51_Value} outside [-32768, 32767]', r.at(p))
+                    if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(p))
                     _c53_EVPCCurrentOutputInformation = iso20_commontypes.RationalNumberType(_c51_Exponent, _c51_Value)
                     el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
                     el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
@@ -11682,7 +11682,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
                     if _neg: _c52_Value = -_c52_Value - 1
-                    if _c52_Value < -32768 or _c52_Value > 32767: raise DecodeError(f'value {_c52_Value} outside [-32768, 32767]', r.at(p))
+                    if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(p))
                     _c53_EVPCVoltageOutputInformation = iso20_commontypes.RationalNumberType(_c52_Exponent, _c52_Value)
                     f_EVPCPowerControlParameter = iso20_wpt.WPT_EVPCPowerControlParameterType(_c53_EVPCCoilCurrentRequest, _c53_EVPCCoilCurrentInformation, _c53_EVPCCurrentOutputInformation, _c53_EVPCVoltageOutputInformation)
                     s = 8
@@ -11698,7 +11698,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -11728,7 +11728,7 @@ def _d_WPT_ChargeLoopReqType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -11760,7 +11760,7 @@ def _d_WPT_ChargeLoopReqType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -12335,7 +12335,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'PresentSOC'
                     f_PresentSOC = ((x >> 1) & 127)
-                    if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.at(p))
+                    if f_PresentSOC > 100: r.facet('DisplayParametersType/PresentSOC', 'maxInclusive 100', f_PresentSOC, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -12344,7 +12344,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -12353,7 +12353,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 9
@@ -12362,7 +12362,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 1
@@ -12380,7 +12380,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 5:
                     p += 1
@@ -12398,7 +12398,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 6:
                     p += 1
@@ -12416,7 +12416,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 7:
                     p += 3
@@ -12449,7 +12449,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c64_Value = -_c64_Value - 1
-                    if _c64_Value < -32768 or _c64_Value > 32767: raise DecodeError(f'value {_c64_Value} outside [-32768, 32767]', r.at(p))
+                    if _c64_Value < -32768 or _c64_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c64_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c64_Exponent, _c64_Value)
                     s = 9
                 elif ec == 9:
@@ -12476,7 +12476,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('DisplayParametersType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -12485,7 +12485,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 9
@@ -12494,7 +12494,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 1
@@ -12512,7 +12512,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 4:
                     p += 1
@@ -12530,7 +12530,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 5:
                     p += 1
@@ -12548,7 +12548,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 6:
                     p += 3
@@ -12581,7 +12581,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c65_Value = -_c65_Value - 1
-                    if _c65_Value < -32768 or _c65_Value > 32767: raise DecodeError(f'value {_c65_Value} outside [-32768, 32767]', r.at(p))
+                    if _c65_Value < -32768 or _c65_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c65_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c65_Exponent, _c65_Value)
                     s = 9
                 elif ec == 8:
@@ -12608,7 +12608,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('DisplayParametersType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 9
@@ -12617,7 +12617,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -12635,7 +12635,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 3:
                     p += 1
@@ -12653,7 +12653,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 4:
                     p += 1
@@ -12671,7 +12671,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 3
@@ -12704,7 +12704,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c66_Value = -_c66_Value - 1
-                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', r.at(p))
+                    if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     s = 9
                 elif ec == 7:
@@ -12731,7 +12731,7 @@ def _d_DisplayParametersType(r):
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
+                    if f_MaximumSOC > 100: r.facet('DisplayParametersType/MaximumSOC', 'maxInclusive 100', f_MaximumSOC, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -12749,7 +12749,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 2:
                     p += 1
@@ -12767,7 +12767,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 3:
                     p += 1
@@ -12785,7 +12785,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 3
@@ -12818,7 +12818,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c67_Value = -_c67_Value - 1
-                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', r.at(p))
+                    if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     s = 9
                 elif ec == 6:
@@ -12854,7 +12854,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMinimumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMinimumSOC', 'range [0, 4294967295]', f_RemainingTimeToMinimumSOC, r.at(p))
                     s = 5
                 elif ec == 1:
                     p += 1
@@ -12872,7 +12872,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 2:
                     p += 1
@@ -12890,7 +12890,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 3
@@ -12923,7 +12923,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c68_Value = -_c68_Value - 1
-                    if _c68_Value < -32768 or _c68_Value > 32767: raise DecodeError(f'value {_c68_Value} outside [-32768, 32767]', r.at(p))
+                    if _c68_Value < -32768 or _c68_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c68_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c68_Exponent, _c68_Value)
                     s = 9
                 elif ec == 5:
@@ -12959,7 +12959,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToTargetSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToTargetSOC', 'range [0, 4294967295]', f_RemainingTimeToTargetSOC, r.at(p))
                     s = 6
                 elif ec == 1:
                     p += 1
@@ -12977,7 +12977,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 3
@@ -13010,7 +13010,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c69_Value = -_c69_Value - 1
-                    if _c69_Value < -32768 or _c69_Value > 32767: raise DecodeError(f'value {_c69_Value} outside [-32768, 32767]', r.at(p))
+                    if _c69_Value < -32768 or _c69_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c69_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c69_Exponent, _c69_Value)
                     s = 9
                 elif ec == 4:
@@ -13046,7 +13046,7 @@ def _d_DisplayParametersType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
+                    if f_RemainingTimeToMaximumSOC > 4294967295: r.facet('DisplayParametersType/RemainingTimeToMaximumSOC', 'range [0, 4294967295]', f_RemainingTimeToMaximumSOC, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 3
@@ -13079,7 +13079,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c70_Value = -_c70_Value - 1
-                    if _c70_Value < -32768 or _c70_Value > 32767: raise DecodeError(f'value {_c70_Value} outside [-32768, 32767]', r.at(p))
+                    if _c70_Value < -32768 or _c70_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c70_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c70_Exponent, _c70_Value)
                     s = 9
                 elif ec == 3:
@@ -13130,7 +13130,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c71_Value = -_c71_Value - 1
-                    if _c71_Value < -32768 or _c71_Value > 32767: raise DecodeError(f'value {_c71_Value} outside [-32768, 32767]', r.at(p))
+                    if _c71_Value < -32768 or _c71_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c71_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c71_Exponent, _c71_Value)
                     s = 9
                 elif ec == 2:
@@ -13173,7 +13173,7 @@ def _d_DisplayParametersType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c72_Value = -_c72_Value - 1
-                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', r.at(p))
+                    if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
                     s = 9
                 elif ec == 1:
@@ -13957,7 +13957,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
         if _neg: _c82_Value = -_c82_Value - 1
-        if _c82_Value < -32768 or _c82_Value > 32767: raise DecodeError(f'value {_c82_Value} outside [-32768, 32767]', r.at(p))
+        if _c82_Value < -32768 or _c82_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c82_Value, r.at(p))
         f_EVPCCoilCurrentRequest = iso20_commontypes.RationalNumberType(_c82_Exponent, _c82_Value)
         el = 'EVPCCoilCurrentInformation'
         el = 'EVPCCoilCurrentInformation/Exponent'
@@ -13977,7 +13977,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
         if _neg: _c83_Value = -_c83_Value - 1
-        if _c83_Value < -32768 or _c83_Value > 32767: raise DecodeError(f'value {_c83_Value} outside [-32768, 32767]', r.at(p))
+        if _c83_Value < -32768 or _c83_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c83_Value, r.at(p))
         f_EVPCCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c83_Exponent, _c83_Value)
         el = 'EVPCCurrentOutputInformation'
         el = 'EVPCCurrentOutputInformation/Exponent'
@@ -13997,7 +13997,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
         if _neg: _c84_Value = -_c84_Value - 1
-        if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
+        if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(p))
         f_EVPCCurrentOutputInformation = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
         el = 'EVPCVoltageOutputInformation'
         el = 'EVPCVoltageOutputInformation/Exponent'
@@ -14017,7 +14017,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
         if _neg: _c85_Value = -_c85_Value - 1
-        if _c85_Value < -32768 or _c85_Value > 32767: raise DecodeError(f'value {_c85_Value} outside [-32768, 32767]', r.at(p))
+        if _c85_Value < -32768 or _c85_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c85_Value, r.at(p))
         f_EVPCVoltageOutputInformation = iso20_commontypes.RationalNumberType(_c85_Exponent, _c85_Value)
         r.pos = p
     except Exception as e:
@@ -14160,8 +14160,8 @@ def _d_WPT_ChargeLoopResType(r):
                 if x & 385: raise r.deviation('WPT_ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 3
@@ -14186,11 +14186,11 @@ def _d_WPT_ChargeLoopResType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 227: raise r.deviation('WPT_ChargeLoopResType', p)
-                    if _c90_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c90_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c90_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c90_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c90_EVSENotification = ((x >> 2) & 7)
-                    if _c90_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c90_EVSENotification} out of range (6 values)', r.at(p))
-                    _c90_EVSENotification = _E8[_c90_EVSENotification]
+                    if _c90_EVSENotification >= 6: _c90_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c90_EVSENotification, 6, r.at(p))
+                    else: _c90_EVSENotification = _E8[_c90_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c90_NotificationMaxDelay, _c90_EVSENotification)
                     s = 3
                 elif ec == 1:
@@ -14228,7 +14228,7 @@ def _d_WPT_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                     if _neg: _c91_Value = -_c91_Value - 1
-                    if _c91_Value < -32768 or _c91_Value > 32767: raise DecodeError(f'value {_c91_Value} outside [-32768, 32767]', r.at(p))
+                    if _c91_Value < -32768 or _c91_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c91_Value, r.at(p))
                     f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c91_Exponent, _c91_Value)
                     s = 6
                 else:
@@ -14272,7 +14272,7 @@ def _d_WPT_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                     if _neg: _c92_Value = -_c92_Value - 1
-                    if _c92_Value < -32768 or _c92_Value > 32767: raise DecodeError(f'value {_c92_Value} outside [-32768, 32767]', r.at(p))
+                    if _c92_Value < -32768 or _c92_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c92_Value, r.at(p))
                     f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c92_Exponent, _c92_Value)
                     s = 6
                 else:
@@ -14310,7 +14310,7 @@ def _d_WPT_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                     if _neg: _c93_Value = -_c93_Value - 1
-                    if _c93_Value < -32768 or _c93_Value > 32767: raise DecodeError(f'value {_c93_Value} outside [-32768, 32767]', r.at(p))
+                    if _c93_Value < -32768 or _c93_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c93_Value, r.at(p))
                     f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c93_Exponent, _c93_Value)
                     s = 6
                 else:
@@ -14338,7 +14338,7 @@ def _d_WPT_ChargeLoopResType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c94_Value = -_c94_Value - 1
-                if _c94_Value < -32768 or _c94_Value > 32767: raise DecodeError(f'value {_c94_Value} outside [-32768, 32767]', r.at(p))
+                if _c94_Value < -32768 or _c94_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c94_Value, r.at(p))
                 f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c94_Exponent, _c94_Value)
                 s = 6
             if s == 6:
@@ -14368,7 +14368,7 @@ def _d_WPT_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('WPT_ChargeLoopResType', p)
                     if _neg: _c95_Value = -_c95_Value - 1
-                    if _c95_Value < -32768 or _c95_Value > 32767: raise DecodeError(f'value {_c95_Value} outside [-32768, 32767]', r.at(p))
+                    if _c95_Value < -32768 or _c95_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c95_Value, r.at(p))
                     f_SDPowerInput = iso20_commontypes.RationalNumberType(_c95_Exponent, _c95_Value)
                     el = 'SPCMaxOutputPowerLimit'
                     el = 'SPCMaxOutputPowerLimit/Exponent'
@@ -14388,7 +14388,7 @@ def _d_WPT_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                     if _neg: _c96_Value = -_c96_Value - 1
-                    if _c96_Value < -32768 or _c96_Value > 32767: raise DecodeError(f'value {_c96_Value} outside [-32768, 32767]', r.at(p))
+                    if _c96_Value < -32768 or _c96_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c96_Value, r.at(p))
                     f_SPCMaxOutputPowerLimit = iso20_commontypes.RationalNumberType(_c96_Exponent, _c96_Value)
                     s = 8
                 elif ec == 1:
@@ -14414,7 +14414,7 @@ def _d_WPT_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                     if _neg: _c97_Value = -_c97_Value - 1
-                    if _c97_Value < -32768 or _c97_Value > 32767: raise DecodeError(f'value {_c97_Value} outside [-32768, 32767]', r.at(p))
+                    if _c97_Value < -32768 or _c97_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c97_Value, r.at(p))
                     f_SPCMaxOutputPowerLimit = iso20_commontypes.RationalNumberType(_c97_Exponent, _c97_Value)
                     s = 8
                 else:
@@ -14442,12 +14442,12 @@ def _d_WPT_ChargeLoopResType(r):
                 x = (V >> (E - p)) & 255
                 if x & 241: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c98_Value = -_c98_Value - 1
-                if _c98_Value < -32768 or _c98_Value > 32767: raise DecodeError(f'value {_c98_Value} outside [-32768, 32767]', r.at(p))
+                if _c98_Value < -32768 or _c98_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c98_Value, r.at(p))
                 f_SPCMinOutputPowerLimit = iso20_commontypes.RationalNumberType(_c98_Exponent, _c98_Value)
                 el = 'SPCChargeDiagnostics'
                 f_SPCChargeDiagnostics = ((x >> 1) & 7)
-                if f_SPCChargeDiagnostics >= 6: raise DecodeError(f'enumeration index {f_SPCChargeDiagnostics} out of range (6 values)', r.at(p))
-                f_SPCChargeDiagnostics = _E9[f_SPCChargeDiagnostics]
+                if f_SPCChargeDiagnostics >= 6: f_SPCChargeDiagnostics = r.enum_index('WPT_ChargeLoopResType/SPCChargeDiagnostics', f_SPCChargeDiagnostics, 6, r.at(p))
+                else: f_SPCChargeDiagnostics = _E9[f_SPCChargeDiagnostics]
                 s = 10
             if s == 10:
                 p += 3
@@ -14476,7 +14476,7 @@ def _d_WPT_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                     if _neg: _c99_Value = -_c99_Value - 1
-                    if _c99_Value < -32768 or _c99_Value > 32767: raise DecodeError(f'value {_c99_Value} outside [-32768, 32767]', r.at(p))
+                    if _c99_Value < -32768 or _c99_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c99_Value, r.at(p))
                     f_SPCOperatingFrequency = iso20_commontypes.RationalNumberType(_c99_Exponent, _c99_Value)
                     s = 11
                 elif ec == 1:
@@ -14503,7 +14503,7 @@ def _d_WPT_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('WPT_ChargeLoopResType', p)
                     if _neg: _c101_Value = -_c101_Value - 1
-                    if _c101_Value < -32768 or _c101_Value > 32767: raise DecodeError(f'value {_c101_Value} outside [-32768, 32767]', r.at(p))
+                    if _c101_Value < -32768 or _c101_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c101_Value, r.at(p))
                     _c100_SPCPrimaryDeviceCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c101_Exponent, _c101_Value)
                     f_SPCPowerControlParameter = iso20_wpt.WPT_SPCPowerControlParameterType(_c100_SPCPrimaryDeviceCoilCurrentInformation)
                     s = 12
@@ -14519,7 +14519,7 @@ def _d_WPT_ChargeLoopResType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -14561,7 +14561,7 @@ def _d_WPT_ChargeLoopResType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('WPT_ChargeLoopResType', p)
                     if _neg: _c101_Value = -_c101_Value - 1
-                    if _c101_Value < -32768 or _c101_Value > 32767: raise DecodeError(f'value {_c101_Value} outside [-32768, 32767]', r.at(p))
+                    if _c101_Value < -32768 or _c101_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c101_Value, r.at(p))
                     _c102_SPCPrimaryDeviceCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c101_Exponent, _c101_Value)
                     f_SPCPowerControlParameter = iso20_wpt.WPT_SPCPowerControlParameterType(_c102_SPCPrimaryDeviceCoilCurrentInformation)
                     s = 12
@@ -14577,7 +14577,7 @@ def _d_WPT_ChargeLoopResType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -14607,7 +14607,7 @@ def _d_WPT_ChargeLoopResType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -14639,7 +14639,7 @@ def _d_WPT_ChargeLoopResType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -15177,8 +15177,8 @@ def _d_ChargeLoopResType(r):
                 if x & 385: raise r.deviation('ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeLoopResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 3
@@ -15203,11 +15203,11 @@ def _d_ChargeLoopResType(r):
                     if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 227: raise r.deviation('ChargeLoopResType', p)
-                    if _c119_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c119_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    if _c119_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c119_NotificationMaxDelay, r.at(p))
                     el = 'EVSEStatus/EVSENotification'
                     _c119_EVSENotification = ((x >> 2) & 7)
-                    if _c119_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c119_EVSENotification} out of range (6 values)', r.at(p))
-                    _c119_EVSENotification = _E8[_c119_EVSENotification]
+                    if _c119_EVSENotification >= 6: _c119_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c119_EVSENotification, 6, r.at(p))
+                    else: _c119_EVSENotification = _E8[_c119_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c119_NotificationMaxDelay, _c119_EVSENotification)
                     s = 3
                 elif ec == 1:
@@ -15428,11 +15428,11 @@ def _d_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 227: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+        if f_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', f_NotificationMaxDelay, r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
-        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.at(p))
-        f_EVSENotification = _E8[f_EVSENotification]
+        if f_EVSENotification >= 6: f_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', f_EVSENotification, 6, r.at(p))
+        else: f_EVSENotification = _E8[f_EVSENotification]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15502,7 +15502,7 @@ def _d_MeterInfoType(r):
                 else:
                     r.pos = p
                     f_MeterID = r.string(62)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
                     V = r.v; E = r.end; p = r.pos
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
@@ -15523,7 +15523,7 @@ def _d_MeterInfoType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(p))
                 s = 2
             if s == 2:
                 p += 3
@@ -15545,7 +15545,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -15563,7 +15563,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
@@ -15581,7 +15581,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 3:
                     el = 'MeterSignature'
@@ -15595,7 +15595,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -15620,7 +15620,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 1
@@ -15638,7 +15638,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 6:
                     pass
@@ -15665,7 +15665,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
@@ -15683,7 +15683,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 2:
                     el = 'MeterSignature'
@@ -15697,7 +15697,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -15722,7 +15722,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 1
@@ -15740,7 +15740,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 5:
                     pass
@@ -15767,7 +15767,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(p))
                     s = 5
                 elif ec == 1:
                     el = 'MeterSignature'
@@ -15781,7 +15781,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -15806,7 +15806,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 1
@@ -15824,7 +15824,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 4:
                     pass
@@ -15847,7 +15847,7 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        if len(f_MeterSignature) > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -15872,7 +15872,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 1
@@ -15890,7 +15890,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 3:
                     pass
@@ -15920,7 +15920,7 @@ def _d_MeterInfoType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 1
@@ -15938,7 +15938,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 2:
                     pass
@@ -15965,7 +15965,7 @@ def _d_MeterInfoType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
+                    if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(p))
                     s = 8
                 elif ec == 1:
                     pass
@@ -16360,7 +16360,7 @@ def _d_ReceiptType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
+                if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
                 s = 1
             if s == 1:
                 p += 3
@@ -16390,7 +16390,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c123_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'EnergyCosts/CostPerUnit'
                     el = 'EnergyCosts/CostPerUnit/Exponent'
@@ -16410,7 +16410,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c123_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_EnergyCosts = iso20_commontypes.DetailedCostType(_c123_Amount, _c123_CostPerUnit)
                     s = 2
@@ -16438,7 +16438,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c126_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -16458,7 +16458,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c126_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c126_Amount, _c126_CostPerUnit)
                     s = 3
@@ -16486,7 +16486,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c127_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -16506,7 +16506,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c127_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c127_Amount, _c127_CostPerUnit)
                     s = 4
@@ -16534,7 +16534,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c128_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -16554,7 +16554,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c128_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c128_Amount, _c128_CostPerUnit)
                     s = 5
@@ -16577,7 +16577,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c129_TaxRuleID < 1 or _c129_TaxRuleID > 4294967295: raise DecodeError(f'value {_c129_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c129_TaxRuleID < 1 or _c129_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c129_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c130_Exponent = ((x >> 4) & 255) + -128
@@ -16596,7 +16596,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c130_Value = -_c130_Value - 1
-                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', r.at(p))
+                    if _c130_Value < -32768 or _c130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c130_Value, r.at(p))
                     _c129_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c129_TaxRuleID, _c129_Amount)
                     f_TaxCosts.append(_v)
@@ -16634,7 +16634,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c131_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'OccupancyCosts/CostPerUnit'
                     el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -16654,7 +16654,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c131_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c131_Amount, _c131_CostPerUnit)
                     s = 3
@@ -16682,7 +16682,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c132_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -16702,7 +16702,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c132_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c132_Amount, _c132_CostPerUnit)
                     s = 4
@@ -16730,7 +16730,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c133_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -16750,7 +16750,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c133_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c133_Amount, _c133_CostPerUnit)
                     s = 5
@@ -16773,7 +16773,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c134_TaxRuleID < 1 or _c134_TaxRuleID > 4294967295: raise DecodeError(f'value {_c134_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c134_TaxRuleID < 1 or _c134_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c134_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c130_Exponent = ((x >> 4) & 255) + -128
@@ -16792,7 +16792,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c130_Value = -_c130_Value - 1
-                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', r.at(p))
+                    if _c130_Value < -32768 or _c130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c130_Value, r.at(p))
                     _c134_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c134_TaxRuleID, _c134_Amount)
                     f_TaxCosts.append(_v)
@@ -16830,7 +16830,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c135_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'AdditionalServicesCosts/CostPerUnit'
                     el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -16850,7 +16850,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c135_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c135_Amount, _c135_CostPerUnit)
                     s = 4
@@ -16878,7 +16878,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c136_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -16898,7 +16898,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c136_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c136_Amount, _c136_CostPerUnit)
                     s = 5
@@ -16921,7 +16921,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c137_TaxRuleID < 1 or _c137_TaxRuleID > 4294967295: raise DecodeError(f'value {_c137_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c137_TaxRuleID < 1 or _c137_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c137_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c130_Exponent = ((x >> 4) & 255) + -128
@@ -16940,7 +16940,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c130_Value = -_c130_Value - 1
-                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', r.at(p))
+                    if _c130_Value < -32768 or _c130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c130_Value, r.at(p))
                     _c137_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c137_TaxRuleID, _c137_Amount)
                     f_TaxCosts.append(_v)
@@ -16978,7 +16978,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
+                    if _c124_Value < -32768 or _c124_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c124_Value, r.at(p))
                     _c138_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                     el = 'OverstayCosts/CostPerUnit'
                     el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -16998,7 +16998,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c125_Value = -_c125_Value - 1
-                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
+                    if _c125_Value < -32768 or _c125_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c125_Value, r.at(p))
                     _c138_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c138_Amount, _c138_CostPerUnit)
                     s = 5
@@ -17021,7 +17021,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c139_TaxRuleID < 1 or _c139_TaxRuleID > 4294967295: raise DecodeError(f'value {_c139_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c139_TaxRuleID < 1 or _c139_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c139_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c130_Exponent = ((x >> 4) & 255) + -128
@@ -17040,7 +17040,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c130_Value = -_c130_Value - 1
-                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', r.at(p))
+                    if _c130_Value < -32768 or _c130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c130_Value, r.at(p))
                     _c139_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c139_TaxRuleID, _c139_Amount)
                     f_TaxCosts.append(_v)
@@ -17073,7 +17073,7 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c140_TaxRuleID < 1 or _c140_TaxRuleID > 4294967295: raise DecodeError(f'value {_c140_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    if _c140_TaxRuleID < 1 or _c140_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c140_TaxRuleID, r.at(p))
                     el = 'TaxCosts/Amount'
                     el = 'TaxCosts/Amount/Exponent'
                     _c130_Exponent = ((x >> 4) & 255) + -128
@@ -17092,7 +17092,7 @@ def _d_ReceiptType(r):
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c130_Value = -_c130_Value - 1
-                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', r.at(p))
+                    if _c130_Value < -32768 or _c130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c130_Value, r.at(p))
                     _c140_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c140_TaxRuleID, _c140_Amount)
                     f_TaxCosts.append(_v)
@@ -17127,7 +17127,7 @@ def _d_ReceiptType(r):
                         if p > E: V, E, p = r.slide(p, 16)
                         x = (V >> (E - p)) & 65535
                         if x & 61454: raise r.deviation('ReceiptType', p)
-                        if _c141_TaxRuleID < 1 or _c141_TaxRuleID > 4294967295: raise DecodeError(f'value {_c141_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                        if _c141_TaxRuleID < 1 or _c141_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c141_TaxRuleID, r.at(p))
                         el = 'TaxCosts/Amount'
                         el = 'TaxCosts/Amount/Exponent'
                         _c130_Exponent = ((x >> 4) & 255) + -128
@@ -17146,7 +17146,7 @@ def _d_ReceiptType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('ReceiptType', p)
                         if _neg: _c130_Value = -_c130_Value - 1
-                        if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', r.at(p))
+                        if _c130_Value < -32768 or _c130_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c130_Value, r.at(p))
                         _c141_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                         _v = iso20_commontypes.DetailedTaxType(_c141_TaxRuleID, _c141_Amount)
                         f_TaxCosts.append(_v)
@@ -18003,7 +18003,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('DetailedCostType', p)
         if _neg: _c161_Value = -_c161_Value - 1
-        if _c161_Value < -32768 or _c161_Value > 32767: raise DecodeError(f'value {_c161_Value} outside [-32768, 32767]', r.at(p))
+        if _c161_Value < -32768 or _c161_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c161_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c161_Exponent, _c161_Value)
         el = 'CostPerUnit'
         el = 'CostPerUnit/Exponent'
@@ -18023,7 +18023,7 @@ def _d_DetailedCostType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedCostType', p)
         if _neg: _c162_Value = -_c162_Value - 1
-        if _c162_Value < -32768 or _c162_Value > 32767: raise DecodeError(f'value {_c162_Value} outside [-32768, 32767]', r.at(p))
+        if _c162_Value < -32768 or _c162_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c162_Value, r.at(p))
         f_CostPerUnit = iso20_commontypes.RationalNumberType(_c162_Exponent, _c162_Value)
         r.pos = p
     except Exception as e:
@@ -18114,7 +18114,7 @@ def _d_DetailedTaxType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('DetailedTaxType', p)
-        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.at(p))
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(p))
         el = 'Amount'
         el = 'Amount/Exponent'
         _c165_Exponent = ((x >> 4) & 255) + -128
@@ -18133,7 +18133,7 @@ def _d_DetailedTaxType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedTaxType', p)
         if _neg: _c165_Value = -_c165_Value - 1
-        if _c165_Value < -32768 or _c165_Value > 32767: raise DecodeError(f'value {_c165_Value} outside [-32768, 32767]', r.at(p))
+        if _c165_Value < -32768 or _c165_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c165_Value, r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c165_Exponent, _c165_Value)
         r.pos = p
     except Exception as e:
@@ -18217,7 +18217,7 @@ def _d_WPT_SPCPowerControlParameterType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('WPT_SPCPowerControlParameterType', p)
         if _neg: _c167_Value = -_c167_Value - 1
-        if _c167_Value < -32768 or _c167_Value > 32767: raise DecodeError(f'value {_c167_Value} outside [-32768, 32767]', r.at(p))
+        if _c167_Value < -32768 or _c167_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c167_Value, r.at(p))
         f_SPCPrimaryDeviceCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c167_Exponent, _c167_Value)
         r.pos = p
     except Exception as e:
@@ -18307,7 +18307,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 x = (V >> (E - p)) & 15
                 if x & 15: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
                 if _neg: _c169_Value = -_c169_Value - 1
-                if _c169_Value < -32768 or _c169_Value > 32767: raise DecodeError(f'value {_c169_Value} outside [-32768, 32767]', r.at(p))
+                if _c169_Value < -32768 or _c169_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c169_Value, r.at(p))
                 f_EVPCMaxReceivablePower = iso20_commontypes.RationalNumberType(_c169_Exponent, _c169_Value)
                 el = 'SDMaxGroundClearence'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18322,7 +18322,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
-                if f_SDMaxGroundClearence > 65535: raise DecodeError(f'value {f_SDMaxGroundClearence} outside [0, 65535]', r.at(p))
+                if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(p))
                 el = 'SDMinGroundClearence'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -18336,7 +18336,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
-                if f_SDMinGroundClearence > 65535: raise DecodeError(f'value {f_SDMinGroundClearence} outside [0, 65535]', r.at(p))
+                if f_SDMinGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMinGroundClearence', 'range [0, 65535]', f_SDMinGroundClearence, r.at(p))
                 el = 'EVPCNaturalFrequency'
                 el = 'EVPCNaturalFrequency/Exponent'
                 _c170_Exponent = ((x >> 4) & 255) + -128
@@ -18355,7 +18355,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 x = (V >> (E - p)) & 63
                 if x & 61: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
                 if _neg: _c170_Value = -_c170_Value - 1
-                if _c170_Value < -32768 or _c170_Value > 32767: raise DecodeError(f'value {_c170_Value} outside [-32768, 32767]', r.at(p))
+                if _c170_Value < -32768 or _c170_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c170_Value, r.at(p))
                 f_EVPCNaturalFrequency = iso20_commontypes.RationalNumberType(_c170_Exponent, _c170_Value)
                 el = 'EVPCDeviceLocalControl'
                 f_EVPCDeviceLocalControl = ((x >> 1) & 1) == 1
@@ -18378,7 +18378,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_ChargeParameterDiscoveryReqType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -18615,8 +18615,8 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 if x & 404549646: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 21) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'PDInputPowerClass'
                 f_PDInputPowerClass = _E12[((x >> 16) & 3)]
                 el = 'SDMinOutputPower'
@@ -18637,7 +18637,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
                 if _neg: _c173_Value = -_c173_Value - 1
-                if _c173_Value < -32768 or _c173_Value > 32767: raise DecodeError(f'value {_c173_Value} outside [-32768, 32767]', r.at(p))
+                if _c173_Value < -32768 or _c173_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c173_Value, r.at(p))
                 f_SDMinOutputPower = iso20_commontypes.RationalNumberType(_c173_Exponent, _c173_Value)
                 el = 'SDMaxOutputPower'
                 el = 'SDMaxOutputPower/Exponent'
@@ -18657,7 +18657,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 x = (V >> (E - p)) & 15
                 if x & 15: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
                 if _neg: _c174_Value = -_c174_Value - 1
-                if _c174_Value < -32768 or _c174_Value > 32767: raise DecodeError(f'value {_c174_Value} outside [-32768, 32767]', r.at(p))
+                if _c174_Value < -32768 or _c174_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c174_Value, r.at(p))
                 f_SDMaxOutputPower = iso20_commontypes.RationalNumberType(_c174_Exponent, _c174_Value)
                 el = 'SDMaxGroundClearanceSupport'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18672,7 +18672,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
-                if f_SDMaxGroundClearanceSupport > 65535: raise DecodeError(f'value {f_SDMaxGroundClearanceSupport} outside [0, 65535]', r.at(p))
+                if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(p))
                 el = 'SDMinGroundClearanceSupport'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -18686,7 +18686,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
-                if f_SDMinGroundClearanceSupport > 65535: raise DecodeError(f'value {f_SDMinGroundClearanceSupport} outside [0, 65535]', r.at(p))
+                if f_SDMinGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMinGroundClearanceSupport', 'range [0, 65535]', f_SDMinGroundClearanceSupport, r.at(p))
                 el = 'PDMinCoilCurrent'
                 el = 'PDMinCoilCurrent/Exponent'
                 _c175_Exponent = ((x >> 4) & 255) + -128
@@ -18705,7 +18705,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
                 if _neg: _c175_Value = -_c175_Value - 1
-                if _c175_Value < -32768 or _c175_Value > 32767: raise DecodeError(f'value {_c175_Value} outside [-32768, 32767]', r.at(p))
+                if _c175_Value < -32768 or _c175_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c175_Value, r.at(p))
                 f_PDMinCoilCurrent = iso20_commontypes.RationalNumberType(_c175_Exponent, _c175_Value)
                 el = 'PDMaxCoilCurrent'
                 el = 'PDMaxCoilCurrent/Exponent'
@@ -18725,7 +18725,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
                 if _neg: _c176_Value = -_c176_Value - 1
-                if _c176_Value < -32768 or _c176_Value > 32767: raise DecodeError(f'value {_c176_Value} outside [-32768, 32767]', r.at(p))
+                if _c176_Value < -32768 or _c176_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c176_Value, r.at(p))
                 f_PDMaxCoilCurrent = iso20_commontypes.RationalNumberType(_c176_Exponent, _c176_Value)
                 s = 9
             if s == 9:
@@ -18746,7 +18746,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_ChargeParameterDiscoveryResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -18973,8 +18973,8 @@ def _d_ChargeParameterDiscoveryResType(r):
         if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-        f_ResponseCode = _E4[f_ResponseCode]
+        if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ChargeParameterDiscoveryResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+        else: f_ResponseCode = _E4[f_ResponseCode]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -19039,12 +19039,12 @@ def _d_WPT_FinePositioningReqType(r):
                 if x & 825: raise r.deviation('WPT_FinePositioningReqType', p)
                 el = 'EVProcessing'
                 f_EVProcessing = ((x >> 6) & 3)
-                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.at(p))
-                f_EVProcessing = _E0[f_EVProcessing]
+                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+                else: f_EVProcessing = _E0[f_EVProcessing]
                 el = 'EVResultCode'
                 f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.at(p))
-                f_EVResultCode = _E1[f_EVResultCode]
+                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_FinePositioningReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                else: f_EVResultCode = _E1[f_EVResultCode]
                 s = 3
             if s == 3:
                 _k = 0
@@ -19064,7 +19064,7 @@ def _d_WPT_FinePositioningReqType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_FinePositioningReqType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -19360,7 +19360,7 @@ def _d_WPT_LF_DataPackageType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('WPT_LF_DataPackageType', p)
-                    if _c191_TxIdentifier < 1 or _c191_TxIdentifier > 4294967295: raise DecodeError(f'value {_c191_TxIdentifier} outside [1, 4294967295]', r.at(p))
+                    if _c191_TxIdentifier < 1 or _c191_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c191_TxIdentifier, r.at(p))
                     el = 'LF_TxData/WPT_LF_TxDataList/EIRP'
                     el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Exponent'
                     _c192_Exponent = ((x >> 4) & 255) + -128
@@ -19379,7 +19379,7 @@ def _d_WPT_LF_DataPackageType(r):
                     x = (V >> (E - p)) & 31
                     if x & 31: raise r.deviation('WPT_LF_DataPackageType', p)
                     if _neg: _c192_Value = -_c192_Value - 1
-                    if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', r.at(p))
+                    if _c192_Value < -32768 or _c192_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c192_Value, r.at(p))
                     _c191_EIRP = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
                     _c190_WPT_LF_TxDataList = iso20_wpt.WPT_LF_TxDataType(_c191_TxIdentifier, _c191_EIRP)
                     f_LF_TxData = iso20_wpt.WPT_LF_TxDataListType(_c190_WPT_LF_TxDataList)
@@ -19404,7 +19404,7 @@ def _d_WPT_LF_DataPackageType(r):
                     if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 31: raise r.deviation('WPT_LF_DataPackageType', p)
-                    if _c194_RxIdentifier < 1 or _c194_RxIdentifier > 4294967295: raise DecodeError(f'value {_c194_RxIdentifier} outside [1, 4294967295]', r.at(p))
+                    if _c194_RxIdentifier < 1 or _c194_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c194_RxIdentifier, r.at(p))
                     el = 'LF_RxData/WPT_LF_RxDataList/RSSIData'
                     el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList'
                     el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
@@ -19420,7 +19420,7 @@ def _d_WPT_LF_DataPackageType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('WPT_LF_DataPackageType', p)
-                    if _c196_TxIdentifier < 1 or _c196_TxIdentifier > 4294967295: raise DecodeError(f'value {_c196_TxIdentifier} outside [1, 4294967295]', r.at(p))
+                    if _c196_TxIdentifier < 1 or _c196_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c196_TxIdentifier, r.at(p))
                     el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI'
                     el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
                     _c197_Exponent = ((x >> 4) & 255) + -128
@@ -19439,7 +19439,7 @@ def _d_WPT_LF_DataPackageType(r):
                     x = (V >> (E - p)) & 127
                     if x & 127: raise r.deviation('WPT_LF_DataPackageType', p)
                     if _neg: _c197_Value = -_c197_Value - 1
-                    if _c197_Value < -32768 or _c197_Value > 32767: raise DecodeError(f'value {_c197_Value} outside [-32768, 32767]', r.at(p))
+                    if _c197_Value < -32768 or _c197_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c197_Value, r.at(p))
                     _c196_RSSI = iso20_commontypes.RationalNumberType(_c197_Exponent, _c197_Value)
                     _c195_RSSIDataList = iso20_wpt.WPT_LF_RxRSSIType(_c196_TxIdentifier, _c196_RSSI)
                     _c194_RSSIData = iso20_wpt.WPT_LF_RxRSSIListType(_c195_RSSIDataList)
@@ -19616,7 +19616,7 @@ def _d_WPT_LF_TxDataListType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('WPT_LF_TxDataListType', p)
-        if _c206_TxIdentifier < 1 or _c206_TxIdentifier > 4294967295: raise DecodeError(f'value {_c206_TxIdentifier} outside [1, 4294967295]', r.at(p))
+        if _c206_TxIdentifier < 1 or _c206_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c206_TxIdentifier, r.at(p))
         el = 'WPT_LF_TxDataList/EIRP'
         el = 'WPT_LF_TxDataList/EIRP/Exponent'
         _c192_Exponent = ((x >> 4) & 255) + -128
@@ -19635,7 +19635,7 @@ def _d_WPT_LF_TxDataListType(r):
         x = (V >> (E - p)) & 15
         if x & 15: raise r.deviation('WPT_LF_TxDataListType', p)
         if _neg: _c192_Value = -_c192_Value - 1
-        if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', r.at(p))
+        if _c192_Value < -32768 or _c192_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c192_Value, r.at(p))
         _c206_EIRP = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
         f_WPT_LF_TxDataList = iso20_wpt.WPT_LF_TxDataType(_c206_TxIdentifier, _c206_EIRP)
         r.pos = p
@@ -19721,7 +19721,7 @@ def _d_WPT_LF_TxDataType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('WPT_LF_TxDataType', p)
-        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: raise DecodeError(f'value {f_TxIdentifier} outside [1, 4294967295]', r.at(p))
+        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', f_TxIdentifier, r.at(p))
         el = 'EIRP'
         el = 'EIRP/Exponent'
         _c208_Exponent = ((x >> 4) & 255) + -128
@@ -19740,7 +19740,7 @@ def _d_WPT_LF_TxDataType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('WPT_LF_TxDataType', p)
         if _neg: _c208_Value = -_c208_Value - 1
-        if _c208_Value < -32768 or _c208_Value > 32767: raise DecodeError(f'value {_c208_Value} outside [-32768, 32767]', r.at(p))
+        if _c208_Value < -32768 or _c208_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c208_Value, r.at(p))
         f_EIRP = iso20_commontypes.RationalNumberType(_c208_Exponent, _c208_Value)
         r.pos = p
     except Exception as e:
@@ -19820,7 +19820,7 @@ def _d_WPT_LF_RxDataListType(r):
         if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
         if x & 31: raise r.deviation('WPT_LF_RxDataListType', p)
-        if _c210_RxIdentifier < 1 or _c210_RxIdentifier > 4294967295: raise DecodeError(f'value {_c210_RxIdentifier} outside [1, 4294967295]', r.at(p))
+        if _c210_RxIdentifier < 1 or _c210_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c210_RxIdentifier, r.at(p))
         el = 'WPT_LF_RxDataList/RSSIData'
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList'
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
@@ -19836,7 +19836,7 @@ def _d_WPT_LF_RxDataListType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('WPT_LF_RxDataListType', p)
-        if _c196_TxIdentifier < 1 or _c196_TxIdentifier > 4294967295: raise DecodeError(f'value {_c196_TxIdentifier} outside [1, 4294967295]', r.at(p))
+        if _c196_TxIdentifier < 1 or _c196_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c196_TxIdentifier, r.at(p))
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI'
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
         _c197_Exponent = ((x >> 4) & 255) + -128
@@ -19855,7 +19855,7 @@ def _d_WPT_LF_RxDataListType(r):
         x = (V >> (E - p)) & 63
         if x & 63: raise r.deviation('WPT_LF_RxDataListType', p)
         if _neg: _c197_Value = -_c197_Value - 1
-        if _c197_Value < -32768 or _c197_Value > 32767: raise DecodeError(f'value {_c197_Value} outside [-32768, 32767]', r.at(p))
+        if _c197_Value < -32768 or _c197_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c197_Value, r.at(p))
         _c196_RSSI = iso20_commontypes.RationalNumberType(_c197_Exponent, _c197_Value)
         _c195_RSSIDataList = iso20_wpt.WPT_LF_RxRSSIType(_c196_TxIdentifier, _c196_RSSI)
         _c210_RSSIData = iso20_wpt.WPT_LF_RxRSSIListType(_c195_RSSIDataList)
@@ -19963,7 +19963,7 @@ def _d_WPT_LF_RxDataType(r):
         if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
         if x & 31: raise r.deviation('WPT_LF_RxDataType', p)
-        if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: raise DecodeError(f'value {f_RxIdentifier} outside [1, 4294967295]', r.at(p))
+        if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', f_RxIdentifier, r.at(p))
         el = 'RSSIData'
         el = 'RSSIData/RSSIDataList'
         el = 'RSSIData/RSSIDataList/TxIdentifier'
@@ -19979,7 +19979,7 @@ def _d_WPT_LF_RxDataType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('WPT_LF_RxDataType', p)
-        if _c196_TxIdentifier < 1 or _c196_TxIdentifier > 4294967295: raise DecodeError(f'value {_c196_TxIdentifier} outside [1, 4294967295]', r.at(p))
+        if _c196_TxIdentifier < 1 or _c196_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c196_TxIdentifier, r.at(p))
         el = 'RSSIData/RSSIDataList/RSSI'
         el = 'RSSIData/RSSIDataList/RSSI/Exponent'
         _c197_Exponent = ((x >> 4) & 255) + -128
@@ -19998,7 +19998,7 @@ def _d_WPT_LF_RxDataType(r):
         x = (V >> (E - p)) & 31
         if x & 31: raise r.deviation('WPT_LF_RxDataType', p)
         if _neg: _c197_Value = -_c197_Value - 1
-        if _c197_Value < -32768 or _c197_Value > 32767: raise DecodeError(f'value {_c197_Value} outside [-32768, 32767]', r.at(p))
+        if _c197_Value < -32768 or _c197_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c197_Value, r.at(p))
         _c196_RSSI = iso20_commontypes.RationalNumberType(_c197_Exponent, _c197_Value)
         _c212_RSSIDataList = iso20_wpt.WPT_LF_RxRSSIType(_c196_TxIdentifier, _c196_RSSI)
         f_RSSIData = iso20_wpt.WPT_LF_RxRSSIListType(_c212_RSSIDataList)
@@ -20100,7 +20100,7 @@ def _d_WPT_LF_RxRSSIListType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('WPT_LF_RxRSSIListType', p)
-        if _c214_TxIdentifier < 1 or _c214_TxIdentifier > 4294967295: raise DecodeError(f'value {_c214_TxIdentifier} outside [1, 4294967295]', r.at(p))
+        if _c214_TxIdentifier < 1 or _c214_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c214_TxIdentifier, r.at(p))
         el = 'RSSIDataList/RSSI'
         el = 'RSSIDataList/RSSI/Exponent'
         _c197_Exponent = ((x >> 4) & 255) + -128
@@ -20119,7 +20119,7 @@ def _d_WPT_LF_RxRSSIListType(r):
         x = (V >> (E - p)) & 15
         if x & 15: raise r.deviation('WPT_LF_RxRSSIListType', p)
         if _neg: _c197_Value = -_c197_Value - 1
-        if _c197_Value < -32768 or _c197_Value > 32767: raise DecodeError(f'value {_c197_Value} outside [-32768, 32767]', r.at(p))
+        if _c197_Value < -32768 or _c197_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c197_Value, r.at(p))
         _c214_RSSI = iso20_commontypes.RationalNumberType(_c197_Exponent, _c197_Value)
         f_RSSIDataList = iso20_wpt.WPT_LF_RxRSSIType(_c214_TxIdentifier, _c214_RSSI)
         r.pos = p
@@ -20205,7 +20205,7 @@ def _d_WPT_LF_RxRSSIType(r):
         if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('WPT_LF_RxRSSIType', p)
-        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: raise DecodeError(f'value {f_TxIdentifier} outside [1, 4294967295]', r.at(p))
+        if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', f_TxIdentifier, r.at(p))
         el = 'RSSI'
         el = 'RSSI/Exponent'
         _c216_Exponent = ((x >> 4) & 255) + -128
@@ -20224,7 +20224,7 @@ def _d_WPT_LF_RxRSSIType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('WPT_LF_RxRSSIType', p)
         if _neg: _c216_Value = -_c216_Value - 1
-        if _c216_Value < -32768 or _c216_Value > 32767: raise DecodeError(f'value {_c216_Value} outside [-32768, 32767]', r.at(p))
+        if _c216_Value < -32768 or _c216_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c216_Value, r.at(p))
         f_RSSI = iso20_commontypes.RationalNumberType(_c216_Exponent, _c216_Value)
         r.pos = p
     except Exception as e:
@@ -20306,12 +20306,12 @@ def _d_WPT_FinePositioningResType(r):
                 if x & 12345: raise r.deviation('WPT_FinePositioningResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 6) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_FinePositioningResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = ((x >> 1) & 3)
-                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-                f_EVSEProcessing = _E0[f_EVSEProcessing]
+                if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_FinePositioningResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+                else: f_EVSEProcessing = _E0[f_EVSEProcessing]
                 s = 3
             if s == 3:
                 _k = 0
@@ -20331,7 +20331,7 @@ def _d_WPT_FinePositioningResType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_FinePositioningResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -20557,8 +20557,8 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if x & 51: raise r.deviation('WPT_FinePositioningSetupReqType', p)
                 el = 'EVProcessing'
                 f_EVProcessing = ((x >> 2) & 3)
-                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.at(p))
-                f_EVProcessing = _E0[f_EVProcessing]
+                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_FinePositioningSetupReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+                else: f_EVProcessing = _E0[f_EVProcessing]
                 el = 'EVDeviceFinePositioningMethodList'
                 r.pos = p
                 f_EVDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
@@ -20593,7 +20593,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', p)
-                if f_NaturalOffset > 65535: raise DecodeError(f'value {f_NaturalOffset} outside [0, 65535]', r.at(p))
+                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupReqType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(p))
                 s = 6
             if s == 6:
                 _k = 0
@@ -20613,7 +20613,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_FinePositioningSetupReqType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -20810,8 +20810,8 @@ def _d_WPT_FinePositioningMethodListType(r):
                 if x & 49: raise r.deviation('WPT_FinePositioningMethodListType', p)
                 el = 'WPT_FinePositioningMethod'
                 _v = ((x >> 1) & 7)
-                if _v >= 5: raise DecodeError(f'enumeration index {_v} out of range (5 values)', r.at(p))
-                _v = _E14[_v]
+                if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(p))
+                else: _v = _E14[_v]
                 f_WPT_FinePositioningMethod.append(_v)
                 s = 1
             if s == 1:
@@ -20827,8 +20827,8 @@ def _d_WPT_FinePositioningMethodListType(r):
                         if x & 17: raise r.deviation('WPT_FinePositioningMethodListType', p)
                         el = 'WPT_FinePositioningMethod'
                         _v = ((x >> 1) & 7)
-                        if _v >= 5: raise DecodeError(f'enumeration index {_v} out of range (5 values)', r.at(p))
-                        _v = _E14[_v]
+                        if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(p))
+                        else: _v = _E14[_v]
                         f_WPT_FinePositioningMethod.append(_v)
                         _k += 1
                         if _k == 7:
@@ -20920,8 +20920,8 @@ def _d_WPT_PairingMethodListType(r):
                 if x & 49: raise r.deviation('WPT_PairingMethodListType', p)
                 el = 'WPT_PairingMethod'
                 _v = ((x >> 1) & 7)
-                if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.at(p))
-                _v = _E16[_v]
+                if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(p))
+                else: _v = _E16[_v]
                 f_WPT_PairingMethod.append(_v)
                 s = 1
             if s == 1:
@@ -20937,8 +20937,8 @@ def _d_WPT_PairingMethodListType(r):
                         if x & 17: raise r.deviation('WPT_PairingMethodListType', p)
                         el = 'WPT_PairingMethod'
                         _v = ((x >> 1) & 7)
-                        if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.at(p))
-                        _v = _E16[_v]
+                        if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(p))
+                        else: _v = _E16[_v]
                         f_WPT_PairingMethod.append(_v)
                         _k += 1
                         if _k == 7:
@@ -21030,8 +21030,8 @@ def _d_WPT_AlignmentCheckMethodListType(r):
                 if x & 25: raise r.deviation('WPT_AlignmentCheckMethodListType', p)
                 el = 'WPT_AlignmentCheckMethod'
                 _v = ((x >> 1) & 3)
-                if _v >= 3: raise DecodeError(f'enumeration index {_v} out of range (3 values)', r.at(p))
-                _v = _E18[_v]
+                if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(p))
+                else: _v = _E18[_v]
                 f_WPT_AlignmentCheckMethod.append(_v)
                 s = 1
             if s == 1:
@@ -21047,8 +21047,8 @@ def _d_WPT_AlignmentCheckMethodListType(r):
                         if x & 9: raise r.deviation('WPT_AlignmentCheckMethodListType', p)
                         el = 'WPT_AlignmentCheckMethod'
                         _v = ((x >> 1) & 3)
-                        if _v >= 3: raise DecodeError(f'enumeration index {_v} out of range (3 values)', r.at(p))
-                        _v = _E18[_v]
+                        if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(p))
+                        else: _v = _E18[_v]
                         f_WPT_AlignmentCheckMethod.append(_v)
                         _k += 1
                         if _k == 7:
@@ -21233,7 +21233,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 31
                 if x & 31: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c231_Value = -_c231_Value - 1
-                if _c231_Value < -32768 or _c231_Value > 32767: raise DecodeError(f'value {_c231_Value} outside [-32768, 32767]', r.at(p))
+                if _c231_Value < -32768 or _c231_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c231_Value, r.at(p))
                 f_SignalFrequency = iso20_commontypes.RationalNumberType(_c231_Exponent, _c231_Value)
                 el = 'TxSpecData'
                 el = 'TxSpecData/TxRxIdentifier'
@@ -21249,7 +21249,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
                 if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', p)
-                if _c232_TxRxIdentifier < 1 or _c232_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c232_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+                if _c232_TxRxIdentifier < 1 or _c232_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c232_TxRxIdentifier, r.at(p))
                 el = 'TxSpecData/TxRxPosition'
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
@@ -21266,7 +21266,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c233_Coord_X = -_c233_Coord_X - 1
-                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c233_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21282,7 +21282,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
-                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c233_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21298,7 +21298,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 63
                 if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
-                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c233_Coord_Z, r.at(p))
                 _c232_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
                 el = 'TxSpecData/TxRxOrientation'
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
@@ -21316,7 +21316,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c234_Coord_X = -_c234_Coord_X - 1
-                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c234_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21332,7 +21332,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
-                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c234_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21348,7 +21348,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
-                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c234_Coord_Z, r.at(p))
                 _c232_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
                 _v = iso20_wpt.WPT_TxRxSpecDataType(_c232_TxRxIdentifier, _c232_TxRxPosition, _c232_TxRxOrientation)
                 f_TxSpecData.append(_v)
@@ -21370,7 +21370,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
                 if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', p)
-                if _c235_TxRxIdentifier < 1 or _c235_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c235_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+                if _c235_TxRxIdentifier < 1 or _c235_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c235_TxRxIdentifier, r.at(p))
                 el = 'TxSpecData/TxRxPosition'
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
@@ -21387,7 +21387,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c233_Coord_X = -_c233_Coord_X - 1
-                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c233_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21403,7 +21403,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
-                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c233_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21419,7 +21419,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 63
                 if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
-                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c233_Coord_Z, r.at(p))
                 _c235_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
                 el = 'TxSpecData/TxRxOrientation'
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
@@ -21437,7 +21437,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c234_Coord_X = -_c234_Coord_X - 1
-                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c234_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21453,7 +21453,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
-                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c234_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21469,7 +21469,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
-                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c234_Coord_Z, r.at(p))
                 _c235_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
                 _v = iso20_wpt.WPT_TxRxSpecDataType(_c235_TxRxIdentifier, _c235_TxRxPosition, _c235_TxRxOrientation)
                 f_TxSpecData.append(_v)
@@ -21499,7 +21499,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if p > E: V, E, p = r.slide(p, 5)
                         x = (V >> (E - p)) & 31
                         if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', p)
-                        if _c236_TxRxIdentifier < 1 or _c236_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c236_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+                        if _c236_TxRxIdentifier < 1 or _c236_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c236_TxRxIdentifier, r.at(p))
                         el = 'TxSpecData/TxRxPosition'
                         el = 'TxSpecData/TxRxPosition/Coord_X'
                         _neg = (x & 1)
@@ -21516,7 +21516,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         if _neg: _c233_Coord_X = -_c233_Coord_X - 1
-                        if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', r.at(p))
+                        if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c233_Coord_X, r.at(p))
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21532,7 +21532,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
-                        if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', r.at(p))
+                        if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c233_Coord_Y, r.at(p))
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21548,7 +21548,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         x = (V >> (E - p)) & 63
                         if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
-                        if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', r.at(p))
+                        if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c233_Coord_Z, r.at(p))
                         _c236_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
                         el = 'TxSpecData/TxRxOrientation'
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
@@ -21566,7 +21566,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         if _neg: _c234_Coord_X = -_c234_Coord_X - 1
-                        if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', r.at(p))
+                        if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c234_Coord_X, r.at(p))
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21582,7 +21582,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
-                        if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', r.at(p))
+                        if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c234_Coord_Y, r.at(p))
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -21598,7 +21598,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
-                        if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', r.at(p))
+                        if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c234_Coord_Z, r.at(p))
                         _c236_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
                         _v = iso20_wpt.WPT_TxRxSpecDataType(_c236_TxRxIdentifier, _c236_TxRxPosition, _c236_TxRxOrientation)
                         f_TxSpecData.append(_v)
@@ -22038,7 +22038,7 @@ def _d_WPT_TxRxSpecDataType(r):
         if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
         if x & 30: raise r.deviation('WPT_TxRxSpecDataType', p)
-        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: raise DecodeError(f'value {f_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(p))
         el = 'TxRxPosition'
         el = 'TxRxPosition/Coord_X'
         _neg = (x & 1)
@@ -22055,7 +22055,7 @@ def _d_WPT_TxRxSpecDataType(r):
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
         if _neg: _c243_Coord_X = -_c243_Coord_X - 1
-        if _c243_Coord_X < -32768 or _c243_Coord_X > 32767: raise DecodeError(f'value {_c243_Coord_X} outside [-32768, 32767]', r.at(p))
+        if _c243_Coord_X < -32768 or _c243_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c243_Coord_X, r.at(p))
         el = 'TxRxPosition/Coord_Y'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22071,7 +22071,7 @@ def _d_WPT_TxRxSpecDataType(r):
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
         if _neg: _c243_Coord_Y = -_c243_Coord_Y - 1
-        if _c243_Coord_Y < -32768 or _c243_Coord_Y > 32767: raise DecodeError(f'value {_c243_Coord_Y} outside [-32768, 32767]', r.at(p))
+        if _c243_Coord_Y < -32768 or _c243_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c243_Coord_Y, r.at(p))
         el = 'TxRxPosition/Coord_Z'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22087,7 +22087,7 @@ def _d_WPT_TxRxSpecDataType(r):
         x = (V >> (E - p)) & 63
         if x & 62: raise r.deviation('WPT_TxRxSpecDataType', p)
         if _neg: _c243_Coord_Z = -_c243_Coord_Z - 1
-        if _c243_Coord_Z < -32768 or _c243_Coord_Z > 32767: raise DecodeError(f'value {_c243_Coord_Z} outside [-32768, 32767]', r.at(p))
+        if _c243_Coord_Z < -32768 or _c243_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c243_Coord_Z, r.at(p))
         f_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c243_Coord_X, _c243_Coord_Y, _c243_Coord_Z)
         el = 'TxRxOrientation'
         el = 'TxRxOrientation/Coord_X'
@@ -22105,7 +22105,7 @@ def _d_WPT_TxRxSpecDataType(r):
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
         if _neg: _c244_Coord_X = -_c244_Coord_X - 1
-        if _c244_Coord_X < -32768 or _c244_Coord_X > 32767: raise DecodeError(f'value {_c244_Coord_X} outside [-32768, 32767]', r.at(p))
+        if _c244_Coord_X < -32768 or _c244_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c244_Coord_X, r.at(p))
         el = 'TxRxOrientation/Coord_Y'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22121,7 +22121,7 @@ def _d_WPT_TxRxSpecDataType(r):
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
         if _neg: _c244_Coord_Y = -_c244_Coord_Y - 1
-        if _c244_Coord_Y < -32768 or _c244_Coord_Y > 32767: raise DecodeError(f'value {_c244_Coord_Y} outside [-32768, 32767]', r.at(p))
+        if _c244_Coord_Y < -32768 or _c244_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c244_Coord_Y, r.at(p))
         el = 'TxRxOrientation/Coord_Z'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22137,7 +22137,7 @@ def _d_WPT_TxRxSpecDataType(r):
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('WPT_TxRxSpecDataType', p)
         if _neg: _c244_Coord_Z = -_c244_Coord_Z - 1
-        if _c244_Coord_Z < -32768 or _c244_Coord_Z > 32767: raise DecodeError(f'value {_c244_Coord_Z} outside [-32768, 32767]', r.at(p))
+        if _c244_Coord_Z < -32768 or _c244_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c244_Coord_Z, r.at(p))
         f_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c244_Coord_X, _c244_Coord_Y, _c244_Coord_Z)
         r.pos = p
     except Exception as e:
@@ -22275,7 +22275,7 @@ def _d_WPT_CoordinateXYZType(r):
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('WPT_CoordinateXYZType', p)
         if _neg: f_Coord_X = -f_Coord_X - 1
-        if f_Coord_X < -32768 or f_Coord_X > 32767: raise DecodeError(f'value {f_Coord_X} outside [-32768, 32767]', r.at(p))
+        if f_Coord_X < -32768 or f_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', f_Coord_X, r.at(p))
         el = 'Coord_Y'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22291,7 +22291,7 @@ def _d_WPT_CoordinateXYZType(r):
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('WPT_CoordinateXYZType', p)
         if _neg: f_Coord_Y = -f_Coord_Y - 1
-        if f_Coord_Y < -32768 or f_Coord_Y > 32767: raise DecodeError(f'value {f_Coord_Y} outside [-32768, 32767]', r.at(p))
+        if f_Coord_Y < -32768 or f_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', f_Coord_Y, r.at(p))
         el = 'Coord_Z'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22307,7 +22307,7 @@ def _d_WPT_CoordinateXYZType(r):
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('WPT_CoordinateXYZType', p)
         if _neg: f_Coord_Z = -f_Coord_Z - 1
-        if f_Coord_Z < -32768 or f_Coord_Z > 32767: raise DecodeError(f'value {f_Coord_Z} outside [-32768, 32767]', r.at(p))
+        if f_Coord_Z < -32768 or f_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', f_Coord_Z, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -22394,7 +22394,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if _c247_IndexNumber > 65535: raise DecodeError(f'value {_c247_IndexNumber} outside [0, 65535]', r.at(p))
+                if _c247_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c247_IndexNumber, r.at(p))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -22408,7 +22408,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if _c247_TxRxIdentifier < 1 or _c247_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c247_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+                if _c247_TxRxIdentifier < 1 or _c247_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c247_TxRxIdentifier, r.at(p))
                 _v = iso20_wpt.WPT_TxRxPulseOrderType(_c247_IndexNumber, _c247_TxRxIdentifier)
                 r.pos = p
                 f_PulseSequenceOrder.append(_v)
@@ -22431,7 +22431,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if _c248_IndexNumber > 65535: raise DecodeError(f'value {_c248_IndexNumber} outside [0, 65535]', r.at(p))
+                if _c248_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c248_IndexNumber, r.at(p))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -22445,7 +22445,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if _c248_TxRxIdentifier < 1 or _c248_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c248_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+                if _c248_TxRxIdentifier < 1 or _c248_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c248_TxRxIdentifier, r.at(p))
                 _v = iso20_wpt.WPT_TxRxPulseOrderType(_c248_IndexNumber, _c248_TxRxIdentifier)
                 r.pos = p
                 f_PulseSequenceOrder.append(_v)
@@ -22476,7 +22476,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                        if _c249_IndexNumber > 65535: raise DecodeError(f'value {_c249_IndexNumber} outside [0, 65535]', r.at(p))
+                        if _c249_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c249_IndexNumber, r.at(p))
                         el = 'PulseSequenceOrder/TxRxIdentifier'
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -22490,7 +22490,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                        if _c249_TxRxIdentifier < 1 or _c249_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c249_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+                        if _c249_TxRxIdentifier < 1 or _c249_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c249_TxRxIdentifier, r.at(p))
                         _v = iso20_wpt.WPT_TxRxPulseOrderType(_c249_IndexNumber, _c249_TxRxIdentifier)
                         r.pos = p
                         f_PulseSequenceOrder.append(_v)
@@ -22515,7 +22515,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                        if f_PulseSeparationTime > 65535: raise DecodeError(f'value {f_PulseSeparationTime} outside [0, 65535]', r.at(p))
+                        if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(p))
                         s = 4
                         break
                     else:
@@ -22538,7 +22538,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if f_PulseDuration > 65535: raise DecodeError(f'value {f_PulseDuration} outside [0, 65535]', r.at(p))
+                if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(p))
                 el = 'PackageSeparationTime'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -22552,7 +22552,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if f_PackageSeparationTime > 65535: raise DecodeError(f'value {f_PackageSeparationTime} outside [0, 65535]', r.at(p))
+                if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(p))
                 s = -1
             if s == 258:
                 p += 2
@@ -22571,7 +22571,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
-                if f_PulseSeparationTime > 65535: raise DecodeError(f'value {f_PulseSeparationTime} outside [0, 65535]', r.at(p))
+                if f_PulseSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseSeparationTime', 'range [0, 65535]', f_PulseSeparationTime, r.at(p))
                 s = 4
         r.pos = p
     except Exception as e:
@@ -22767,7 +22767,7 @@ def _d_WPT_TxRxPulseOrderType(r):
         if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('WPT_TxRxPulseOrderType', p)
-        if f_IndexNumber > 65535: raise DecodeError(f'value {f_IndexNumber} outside [0, 65535]', r.at(p))
+        if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(p))
         el = 'TxRxIdentifier'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -22781,7 +22781,7 @@ def _d_WPT_TxRxPulseOrderType(r):
         if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('WPT_TxRxPulseOrderType', p)
-        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: raise DecodeError(f'value {f_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+        if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -22855,7 +22855,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
                 if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', p)
-                if _c253_TxRxIdentifier < 1 or _c253_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c253_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+                if _c253_TxRxIdentifier < 1 or _c253_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c253_TxRxIdentifier, r.at(p))
                 el = 'RxSpecData/TxRxPosition'
                 el = 'RxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
@@ -22872,7 +22872,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c233_Coord_X = -_c233_Coord_X - 1
-                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c233_Coord_X, r.at(p))
                 el = 'RxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22888,7 +22888,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
-                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c233_Coord_Y, r.at(p))
                 el = 'RxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22904,7 +22904,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 63
                 if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
-                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c233_Coord_Z, r.at(p))
                 _c253_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
                 el = 'RxSpecData/TxRxOrientation'
                 el = 'RxSpecData/TxRxOrientation/Coord_X'
@@ -22922,7 +22922,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c234_Coord_X = -_c234_Coord_X - 1
-                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c234_Coord_X, r.at(p))
                 el = 'RxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22938,7 +22938,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
-                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c234_Coord_Y, r.at(p))
                 el = 'RxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -22954,7 +22954,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
-                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c234_Coord_Z, r.at(p))
                 _c253_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
                 _v = iso20_wpt.WPT_TxRxSpecDataType(_c253_TxRxIdentifier, _c253_TxRxPosition, _c253_TxRxOrientation)
                 f_RxSpecData.append(_v)
@@ -22976,7 +22976,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
                 if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', p)
-                if _c254_TxRxIdentifier < 1 or _c254_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c254_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+                if _c254_TxRxIdentifier < 1 or _c254_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c254_TxRxIdentifier, r.at(p))
                 el = 'RxSpecData/TxRxPosition'
                 el = 'RxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
@@ -22993,7 +22993,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c233_Coord_X = -_c233_Coord_X - 1
-                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c233_Coord_X, r.at(p))
                 el = 'RxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -23009,7 +23009,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
-                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c233_Coord_Y, r.at(p))
                 el = 'RxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -23025,7 +23025,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 63
                 if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
-                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', r.at(p))
+                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c233_Coord_Z, r.at(p))
                 _c254_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
                 el = 'RxSpecData/TxRxOrientation'
                 el = 'RxSpecData/TxRxOrientation/Coord_X'
@@ -23043,7 +23043,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c234_Coord_X = -_c234_Coord_X - 1
-                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c234_Coord_X, r.at(p))
                 el = 'RxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -23059,7 +23059,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
-                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c234_Coord_Y, r.at(p))
                 el = 'RxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -23075,7 +23075,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
-                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', r.at(p))
+                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c234_Coord_Z, r.at(p))
                 _c254_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
                 _v = iso20_wpt.WPT_TxRxSpecDataType(_c254_TxRxIdentifier, _c254_TxRxPosition, _c254_TxRxOrientation)
                 f_RxSpecData.append(_v)
@@ -23105,7 +23105,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                         if p > E: V, E, p = r.slide(p, 5)
                         x = (V >> (E - p)) & 31
                         if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', p)
-                        if _c255_TxRxIdentifier < 1 or _c255_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c255_TxRxIdentifier} outside [1, 4294967295]', r.at(p))
+                        if _c255_TxRxIdentifier < 1 or _c255_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c255_TxRxIdentifier, r.at(p))
                         el = 'RxSpecData/TxRxPosition'
                         el = 'RxSpecData/TxRxPosition/Coord_X'
                         _neg = (x & 1)
@@ -23122,7 +23122,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                         if _neg: _c233_Coord_X = -_c233_Coord_X - 1
-                        if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', r.at(p))
+                        if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c233_Coord_X, r.at(p))
                         el = 'RxSpecData/TxRxPosition/Coord_Y'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -23138,7 +23138,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                         if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
-                        if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', r.at(p))
+                        if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c233_Coord_Y, r.at(p))
                         el = 'RxSpecData/TxRxPosition/Coord_Z'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -23154,7 +23154,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                         x = (V >> (E - p)) & 63
                         if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', p)
                         if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
-                        if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', r.at(p))
+                        if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c233_Coord_Z, r.at(p))
                         _c255_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
                         el = 'RxSpecData/TxRxOrientation'
                         el = 'RxSpecData/TxRxOrientation/Coord_X'
@@ -23172,7 +23172,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                         if _neg: _c234_Coord_X = -_c234_Coord_X - 1
-                        if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', r.at(p))
+                        if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c234_Coord_X, r.at(p))
                         el = 'RxSpecData/TxRxOrientation/Coord_Y'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -23188,7 +23188,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
                         if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
-                        if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', r.at(p))
+                        if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c234_Coord_Y, r.at(p))
                         el = 'RxSpecData/TxRxOrientation/Coord_Z'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -23204,7 +23204,7 @@ def _d_WPT_LF_ReceiverDataType(r):
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
                         if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
-                        if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', r.at(p))
+                        if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c234_Coord_Z, r.at(p))
                         _c255_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
                         _v = iso20_wpt.WPT_TxRxSpecDataType(_c255_TxRxIdentifier, _c255_TxRxPosition, _c255_TxRxOrientation)
                         f_RxSpecData.append(_v)
@@ -23579,8 +23579,8 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if x & 771: raise r.deviation('WPT_FinePositioningSetupResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_FinePositioningSetupResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'PrimaryDeviceFinePositioningMethodList'
                 r.pos = p
                 f_PrimaryDeviceFinePositioningMethodList = _d_WPT_FinePositioningMethodListType(r)
@@ -23615,7 +23615,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningSetupResType', p)
-                if f_NaturalOffset > 65535: raise DecodeError(f'value {f_NaturalOffset} outside [0, 65535]', r.at(p))
+                if f_NaturalOffset > 65535: r.facet('WPT_FinePositioningSetupResType/NaturalOffset', 'range [0, 65535]', f_NaturalOffset, r.at(p))
                 s = 6
             if s == 6:
                 _k = 0
@@ -23635,7 +23635,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_FinePositioningSetupResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -23843,8 +23843,8 @@ def _d_WPT_PairingReqType(r):
                 if x & 25: raise r.deviation('WPT_PairingReqType', p)
                 el = 'EVProcessing'
                 f_EVProcessing = ((x >> 1) & 3)
-                if f_EVProcessing >= 3: raise DecodeError(f'enumeration index {f_EVProcessing} out of range (3 values)', r.at(p))
-                f_EVProcessing = _E0[f_EVProcessing]
+                if f_EVProcessing >= 3: f_EVProcessing = r.enum_index('WPT_PairingReqType/EVProcessing', f_EVProcessing, 3, r.at(p))
+                else: f_EVProcessing = _E0[f_EVProcessing]
                 s = 2
             if s == 2:
                 p += 2
@@ -23867,11 +23867,11 @@ def _d_WPT_PairingReqType(r):
                     if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 57: raise r.deviation('WPT_PairingReqType', p)
-                    if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: raise DecodeError(f'value {f_ObservedIDCode} outside [1, 4294967295]', r.at(p))
+                    if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingReqType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(p))
                     el = 'EVResultCode'
                     f_EVResultCode = ((x >> 1) & 3)
-                    if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.at(p))
-                    f_EVResultCode = _E1[f_EVResultCode]
+                    if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                    else: f_EVResultCode = _E1[f_EVResultCode]
                     s = 4
                 elif ec == 1:
                     p += 4
@@ -23880,8 +23880,8 @@ def _d_WPT_PairingReqType(r):
                     if x & 9: raise r.deviation('WPT_PairingReqType', p)
                     el = 'EVResultCode'
                     f_EVResultCode = ((x >> 1) & 3)
-                    if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', r.at(p))
-                    f_EVResultCode = _E1[f_EVResultCode]
+                    if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(p))
+                    else: f_EVResultCode = _E1[f_EVResultCode]
                     s = 4
                 else:
                     raise r.deviation('WPT_PairingReqType', p)
@@ -23903,7 +23903,7 @@ def _d_WPT_PairingReqType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_PairingReqType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -24057,12 +24057,12 @@ def _d_WPT_PairingResType(r):
                 if x & 12345: raise r.deviation('WPT_PairingResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 6) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
-                f_ResponseCode = _E4[f_ResponseCode]
+                if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('WPT_PairingResType/ResponseCode', f_ResponseCode, 40, r.at(p))
+                else: f_ResponseCode = _E4[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = ((x >> 1) & 3)
-                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
-                f_EVSEProcessing = _E0[f_EVSEProcessing]
+                if f_EVSEProcessing >= 3: f_EVSEProcessing = r.enum_index('WPT_PairingResType/EVSEProcessing', f_EVSEProcessing, 3, r.at(p))
+                else: f_EVSEProcessing = _E0[f_EVSEProcessing]
                 s = 3
             if s == 3:
                 p += 3
@@ -24084,7 +24084,7 @@ def _d_WPT_PairingResType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingResType', p)
-                    if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: raise DecodeError(f'value {f_ObservedIDCode} outside [1, 4294967295]', r.at(p))
+                    if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingResType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(p))
                     s = 4
                 elif ec == 1:
                     el = 'AlternativeSECCList'
@@ -24104,7 +24104,7 @@ def _d_WPT_PairingResType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24140,7 +24140,7 @@ def _d_WPT_PairingResType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24170,7 +24170,7 @@ def _d_WPT_PairingResType(r):
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                        if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24202,7 +24202,7 @@ def _d_WPT_PairingResType(r):
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 256: raise DecodeError(f'length {len(_v)} outside [0, 256]', r.at(r.pos))
+                            if len(_v) > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -24525,7 +24525,7 @@ def _d_AlternativeSECCType(r):
                     else:
                         r.pos = p
                         f_SSID = r.string(98)
-                        if len(f_SSID) > 255: raise DecodeError(f'length {len(f_SSID)} outside [0, 255]', r.at(r.pos))
+                        if len(f_SSID) > 255: r.facet('AlternativeSECCType/SSID', 'length [0, 255]', f_SSID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24543,7 +24543,7 @@ def _d_AlternativeSECCType(r):
                     else:
                         r.pos = p
                         f_BSSID = r.string(99)
-                        if len(f_BSSID) > 12: raise DecodeError(f'length {len(f_BSSID)} outside [0, 12]', r.at(r.pos))
+                        if len(f_BSSID) > 12: r.facet('AlternativeSECCType/BSSID', 'length [0, 12]', f_BSSID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24561,7 +24561,7 @@ def _d_AlternativeSECCType(r):
                     else:
                         r.pos = p
                         f_IPAddress = r.string(100)
-                        if len(f_IPAddress) > 39: raise DecodeError(f'length {len(f_IPAddress)} outside [0, 39]', r.at(r.pos))
+                        if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24583,7 +24583,7 @@ def _d_AlternativeSECCType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
-                    if f_Port > 65535: raise DecodeError(f'value {f_Port} outside [0, 65535]', r.at(p))
+                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(p))
                     s = 4
                 elif ec == 4:
                     pass
@@ -24606,7 +24606,7 @@ def _d_AlternativeSECCType(r):
                     else:
                         r.pos = p
                         f_BSSID = r.string(99)
-                        if len(f_BSSID) > 12: raise DecodeError(f'length {len(f_BSSID)} outside [0, 12]', r.at(r.pos))
+                        if len(f_BSSID) > 12: r.facet('AlternativeSECCType/BSSID', 'length [0, 12]', f_BSSID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24624,7 +24624,7 @@ def _d_AlternativeSECCType(r):
                     else:
                         r.pos = p
                         f_IPAddress = r.string(100)
-                        if len(f_IPAddress) > 39: raise DecodeError(f'length {len(f_IPAddress)} outside [0, 39]', r.at(r.pos))
+                        if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24646,7 +24646,7 @@ def _d_AlternativeSECCType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
-                    if f_Port > 65535: raise DecodeError(f'value {f_Port} outside [0, 65535]', r.at(p))
+                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(p))
                     s = 4
                 elif ec == 3:
                     pass
@@ -24669,7 +24669,7 @@ def _d_AlternativeSECCType(r):
                     else:
                         r.pos = p
                         f_IPAddress = r.string(100)
-                        if len(f_IPAddress) > 39: raise DecodeError(f'length {len(f_IPAddress)} outside [0, 39]', r.at(r.pos))
+                        if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -24691,7 +24691,7 @@ def _d_AlternativeSECCType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
-                    if f_Port > 65535: raise DecodeError(f'value {f_Port} outside [0, 65535]', r.at(p))
+                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(p))
                     s = 4
                 elif ec == 2:
                     pass
@@ -24718,7 +24718,7 @@ def _d_AlternativeSECCType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
-                    if f_Port > 65535: raise DecodeError(f'value {f_Port} outside [0, 65535]', r.at(p))
+                    if f_Port > 65535: r.facet('AlternativeSECCType/Port', 'range [0, 65535]', f_Port, r.at(p))
                     s = 4
                 elif ec == 1:
                     pass
@@ -24948,7 +24948,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     el = 'EVTargetEnergyRequest'
                     el = 'EVTargetEnergyRequest/Exponent'
                     _c265_Exponent = ((x >> 4) & 255) + -128
@@ -24967,7 +24967,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c265_Value = -_c265_Value - 1
-                    if _c265_Value < -32768 or _c265_Value > 32767: raise DecodeError(f'value {_c265_Value} outside [-32768, 32767]', r.at(p))
+                    if _c265_Value < -32768 or _c265_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c265_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c265_Exponent, _c265_Value)
                     s = 2
                 elif ec == 1:
@@ -24993,7 +24993,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c266_Value = -_c266_Value - 1
-                    if _c266_Value < -32768 or _c266_Value > 32767: raise DecodeError(f'value {_c266_Value} outside [-32768, 32767]', r.at(p))
+                    if _c266_Value < -32768 or _c266_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c266_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c266_Exponent, _c266_Value)
                     s = 2
                 else:
@@ -25021,7 +25021,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c267_Value = -_c267_Value - 1
-                if _c267_Value < -32768 or _c267_Value > 32767: raise DecodeError(f'value {_c267_Value} outside [-32768, 32767]', r.at(p))
+                if _c267_Value < -32768 or _c267_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c267_Value, r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c267_Exponent, _c267_Value)
                 el = 'EVMinimumEnergyRequest'
                 el = 'EVMinimumEnergyRequest/Exponent'
@@ -25041,7 +25041,7 @@ def _d_Dynamic_CLReqControlModeType(r):
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c268_Value = -_c268_Value - 1
-                if _c268_Value < -32768 or _c268_Value > 32767: raise DecodeError(f'value {_c268_Value} outside [-32768, 32767]', r.at(p))
+                if _c268_Value < -32768 or _c268_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c268_Value, r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c268_Exponent, _c268_Value)
                 s = -1
         r.pos = p
@@ -25204,7 +25204,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    if f_DepartureTime > 4294967295: r.facet('Dynamic_CLResControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
@@ -25213,7 +25213,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
@@ -25222,7 +25222,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
@@ -25240,7 +25240,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 4:
                     pass
@@ -25258,7 +25258,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
+                    if f_MinimumSOC > 100: r.facet('Dynamic_CLResControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
@@ -25267,7 +25267,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
@@ -25285,7 +25285,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 3:
                     pass
@@ -25303,7 +25303,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
+                    if f_TargetSOC > 100: r.facet('Dynamic_CLResControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
@@ -25321,7 +25321,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 2:
                     pass
@@ -25348,7 +25348,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     p += 1
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
+                    if f_AckMaxDelay > 65535: r.facet('Dynamic_CLResControlModeType/AckMaxDelay', 'range [0, 65535]', f_AckMaxDelay, r.at(p))
                     s = 4
                 elif ec == 1:
                     pass
@@ -25761,7 +25761,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c277_Value = -_c277_Value - 1
-                    if _c277_Value < -32768 or _c277_Value > 32767: raise DecodeError(f'value {_c277_Value} outside [-32768, 32767]', r.at(p))
+                    if _c277_Value < -32768 or _c277_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c277_Value, r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c277_Exponent, _c277_Value)
                     s = 1
                 elif ec == 1:
@@ -25787,7 +25787,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c278_Value = -_c278_Value - 1
-                    if _c278_Value < -32768 or _c278_Value > 32767: raise DecodeError(f'value {_c278_Value} outside [-32768, 32767]', r.at(p))
+                    if _c278_Value < -32768 or _c278_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c278_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c278_Exponent, _c278_Value)
                     s = 2
                 elif ec == 2:
@@ -25813,7 +25813,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c279_Value = -_c279_Value - 1
-                    if _c279_Value < -32768 or _c279_Value > 32767: raise DecodeError(f'value {_c279_Value} outside [-32768, 32767]', r.at(p))
+                    if _c279_Value < -32768 or _c279_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c279_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c279_Exponent, _c279_Value)
                     s = 3
                 elif ec == 3:
@@ -25848,7 +25848,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c280_Value = -_c280_Value - 1
-                    if _c280_Value < -32768 or _c280_Value > 32767: raise DecodeError(f'value {_c280_Value} outside [-32768, 32767]', r.at(p))
+                    if _c280_Value < -32768 or _c280_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c280_Value, r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c280_Exponent, _c280_Value)
                     s = 2
                 elif ec == 1:
@@ -25874,7 +25874,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c281_Value = -_c281_Value - 1
-                    if _c281_Value < -32768 or _c281_Value > 32767: raise DecodeError(f'value {_c281_Value} outside [-32768, 32767]', r.at(p))
+                    if _c281_Value < -32768 or _c281_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c281_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c281_Exponent, _c281_Value)
                     s = 3
                 elif ec == 2:
@@ -25909,7 +25909,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c282_Value = -_c282_Value - 1
-                    if _c282_Value < -32768 or _c282_Value > 32767: raise DecodeError(f'value {_c282_Value} outside [-32768, 32767]', r.at(p))
+                    if _c282_Value < -32768 or _c282_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c282_Value, r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c282_Exponent, _c282_Value)
                     s = 3
                 elif ec == 1:
@@ -26511,7 +26511,7 @@ def _de38(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('AckMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26571,7 +26571,7 @@ def _de43(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26607,7 +26607,7 @@ def _de44(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26639,7 +26639,7 @@ def _de45(r):  # BSSID
     else:
         r.pos = p
         val = r.string(99)
-        if len(val) > 12: raise DecodeError(f'length {len(val)} outside [0, 12]', r.at(r.pos))
+        if len(val) > 12: r.facet('BSSID', 'length [0, 12]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -26687,7 +26687,7 @@ def _de47(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26723,7 +26723,7 @@ def _de48(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26783,7 +26783,7 @@ def _de50(r):  # Coord_X
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Coord_X', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Coord_X', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26823,7 +26823,7 @@ def _de51(r):  # Coord_Y
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Coord_Y', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Coord_Y', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26863,7 +26863,7 @@ def _de52(r):  # Coord_Z
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Coord_Z', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Coord_Z', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -26906,7 +26906,7 @@ def _de54(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('DepartureTime', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27078,8 +27078,8 @@ def _de74(r):  # EVProcessing
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E0[val]
+    if val >= 3: val = r.enum_index('EVProcessing', val, 3, r.at(p))
+    else: val = _E0[val]
     r.pos = p
     return val
 
@@ -27102,8 +27102,8 @@ def _de75(r):  # EVResultCode
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVResultCode', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E1[val]
+    if val >= 3: val = r.enum_index('EVResultCode', val, 3, r.at(p))
+    else: val = _E1[val]
     r.pos = p
     return val
 
@@ -27126,8 +27126,8 @@ def _de76(r):  # EVSENotification
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E8[val]
+    if val >= 6: val = r.enum_index('EVSENotification', val, 6, r.at(p))
+    else: val = _E8[val]
     r.pos = p
     return val
 
@@ -27150,8 +27150,8 @@ def _de77(r):  # EVSEProcessing
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E0[val]
+    if val >= 3: val = r.enum_index('EVSEProcessing', val, 3, r.at(p))
+    else: val = _E0[val]
     r.pos = p
     return val
 
@@ -27331,7 +27331,7 @@ def _de86(r):  # IPAddress
     else:
         r.pos = p
         val = r.string(100)
-        if len(val) > 39: raise DecodeError(f'length {len(val)} outside [0, 39]', r.at(r.pos))
+        if len(val) > 39: r.facet('IPAddress', 'length [0, 39]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -27373,7 +27373,7 @@ def _de87(r):  # IndexNumber
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('IndexNumber', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('IndexNumber', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27490,7 +27490,7 @@ def _de95(r):  # ManufacturerSpecificDataContainer
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 256: raise DecodeError(f'length {len(val)} outside [0, 256]', r.at(r.pos))
+        if len(val) > 256: r.facet('ManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -27521,7 +27521,7 @@ def _de96(r):  # MaximumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MaximumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MaximumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -27548,7 +27548,7 @@ def _de97(r):  # MeterID
     else:
         r.pos = p
         val = r.string(62)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -27613,7 +27613,7 @@ def _de100(r):  # MeterSignature
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        if len(val) > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -27656,7 +27656,7 @@ def _de101(r):  # MeterStatus
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('MeterStatus', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27693,7 +27693,7 @@ def _de102(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('MeterTimestamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27720,7 +27720,7 @@ def _de103(r):  # MinimumSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MinimumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('MinimumSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -27785,7 +27785,7 @@ def _de105(r):  # NaturalOffset
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NaturalOffset', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('NaturalOffset', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27821,7 +27821,7 @@ def _de106(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('NotificationMaxDelay', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -27920,7 +27920,7 @@ def _de110(r):  # ObservedIDCode
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ObservedIDCode', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('ObservedIDCode', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28125,7 +28125,7 @@ def _de120(r):  # PackageSeparationTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PackageSeparationTime', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('PackageSeparationTime', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28195,7 +28195,7 @@ def _de122(r):  # Port
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Port', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('Port', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28228,7 +28228,7 @@ def _de124(r):  # PresentSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('PresentSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('PresentSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -28277,7 +28277,7 @@ def _de128(r):  # PulseDuration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PulseDuration', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('PulseDuration', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28313,7 +28313,7 @@ def _de129(r):  # PulseSeparationTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PulseSeparationTime', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('PulseSeparationTime', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28413,7 +28413,7 @@ def _de136(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMaximumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28449,7 +28449,7 @@ def _de137(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToMinimumSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28485,7 +28485,7 @@ def _de138(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
+    if val > 4294967295: r.facet('RemainingTimeToTargetSOC', 'range [0, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28512,8 +28512,8 @@ def _de139(r):  # ResponseCode
     x = (V >> (E - p)) & 255
     if x & 129: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 63)
-    if val >= 40: raise DecodeError(f'enumeration index {val} out of range (40 values)', r.at(p))
-    val = _E4[val]
+    if val >= 40: val = r.enum_index('ResponseCode', val, 40, r.at(p))
+    else: val = _E4[val]
     r.pos = p
     return val
 
@@ -28551,7 +28551,7 @@ def _de141(r):  # RxIdentifier
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RxIdentifier', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('RxIdentifier', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28589,7 +28589,7 @@ def _de143(r):  # SDManufacturerSpecificDataContainer
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 256: raise DecodeError(f'length {len(val)} outside [0, 256]', r.at(r.pos))
+        if len(val) > 256: r.facet('SDManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -28629,7 +28629,7 @@ def _de144(r):  # SDMaxGroundClearanceSupport
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearanceSupport', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('SDMaxGroundClearanceSupport', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28665,7 +28665,7 @@ def _de145(r):  # SDMaxGroundClearence
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearence', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('SDMaxGroundClearence', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28707,7 +28707,7 @@ def _de147(r):  # SDMinGroundClearanceSupport
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearanceSupport', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('SDMinGroundClearanceSupport', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28743,7 +28743,7 @@ def _de148(r):  # SDMinGroundClearence
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearence', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
+    if val > 65535: r.facet('SDMinGroundClearence', 'range [0, 65535]', val, r.at(p))
     r.pos = p
     return val
 
@@ -28782,8 +28782,8 @@ def _de151(r):  # SPCChargeDiagnostics
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('SPCChargeDiagnostics', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E9[val]
+    if val >= 6: val = r.enum_index('SPCChargeDiagnostics', val, 6, r.at(p))
+    else: val = _E9[val]
     r.pos = p
     return val
 
@@ -28875,7 +28875,7 @@ def _de158(r):  # SSID
     else:
         r.pos = p
         val = r.string(98)
-        if len(val) > 255: raise DecodeError(f'length {len(val)} outside [0, 255]', r.at(r.pos))
+        if len(val) > 255: r.facet('SSID', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -28942,7 +28942,7 @@ def _de160(r):  # SessionID
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 8 or len(val) > 8: raise DecodeError(f'length {len(val)} outside [8, 8]', r.at(r.pos))
+    if len(val) < 8 or len(val) > 8: r.facet('SessionID', 'length [8, 8]', val, r.at(r.pos))
     V = r.v; E = r.end; p = r.pos
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
@@ -28991,7 +28991,7 @@ def _de164(r):  # TargetSOC
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('TargetSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
+    if val > 100: r.facet('TargetSOC', 'maxInclusive 100', val, r.at(p))
     r.pos = p
     return val
 
@@ -29028,7 +29028,7 @@ def _de166(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('TaxRuleID', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29064,7 +29064,7 @@ def _de167(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeAnchor', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29100,7 +29100,7 @@ def _de168(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
+    if val > 18446744073709551615: r.facet('TimeStamp', 'range [0, 18446744073709551615]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29136,7 +29136,7 @@ def _de169(r):  # TxIdentifier
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TxIdentifier', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('TxIdentifier', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29178,7 +29178,7 @@ def _de171(r):  # TxRxIdentifier
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TxRxIdentifier', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
+    if val < 1 or val > 4294967295: r.facet('TxRxIdentifier', 'range [1, 4294967295]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29235,7 +29235,7 @@ def _de175(r):  # Value
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
+    if val < -32768 or val > 32767: r.facet('Value', 'range [-32768, 32767]', val, r.at(p))
     r.pos = p
     return val
 
@@ -29268,7 +29268,7 @@ def _de176(r):  # VendorSpecificDataContainer
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 256: raise DecodeError(f'length {len(val)} outside [0, 256]', r.at(r.pos))
+        if len(val) > 256: r.facet('VendorSpecificDataContainer', 'length [0, 256]', val, r.at(r.pos))
         V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -29299,8 +29299,8 @@ def _de177(r):  # WPT_AlignmentCheckMethod
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('WPT_AlignmentCheckMethod', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
-    val = _E18[val]
+    if val >= 3: val = r.enum_index('WPT_AlignmentCheckMethod', val, 3, r.at(p))
+    else: val = _E18[val]
     r.pos = p
     return val
 
@@ -29323,8 +29323,8 @@ def _de178(r):  # WPT_FinePositioningMethod
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('WPT_FinePositioningMethod', p)
     val = ((x >> 1) & 7)
-    if val >= 5: raise DecodeError(f'enumeration index {val} out of range (5 values)', r.at(p))
-    val = _E14[val]
+    if val >= 5: val = r.enum_index('WPT_FinePositioningMethod', val, 5, r.at(p))
+    else: val = _E14[val]
     r.pos = p
     return val
 
@@ -29371,8 +29371,8 @@ def _de183(r):  # WPT_PairingMethod
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('WPT_PairingMethod', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
-    val = _E16[val]
+    if val >= 6: val = r.enum_index('WPT_PairingMethod', val, 6, r.at(p))
+    else: val = _E16[val]
     r.pos = p
     return val
 

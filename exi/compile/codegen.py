@@ -381,8 +381,9 @@ class CodecWriter:
             n = st.nbits()
             lines = [f"{target} = {{p}} + {st.min_value}" if st.min_value else f"{target} = {{p}}"]
             if (1 << n) - 1 > st.max_value - st.min_value:
-                lines.append(f"if {target} > {st.max_value}: raise DecodeError("
-                             f"f'value {{{target}}} above maximum {st.max_value}', r.at(p))")
+                # the n bits hold more than the facet allows: a lenient decode keeps the value (recorded)
+                lines.append(f"if {target} > {st.max_value}: r.facet({self._where(target)!r}, "
+                             f"'maxInclusive {st.max_value}', {target}, r.at(p))")
             return [("fix", n, lines)]
         if rep == "enum":
             n = len(st.enum)
@@ -392,9 +393,8 @@ class CodecWriter:
                 return [("fix", width, [f"{target} = {table}[{{p}}]"])]
             return [("fix", width, [
                 f"{target} = {{p}}",
-                f"if {target} >= {n}: raise DecodeError(f'enumeration index {{{target}}} out of range "
-                f"({n} values)', r.at(p))",
-                f"{target} = {table}[{target}]"])]
+                f"if {target} >= {n}: {target} = r.enum_index({self._where(target)!r}, {target}, {n}, r.at(p))",
+                f"else: {target} = {table}[{target}]"])]
         if rep == "int":
             return [("fix", 1, ["_neg = {p}"]), ("uint", target),
                     ("nop", [f"if _neg: {target} = -{target} - 1", *self._range_check(st, target)])]
@@ -406,9 +406,15 @@ class CodecWriter:
                      "for _ in range(_cnt):"]
             lines.extend("    " + x for x in self._render_dec(self.dec_value_ops(st.item, "_it", key), "list"))
             lines.append(f"    {target}.append(_it)")
-            lines.extend(self._len_check(st, target, "DecodeError", ", r.at(p)"))
+            lines.extend(self._len_facet(st, target, "r.at(p)"))
             return [("raw", lines)]
         return [("var", self.dec_value(st, target, key, ""))]
+
+    def _where(self, target: str) -> str:
+        """The deviation path of a value decoded into ``target``: the type being generated and the field."""
+        field = target[2:] if target.startswith("f_") else {"_it": "item", "val": "", "f_value": "value"}.get(
+            target, target)
+        return "/".join(x for x in (getattr(self, "_cur_type", ""), field) if x)
 
     def _range_check(self, st: SimpleType, target: str) -> list[str]:
         conds = []
@@ -418,8 +424,21 @@ class CodecWriter:
             conds.append(f"{target} > {st.max_value}")
         if not conds:
             return []
-        return [f"if {' or '.join(conds)}: raise DecodeError("
-                f"f'value {{{target}}} outside [{st.min_value}, {st.max_value}]', r.at(p))"]
+        return [f"if {' or '.join(conds)}: r.facet({self._where(target)!r}, "
+                f"'range [{st.min_value}, {st.max_value}]', {target}, r.at(p))"]
+
+    def _len_facet(self, st: SimpleType, target: str, pos: str) -> list[str]:
+        """A decoded value's length facets: a DecodeError when strict, else a recorded deviation."""
+        lo, hi = st.min_length, st.max_length
+        conds = []
+        if lo:
+            conds.append(f"len({target}) < {lo}")
+        if hi is not None:
+            conds.append(f"len({target}) > {hi}")
+        if not conds:
+            return []
+        return [f"if {' or '.join(conds)}: r.facet({self._where(target)!r}, 'length [{lo or 0}, {hi}]', "
+                f"{target}, {pos})"]
 
     def dec_value(self, st: SimpleType, target: str, key: str, ind: str) -> list[str]:
         """Statement form (lists, strings, binaries, decimals, unsigned ints)."""
@@ -434,14 +453,14 @@ class CodecWriter:
             L.append(f"{target} = r.float()")
         elif rep in ("b64", "hex", "str"):
             L.append(f"{target} = r.binary()" if rep != "str" else f"{target} = r.string({key})")
-            L.extend(self._len_check(st, target, "DecodeError", ", r.at(r.pos)"))
+            L.extend(self._len_facet(st, target, "r.at(r.pos)"))
         elif rep == "list":
             assert st.item is not None
             L.append(f"{target} = []")
             L.append("for _ in range(r.length(1)):")
             L.extend("    " + x for x in self._render_dec(self.dec_value_ops(st.item, "_it", key), "list"))
             L.append(f"    {target}.append(_it)")
-            L.extend(self._len_check(st, target, "DecodeError", ", r.at(r.pos)"))
+            L.extend(self._len_facet(st, target, "r.at(r.pos)"))
         else:
             L.extend(self._render_dec(self.dec_value_ops(st, target, key), "value"))
         return [ind + x for x in L]
@@ -704,7 +723,10 @@ class CodecWriter:
                     ops = [("pre", [f"if not ({cond}): raise EncodeError('missing content: {name}')"]), *ops]
                 ops = [op for op in ops if not (op[0] == "post" and "_leftover" in op[1][0])]
             else:
+                outer = getattr(self, "_cur_type", "")
+                self._cur_type = info.ct.name[1] if info.ct.name else self.fn[id(info.ct)]
                 ops, nxt = self._follow_dec(info, p0)
+                self._cur_type = outer
                 ops = [("fix", info.grammar[0].width, "code"), *ops]
             assert nxt == -1
             self._inline = saved
@@ -850,6 +872,7 @@ class CodecWriter:
     def type_decoder(self, info: TypeInfo) -> list[str]:
         ct = info.ct
         name = self.fn[id(ct)]
+        self._cur_type = ct.name[1] if ct.name else name
         sig = "r, key" if info.needs_key else "r"
         L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}", "    V = r.v", "    E = r.end", "    p = r.pos",
              "    el = ''"]
@@ -1123,6 +1146,7 @@ class CodecWriter:
             L.append(f"    return _d_{self.fn[id(e.type)]}({args})")
         else:
             L.extend(["    V = r.v", "    E = r.end", "    p = r.pos"])
+            self._cur_type = e.qname[1]
             L.extend(self.dec_element(e, "val", "    ", e.qname[1]))
             L.extend(["    r.pos = p", "    return val"])
         L.append("")

@@ -255,7 +255,7 @@ class Iso20Session(SessionCore):
         if schema is None:  # ACDP, WPT, ... or SAP again: nothing this session can answer in
             return None
         try:
-            msg = exi.decode(schema, payload)
+            msg = exi.decode(schema, payload, deviations=self.request_deviations)
         except exi.DecodeError:
             return None
         name = request_name(msg)
