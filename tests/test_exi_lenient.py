@@ -109,8 +109,8 @@ def test_short_evse_id_from_a_charger() -> None:
         exi.decode("iso2", short, strict=True)
 
 
-def test_enumeration_index_past_the_values() -> None:
-    """-2 chargeProgressType has 3 values in 2 bits: index 3 decodes as an UnknownEnumValue."""
+def progress_index_3() -> bytes:
+    """A -2 PowerDeliveryReq whose ChargeProgress (3 values in 2 bits) carries index 3."""
     data = exi.encode("iso2", power_delivery(1))
     stop = exi.encode("iso2", V2G_Message(MessageHeaderType(SID), b.BodyType(
         PowerDeliveryReq=b.PowerDeliveryReqType("Stop", 1, t.ChargingProfileType([t.ProfileEntryType(
@@ -121,7 +121,12 @@ def test_enumeration_index_past_the_values() -> None:
     # Start = 0, Stop = 1, Renegotiate = 2: or the bits of Stop and Renegotiate into Start for index 3
     x = int.from_bytes(data, "big") | (int.from_bytes(stop, "big") ^ int.from_bytes(data, "big")) | \
         (int.from_bytes(renegotiate, "big") ^ int.from_bytes(data, "big"))
-    bad = x.to_bytes(len(data), "big")
+    return x.to_bytes(len(data), "big")
+
+
+def test_enumeration_index_past_the_values() -> None:
+    """-2 chargeProgressType has 3 values in 2 bits: index 3 decodes as an UnknownEnumValue."""
+    bad = progress_index_3()
     found: list[exi.Deviation] = []
     msg = exi.decode("iso2", bad, deviations=found)
     progress = msg.Body.PowerDeliveryReq.ChargeProgress
@@ -210,3 +215,15 @@ def test_car_with_a_four_byte_gen_challenge_gets_challenge_invalid() -> None:
     short = replace_bits(request, uint_bits(16) + _bits(challenge), uint_bits(4) + _bits(challenge[:4]))
     res = car.send_raw(short, "AuthorizationRes")
     assert res.ResponseCode == "FAILED_ChallengeInvalid" and car.ended and hw.target_i == 0
+
+
+def test_car_with_an_unknown_enumeration_value_is_refused_without_power() -> None:
+    """A value outside an enumeration reaches no handler (none can interpret it): FAILED, session over."""
+    hw = test_iso2_features.ac_charger()
+    car = RawCar(Iso2Session(hw))
+    car.setup()
+    assert car.send("AuthorizationReq", b.AuthorizationReqType()).EVSEProcessing == "Finished"
+    assert car.ac_parameters().ResponseCode == "OK"
+    res = car.send_raw(_with_session_id(progress_index_3(), car.sid), "PowerDeliveryRes")
+    assert res.ResponseCode == "FAILED" and car.ended and not hw.closed and hw.target_i == 0
+    assert any("enumeration index 3" in note for note in car.session.notes)

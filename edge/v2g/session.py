@@ -223,6 +223,11 @@ class SessionCore:
             return self._failed(name, "FAILED_UnknownSession"), True
         if request.step not in self.NEXT[self.state]:
             return self._failed(name, "FAILED_SequenceError"), True
+        unknown = next((d for d in self.request_deviations if d.facet.startswith("enumeration")), None)
+        if unknown is not None:  # a value no handler can interpret (exi.UnknownEnumValue): refused, not guessed at
+            self.notes.append(f"{name}: {unknown.path} carries enumeration index {unknown.value}, which the "
+                              "schema does not define")
+            return self._failed(name, "FAILED"), True
         try:
             res, end, state = getattr(self, "_" + request.step)(request.message)
         except (PowerLeaseRefused, PowerRefused) as e:

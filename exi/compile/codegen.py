@@ -427,17 +427,22 @@ class CodecWriter:
         return [f"if {' or '.join(conds)}: r.facet({self._where(target)!r}, "
                 f"'range [{st.min_value}, {st.max_value}]', {target}, r.at(p))"]
 
+    @staticmethod
+    def _len_condition(st: SimpleType, target: str) -> str | None:
+        """The Python condition under which ``target`` breaks the type's length facets (None: it has none)."""
+        conds = []
+        if st.min_length:
+            conds.append(f"len({target}) < {st.min_length}")
+        if st.max_length is not None:
+            conds.append(f"len({target}) > {st.max_length}")
+        return " or ".join(conds) or None
+
     def _len_facet(self, st: SimpleType, target: str, pos: str) -> list[str]:
         """A decoded value's length facets: a DecodeError when strict, else a recorded deviation."""
-        lo, hi = st.min_length, st.max_length
-        conds = []
-        if lo:
-            conds.append(f"len({target}) < {lo}")
-        if hi is not None:
-            conds.append(f"len({target}) > {hi}")
-        if not conds:
+        cond = self._len_condition(st, target)
+        if cond is None:
             return []
-        return [f"if {' or '.join(conds)}: r.facet({self._where(target)!r}, 'length [{lo or 0}, {hi}]', "
+        return [f"if {cond}: r.facet({self._where(target)!r}, 'length [{st.min_length or 0}, {st.max_length}]', "
                 f"{target}, {pos})"]
 
     def dec_value(self, st: SimpleType, target: str, key: str, ind: str) -> list[str]:
@@ -466,16 +471,11 @@ class CodecWriter:
         return [ind + x for x in L]
 
     def _len_check(self, st: SimpleType, target: str, err: str, extra: str) -> list[str]:
-        lo, hi = st.min_length, st.max_length
-        conds = []
-        if lo:
-            conds.append(f"len({target}) < {lo}")
-        if hi is not None:
-            conds.append(f"len({target}) > {hi}")
-        if not conds:
+        cond = self._len_condition(st, target)
+        if cond is None:
             return []
-        return [f"if {' or '.join(conds)}: raise {err}(f'length {{len({target})}} outside "
-                f"[{lo or 0}, {hi}]'{extra})"]
+        return [f"if {cond}: raise {err}(f'length {{len({target})}} outside "
+                f"[{st.min_length or 0}, {st.max_length}]'{extra})"]
 
     def _render_dec(self, ops: list[tuple], where: str) -> list[str]:
         """Fuse each run of fix ops (with the nop lines between them) into one read; the
