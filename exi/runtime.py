@@ -31,7 +31,7 @@ class ExiError(ValueError):
 
 
 class DecodeError(ExiError):
-    """The input is not a valid EXI stream for the schema (truncated, malformed, out of facets)."""
+    """The input is not a valid EXI stream for the schema (truncated, malformed; out of facets when strict)."""
 
 
 class EncodeError(ExiError):

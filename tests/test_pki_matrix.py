@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from cryptography import x509
@@ -55,7 +55,6 @@ class Crafted:
     refused_by: Rule | None  # None: accepted
     failure: ChainFailure | None = None
     rfc5280: bool = False  # a violation any RFC 5280 validator must refuse
-    notes: list[str] = field(default_factory=list)
 
 
 class ChainFactory:

@@ -663,7 +663,6 @@ def _staple(ctx: ssl.SSLContext, chain_pem: Path, folder: Path,
     if stapler is not None and not enable_ocsp_stapling(ctx, stapler, label=folder.name):
         log.warning("TLS (%s): OpenSSL's status callback cannot be reached from this Python: no OCSP stapling",
                     folder.name)
-    ctx.ocsp_stapler = stapler  # type: ignore[attr-defined]  # counters for status and tests
 
 
 def _chain_choice_keys(chain_pem: Path) -> tuple[bytes, int]:
