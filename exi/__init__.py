@@ -115,8 +115,7 @@ def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = Fa
             raise DecodeError("EXI cookie present: V2G streams carry none", 0)
         raise DecodeError(f"EXI header 0x{data[0]:02x} is not the V2G header 0x80 "
                           "(options in the stream or another version)", 0)
-    found: list[Deviation] | None = None if strict else []
-    r = Reader(data, deviations=found)
+    r = Reader(data, strict=strict)
     table, width = (c.frag, c.frag_width) if fragment else (c.doc, c.doc_width)
     try:
         code = r.bits(width)
@@ -143,6 +142,7 @@ def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = Fa
     except (IndexError, KeyError, ValueError, TypeError, OverflowError, RecursionError,
             MemoryError) as e:  # a safety net: the contract is DecodeError and nothing else
         raise DecodeError(f"internal error {type(e).__name__}: {e}", r.pos) from e
+    found = r.dev
     if found and deviations is not None:
         for deviation in found:  # the paths start at the document's element
             deviation.path = f"{name}/{deviation.path}" if deviation.path else name

@@ -97,11 +97,13 @@ class Reader:
     and ``pos`` in locals and calls :meth:`slide` when a read runs past the window.
     """
 
-    __slots__ = ("base", "data", "dev", "end", "gvals", "lvals", "pos", "total", "v")
+    __slots__ = ("base", "data", "dev", "end", "gvals", "lvals", "pos", "strict", "total", "v")
 
-    def __init__(self, data: bytes, start_bit: int = 8, deviations: list[Deviation] | None = None) -> None:
+    def __init__(self, data: bytes, start_bit: int = 8, deviations: list[Deviation] | None = None,
+                 strict: bool = False) -> None:
         self.data = data
-        self.dev = deviations  # None: strict, a facet violation is a DecodeError; else they are recorded here
+        self.strict = strict  # a facet violation is a DecodeError; else it is recorded in dev
+        self.dev = deviations  # created on the first deviation when None (nothing to allocate on the common path)
         self.total = len(data) * 8
         self.gvals: list[str] | None = None  # global value partition, created on first string
         self.lvals: dict[int, list[str]] = {}
@@ -263,15 +265,20 @@ class Reader:
 
     def facet(self, where: str, facet: str, value: object, pos: int) -> None:
         """A value outside a facet of its type: a DecodeError when strict, else recorded and kept."""
-        if self.dev is None:
+        if self.strict:
             raise DecodeError(f"value {value!r} breaks {facet}", pos)
-        self.dev.append(Deviation(where, facet, value, pos))
+        self._deviations().append(Deviation(where, facet, value, pos))
+
+    def _deviations(self) -> list[Deviation]:
+        if self.dev is None:
+            self.dev = []
+        return self.dev
 
     def enum_index(self, where: str, index: int, count: int, pos: int) -> UnknownEnumValue:
         """An enumeration index past the schema's ``count`` values: DecodeError when strict, else recorded."""
-        if self.dev is None:
+        if self.strict:
             raise DecodeError(f"enumeration index {index} out of range ({count} values)", pos)
-        self.dev.append(Deviation(where, f"enumeration ({count} values)", index, pos))
+        self._deviations().append(Deviation(where, f"enumeration ({count} values)", index, pos))
         return UnknownEnumValue(index)
 
     def deviation(self, where: str, pos: int | None = None) -> DecodeError:
@@ -284,11 +291,11 @@ class Reader:
         zero bytes (Tesla's DIN firmware appends one to ContractAuthenticationReq)."""
         after = (self.base + self.pos + 7) >> 3
         if any(self.data[after:]):
-            if self.dev is None:
+            if self.strict:
                 raise DecodeError(f"{len(self.data) - after} bytes of non-zero data after the end of the document",
                                   self.base + self.pos)
-            self.dev.append(Deviation("", "trailing bytes after the end of the document", bytes(self.data[after:]),
-                                      self.base + self.pos))
+            self._deviations().append(Deviation("", "trailing bytes after the end of the document",
+                                                bytes(self.data[after:]), self.base + self.pos))
 
 
 class Writer:
