@@ -29,7 +29,7 @@ __all__ = [
     "decode", "encode", "from_xml", "load", "to_xml",
 ]
 
-#: protocol label -> generated codec module
+#: protocol label -> schema set (exi.codec.SET_MODULES names the module holding its grammars)
 PROTOCOLS: dict[str, str] = {
     "apphand": "apphand",
     "din": "din",
@@ -89,7 +89,9 @@ def _codec(proto: str) -> _Codec:
             modname = PROTOCOLS[proto]
         except KeyError:
             raise ValueError(f"unknown protocol {proto!r}; one of {', '.join(PROTOCOLS)}") from None
-        c = _CODECS[proto] = _Codec(importlib.import_module(f"exi.codec.{modname}"))
+        from .codec import SET_MODULES
+
+        c = _CODECS[proto] = _Codec(importlib.import_module(f"exi.codec.{SET_MODULES[modname]}"))
     return c
 
 

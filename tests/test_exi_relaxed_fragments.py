@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 import exi
-from exi.codec import iso2
+from exi.codec import iso2_msgdatatypes as c_iso2_msgdatatypes
+from exi.codec import iso2_msgdef as iso2
 from exi.compile import codegen
 from exi.compile.codegen import Generator
 from exi.compile.xsd import SchemaSet
@@ -111,7 +112,7 @@ def test_libcbv2g_bytes_differ_from_the_relaxed_grammar() -> None:
     EXIficient's), so a digest computed one way does not verify the other."""
     w = Writer()
     w.bits(EMAID_SE, 8)
-    iso2._e_EMAIDType(w, EMAIDType(Id="id4", value="DEABCC123ABC56"))
+    c_iso2_msgdatatypes._e_EMAIDType(w, EMAIDType(Id="id4", value="DEABCC123ABC56"))
     w.bits(ED, 8)
     assert w.getvalue().hex() == ISSUE60_LIBCBV2G
     assert exi.encode("iso2", emaid(EMAIDType(Id="id4", value="DEABCC123ABC56")), fragment=True).hex() != \

@@ -4,9 +4,13 @@ Output, per run:
 - ``exi/model/<ns>.py``: one module per XML namespace: a slotted dataclass per complex type and a
   ``StrEnum`` per enumerated simple type. Shared by every schema set that uses the namespace (the
   xmldsig types are the same classes for DIN, -2 and -20).
-- ``exi/codec/<set>.py``: per schema set: straight-line decode/encode functions per complex type (one
-  state-machine block per grammar state, counted repetitions collapsed into loops), the document and
-  fragment grammars, and the field tables the XML bridge reads. Fragment roots whose qname has
+- ``exi/codec/<ns>.py``: one module per XML namespace too: straight-line decode/encode functions per
+  complex type of the namespace (one state-machine block per grammar state, counted repetitions
+  collapsed into loops) and the field tables the XML bridge reads. Every set that uses a namespace
+  generates its functions; they must come out the same (a type's code depends on its own grammar only:
+  string-table keys name the qname, temporaries are numbered per function), so xmldsig and the -20
+  CommonTypes exist once. A set's document and fragment grammars, which depend on the set's global
+  elements, go to the module of its root namespace (``exi.codec.SET_MODULES``). Fragment roots whose qname has
   declarations of different types get the relaxed element fragment grammar (EXI 8.5.3): typed
   attribute coders and tables here, the state machine in ``exi/relaxed.py`` (only -2 ``eMAID`` needs it).
 """
@@ -253,6 +257,8 @@ class Generator:
         files: dict[Path, str] = {}
         models: dict[str, dict[str, tuple[str, str]]] = {}  # module -> class -> (source, set label)
         self._anon_enum_ns: dict[int, str] = {}
+        codecs = CodecModules()
+        namespaces: dict[str, str] = {}  # module name -> namespace
         for label, s, root_desc in self.sets:
             self._name_types(s)
             infos: dict[int, TypeInfo] = {}
@@ -285,7 +291,11 @@ class Generator:
                 if prev is not None and prev[0] != src:
                     raise ValueError(f"{mod}.{st.enum_class} differs between sets")
                 models[mod][st.enum_class] = (src, label)
-            files[out_dir / "codec" / f"{label}.py"] = CodecWriter(label, s, root_desc, infos).source()
+            CodecWriter(label, s, root_desc, infos).write(codecs)
+            for ns in s.namespaces:
+                namespaces[ns_module(ns)] = ns
+        for mod, src in codecs.sources(namespaces).items():
+            files[out_dir / "codec" / f"{mod}.py"] = src
         for mod, classes in sorted(models.items()):
             body = [HEADER, "from __future__ import annotations\n",
                     "from dataclasses import dataclass, field\nfrom decimal import Decimal  # noqa: F401\n"
@@ -299,7 +309,11 @@ class Generator:
             body.extend("\n\n" + s for s in enum_src + cls_src)
             files[out_dir / "model" / f"{mod}.py"] = "\n".join(body).rstrip() + "\n"
         files[out_dir / "model" / "__init__.py"] = HEADER + '"""Message model: one module per XML namespace."""\n'
-        files[out_dir / "codec" / "__init__.py"] = HEADER + '"""Codec modules: one per schema set."""\n'
+        set_modules = {label: mod for mod, (label, *_rest) in sorted(codecs.sets.items())}
+        files[out_dir / "codec" / "__init__.py"] = (
+            HEADER + '"""Codec modules: one per XML namespace; a schema set\'s grammars live in the module of its root '
+            'namespace."""\n\n#: schema set label -> the module holding its document and fragment grammars\n'
+            f"SET_MODULES = {set_modules!r}\n")
         return files
 
 
@@ -320,37 +334,107 @@ def _py_hint(t: SimpleType) -> str:
 # ====================================================================== codec writer
 
 
+class CodecModules:
+    """The codec modules being generated: one per XML namespace, as the model. A type's functions and
+    table entries are written by every set that uses its namespace and must come out the same."""
+
+    def __init__(self) -> None:
+        # module -> part ("fn", "fields", "content") -> type name -> (source, set label)
+        self.parts: dict[str, dict[str, dict[str, tuple[str, str]]]] = {}
+        self.sets: dict[str, tuple[str, str, str, bool]] = {}  # module -> (label, description, source, relaxed)
+        self.consts: dict[str, str] = {}
+
+    def add(self, mod: str, part: str, name: str, src: str, label: str) -> None:
+        table = self.parts.setdefault(mod, {}).setdefault(part, {})
+        prev = table.get(name)
+        if prev is not None and prev[0] != src:
+            raise ValueError(f"codec {mod}: the {part} of {name} differs between sets {prev[1]} and {label}")
+        table.setdefault(name, (src, label))
+
+    def set_part(self, mod: str, label: str, desc: str, src: str, uses_relaxed: bool) -> None:
+        if mod in self.sets:
+            raise ValueError(f"codec {mod}: sets {self.sets[mod][0]} and {label} share a root namespace")
+        self.sets[mod] = (label, desc, src, uses_relaxed)
+
+    def sources(self, namespaces: dict[str, str]) -> dict[str, str]:
+        """module -> source; ``namespaces``: module -> its namespace."""
+        out = {}
+        model_mods = set(namespaces)
+        for mod in sorted(self.parts):
+            parts = self.parts[mod]
+            body: list[str] = []
+            for name in sorted(parts["fn"]):
+                body.extend([parts["fn"][name][0], ""])
+            body.append("# Per class: (attribute, kind a/e/v, namespace, local name, many, simple type code or class)")
+            body.append("TYPE_FIELDS = {")
+            body.extend(parts["fields"][name][0] for name in sorted(parts["fields"]))
+            body.append("}")
+            body.append("")
+            body.append("# Per class, the content model: ('seq'|'choice', min, max, [nodes]) | ('el', field, min, max)")
+            body.append("# | ('abstract', field, 1, 1) (an abstract substitution-group head: never in an instance)")
+            body.append("# | ('any', min, max); max None = unbounded. For instance generators and validators.")
+            body.append("TYPE_CONTENT = {")
+            body.extend(parts["content"][name][0] for name in sorted(parts["content"]))
+            body.append("}")
+            doc = f"EXI codec for the types of {namespaces[mod]}"
+            set_info = self.sets.get(mod)
+            if set_info is not None:
+                label, desc, src, _ = set_info
+                body.extend(["", src])
+                doc += f",\nand the document and fragment grammars of schema set {label!r} ({desc})"
+            text = "\n".join(body)
+            consts = sorted(c for c in set(re.findall(r"\b_[EI]_\w+", text)) if c in self.consts)
+            models = sorted(m for m in model_mods if re.search(rf"(?<![\w.]){m}\.", text))
+            codecs = sorted(m for m in model_mods if m != mod and re.search(rf"\bc_{m}\.", text))
+            head = [HEADER.rstrip(), f'"""{doc}."""', "# ruff: noqa",
+                    "from exi.runtime import DecodeError, EncodeError, _ctx, _leftover",
+                    *(["from exi import relaxed as _relaxed"] if set_info is not None and set_info[3] else []),
+                    *([f"from exi.model import {', '.join(models)}"] if models else []),
+                    *(f"from exi.codec import {m} as c_{m}" for m in codecs), ""]
+            head.extend(f"{c} = {self.consts[c]}" for c in consts)
+            out[mod] = "\n".join([*head, "", text]) + "\n"
+        return out
+
+
 class CodecWriter:
+    """Writes one schema set's code: a decoder and an encoder per complex type, for the module of the
+    type's namespace (``self._mod`` while writing it), and the set's document and fragment grammars
+    for the module of the set's root namespace. Nothing written for a type depends on the set it is
+    written for, so every set that uses a namespace writes the same functions (checked by Generator)."""
+
     def __init__(self, label: str, s: SchemaSet, root_desc: str, infos: dict[int, TypeInfo]) -> None:
         self.label = label
         self.s = s
         self.root_desc = root_desc
         self.infos = infos
-        self.out: list[str] = []
-        self.qids: dict[tuple[str, str], int] = {}
-        self.consts: list[str] = []
-        self.const_ids: dict[str, str] = {}
-        self.fn: dict[int, str] = {}
-        used: set[str] = set()
-        for info in infos.values():
-            base = info.ct.py_name
-            name = base
-            while name in used:
-                name += "_"
-            used.add(name)
-            self.fn[id(info.ct)] = name
+        self.root_mod = ns_module(s.docs[0].tns)
+        self._mod = self.root_mod
+        self.const_exprs: dict[str, str] = {}  # constant name -> expression (enumeration tables)
+        self.fn: dict[int, str] = {id(info.ct): info.ct.py_name for info in infos.values()}
 
-    def qid(self, q: tuple[str, str]) -> int:
-        if q not in self.qids:
-            self.qids[q] = len(self.qids)
-        return self.qids[q]
+    @staticmethod
+    def qid(q: tuple[str, str]) -> str:
+        """The key of a qname's local string-table partition, as a literal. Any key unique to the qname
+        does (EXI never puts it on the wire); one that names the qname keeps it the same in every set."""
+        ns, local = q
+        if not ns:
+            return repr(local)
+        try:
+            prefix = ns_module(ns)
+        except ValueError:
+            prefix = "{" + ns + "}"
+        return repr(f"{prefix}:{local}")
 
-    def const(self, expr: str, prefix: str) -> str:
-        if expr not in self.const_ids:
-            name = f"_{prefix}{len(self.const_ids)}"
-            self.const_ids[expr] = name
-            self.consts.append(f"{name} = {expr}")
-        return self.const_ids[expr]
+    def const(self, expr: str, name: str) -> str:
+        """A module-level constant, named after what it holds (the same name in every module)."""
+        assert self.const_exprs.setdefault(name, expr) == expr, name
+        return name
+
+    def fref(self, ct: ComplexType, kind: str) -> str:
+        """The decoder (kind "d") or encoder ("e") of ``ct`` as the module being written calls it."""
+        mod = ns_module(ct.namespace)
+        name = f"_{kind}_{self.fn[id(ct)]}"
+        return name if mod == self._mod else f"c_{mod}.{name}"
 
     def cls(self, ct: ComplexType) -> str:
         return f"{ns_module(ct.namespace)}.{ct.py_name}"
@@ -388,7 +472,8 @@ class CodecWriter:
         if rep == "enum":
             n = len(st.enum)
             width = (n - 1).bit_length()
-            table = self.const(f"tuple({self.enum_ref(st)})", "E")
+            ref = self.enum_ref(st)
+            table = self.const(f"tuple({ref})", "_E_" + ref.replace(".", "_"))
             if (1 << width) == n:
                 return [("fix", width, [f"{target} = {table}[{{p}}]"])]
             return [("fix", width, [
@@ -567,7 +652,8 @@ class CodecWriter:
             return [("fix", st.nbits(), pre, f"({expr} - {st.min_value})" if st.min_value else expr)]
         if rep == "enum":
             n = len(st.enum)
-            index = self.const("{v: i for i, v in enumerate(" + self.enum_ref(st) + ")}", "I")
+            ref = self.enum_ref(st)
+            index = self.const("{v: i for i, v in enumerate(" + ref + ")}", "_I_" + ref.replace(".", "_"))
             tmp = f"_i{self._tmp()}"
             pre = [f"{tmp} = {index}.get({expr})",
                    f"if {tmp} is None: raise EncodeError(f'{{{expr}!r}} is not one of the enumeration "
@@ -709,10 +795,12 @@ class CodecWriter:
         return True
 
     def _linear_ops(self, info: TypeInfo, enc: bool) -> list[tuple]:
-        key = (id(info.ct), enc)
+        key = (id(info.ct), enc, self._mod)
         cache = self.__dict__.setdefault("_lin_cache", {})
         if key not in cache:
             saved = getattr(self, "_inline", set())
+            saved_tmp = getattr(self, "_tmp_n", 0)
+            self._tmp_n = 0  # its temporaries are renamed per use (_rename_ops): the same code wherever it is inlined
             self._inline = self._plan(info)[2]
             p0 = info.grammar[0].prods[0]
             if enc:
@@ -730,6 +818,7 @@ class CodecWriter:
                 ops = [("fix", info.grammar[0].width, "code"), *ops]
             assert nxt == -1
             self._inline = saved
+            self._tmp_n = saved_tmp
             cache[key] = ops
         return cache[key]
 
@@ -737,9 +826,13 @@ class CodecWriter:
     def _rename_ops(ops: list[tuple], prefix: str, new: str, element: str) -> list[tuple]:
         """Give an inlined type's code its own field variables, and its error paths the element."""
         pat = re.compile(rf"\b{prefix}_(\w+)")
+        temps = re.compile(r"\b_([ci])(\d+)")  # its own temporaries and those of types inlined into it
+
+        def names(x: str) -> str:
+            return pat.sub(rf"{new}\1", temps.sub(rf"{new}\1\2", x))
 
         def one(x: str) -> str:
-            return pat.sub(rf"{new}\1", x).replace("el = '", f"el = '{element}/")
+            return names(x).replace("el = '", f"el = '{element}/")
 
         def sub(lines):
             return lines if isinstance(lines, str) else [one(x) for x in lines]
@@ -749,9 +842,9 @@ class CodecWriter:
             if op[0] == "fix" and len(op) == 3:
                 out.append(("fix", op[1], sub(op[2])))
             elif op[0] == "fix":
-                out.append(("fix", op[1], sub(op[2]), pat.sub(rf"{new}\1", op[3])))
+                out.append(("fix", op[1], sub(op[2]), names(op[3])))
             elif op[0] == "uint":
-                out.append(("uint", pat.sub(rf"{new}\1", op[1])))
+                out.append(("uint", names(op[1])))
             else:
                 out.append((op[0], sub(op[1])))
         return out
@@ -767,9 +860,9 @@ class CodecWriter:
         if isinstance(t, ComplexType):
             info = self.infos[id(t)]
             args = f"r, {self.qid(decl.qname)}" if info.needs_key else "r"
-            return [("var", [f"{target} = _d_{self.fn[id(t)]}({args})"])]
+            return [("var", [f"{target} = {self.fref(t, 'd')}({args})"])]
         # a simple-typed element: CH (1 bit: one production + escape), the value, EE (1 bit)
-        value_ops = self.dec_value_ops(t, target, str(self.qid(decl.qname)))
+        value_ops = self.dec_value_ops(t, target, (self.qid(decl.qname)))
         if t.rep in ("str", "b64", "hex", "list") and not t.min_length:
             # An empty value may come as a second-level EE instead of CH (EXIficient writes <X/> so):
             # escape, then EE = 0 among the 3-bit second-level codes of a start tag.
@@ -790,7 +883,7 @@ class CodecWriter:
             ops = self._rename_ops(self._linear_ops(info, True), "v", k, decl.qname[1])
             return [("pre", [f"_o = {expr}"] + [f"{k}{f.name} = _o.{f.name}" for f in info.fields]), *ops]
         if isinstance(t, ComplexType):
-            return [("var", [f"_e_{self.fn[id(t)]}(w, {expr})"])]
+            return [("var", [f"{self.fref(t, 'e')}(w, {expr})"])]
         return [("fix", 1, [], "0"), *self.enc_value_ops(t, expr), ("fix", 1, [], "0")]
 
     def dec_element(self, decl: ElementDecl, target: str, ind: str, where: str) -> list[str]:
@@ -874,6 +967,7 @@ class CodecWriter:
         name = self.fn[id(ct)]
         self._cur_type = ct.name[1] if ct.name else name
         sig = "r, key" if info.needs_key else "r"
+        self._tmp_n = 0
         L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}", "    V = r.v", "    E = r.end", "    p = r.pos",
              "    el = ''"]
         for f in info.fields:
@@ -902,7 +996,7 @@ class CodecWriter:
         if ev.kind == "AT":
             f = info.by_event[("AT", ev.qname)]
             return [("nop", [f"el = '@{ev.qname[1]}'"]),
-                    *self.dec_value_ops(f.type, f"f_{f.name}", str(self.qid(ev.qname)))]
+                    *self.dec_value_ops(f.type, f"f_{f.name}", (self.qid(ev.qname)))]
         if ev.kind == "SE":
             f = info.by_event[("SE", ev.qname)]
             ops: list[tuple] = [("nop", [f"el = {ev.qname[1]!r}"])]
@@ -1007,6 +1101,7 @@ class CodecWriter:
     def type_encoder(self, info: TypeInfo) -> list[str]:
         ct = info.ct
         name = self.fn[id(ct)]
+        self._tmp_n = 0
         L = [f"def _e_{name}(w, o):", f"    # {self._desc(ct)}", "    v = w.v", "    n = w.n", "    el = ''"]
         L.append("    try:")
         for f in info.fields:
@@ -1139,11 +1234,12 @@ class CodecWriter:
 
     # ------------------------------------------------------------- top level
     def element_fns(self, e: ElementDecl, idx: int) -> list[str]:
+        self._tmp_n = 0
         L = [f"def _de{idx}(r):  # {e.qname[1]}"]
         if isinstance(e.type, ComplexType):
             info = self.infos[id(e.type)]
             args = f"r, {self.qid(e.qname)}" if info.needs_key else "r"
-            L.append(f"    return _d_{self.fn[id(e.type)]}({args})")
+            L.append(f"    return {self.fref(e.type, 'd')}({args})")
         else:
             L.extend(["    V = r.v", "    E = r.end", "    p = r.pos"])
             self._cur_type = e.qname[1]
@@ -1152,7 +1248,7 @@ class CodecWriter:
         L.append("")
         L.append(f"def _ee{idx}(w, o):  # {e.qname[1]}")
         if isinstance(e.type, ComplexType):
-            L.append(f"    _e_{self.fn[id(e.type)]}(w, o)")
+            L.append(f"    {self.fref(e.type, 'e')}(w, o)")
         else:
             L.extend(["    v = w.v", "    n = w.n"])
             L.extend(self.enc_element(e, "o", "    "))
@@ -1242,20 +1338,13 @@ class CodecWriter:
         return (f"    _relaxed.Shape({self.cls(info.ct)}, ({''.join(a + ', ' for a in attrs)}), {value}, "
                 f"({''.join(x + ', ' for x in elems)}), {info.ct.content == 'mixed'}),")
 
-    def field_tables(self) -> list[str]:
-        L = ["# Per class: (attribute, kind a/e/v, namespace, local name, many, simple type code or class)",
-             "FIELDS = {"]
-        for info in self.infos.values():
-            items = []
-            for f in info.fields:
-                if isinstance(f.type, ComplexType):
-                    tcode = self.cls(f.type)
-                else:
-                    tcode = self._type_code(f.type)
-                items.append(f"({f.name!r}, {f.kind!r}, {f.qname[0]!r}, {f.qname[1]!r}, {f.many}, {tcode})")
-            L.append(f"    {self.cls(info.ct)}: ({', '.join(items)}{',' if len(items) == 1 else ''}),")
-        L.append("}")
-        return L
+    def field_entry(self, info: TypeInfo) -> str:
+        """The class's FIELDS entry: (attribute, kind a/e/v, namespace, local name, many, simple type code or class)."""
+        items = []
+        for f in info.fields:
+            tcode = self.cls(f.type) if isinstance(f.type, ComplexType) else self._type_code(f.type)
+            items.append(f"({f.name!r}, {f.kind!r}, {f.qname[0]!r}, {f.qname[1]!r}, {f.many}, {tcode})")
+        return f"    {self.cls(info.ct)}: ({', '.join(items)}{',' if len(items) == 1 else ''}),"
 
     def _type_code(self, st: SimpleType) -> str:
         if st.rep == "enum":
@@ -1270,16 +1359,9 @@ class CodecWriter:
             return f"({st.rep!r}, {st.min_length}, {st.max_length})"
         return f"({st.rep!r},)"
 
-    def content_tables(self) -> list[str]:
-        L = ["# Per class, the content model: ('seq'|'choice', min, max, [nodes]) | ('el', field, min, max)",
-             "# | ('abstract', field, 1, 1) (an abstract substitution-group head: never valid in an instance)",
-             "# | ('any', min, max); max None = unbounded. For instance generators and validators.",
-             "CONTENT = {"]
-        for info in self.infos.values():
-            p = info.ct.particle
-            L.append(f"    {self.cls(info.ct)}: {self._node(p, info) if p is not None else None},")
-        L.append("}")
-        return L
+    def content_entry(self, info: TypeInfo) -> str:
+        p = info.ct.particle
+        return f"    {self.cls(info.ct)}: {self._node(p, info) if p is not None else None},"
 
     def _node(self, p: Particle, info: TypeInfo) -> str:
         t = p.term
@@ -1296,15 +1378,20 @@ class CodecWriter:
         return f"({'seq' if t.kind == 'sequence' else t.kind!r}, {p.min}, {p.max}, [{kids}])".replace(
             "(seq,", "('seq',")
 
-    def source(self) -> str:
+    def write(self, out: CodecModules) -> None:
+        """Add this set's type functions and table entries to the modules of their namespaces, and the
+        set's grammars (document, fragment, relaxed) to the module of its root namespace."""
         s = self.s
+        for info in self.infos.values():
+            self._mod = ns_module(info.ct.namespace)
+            name = self.fn[id(info.ct)]
+            out.add(self._mod, "fn", name, "\n".join([*self.type_decoder(info), "", *self.type_encoder(info)]),
+                    self.label)
+            out.add(self._mod, "fields", name, self.field_entry(info), self.label)
+            out.add(self._mod, "content", name, self.content_entry(info), self.label)
+        self._mod = self.root_mod
         self._top_fn: dict[int, int] = {}
         body: list[str] = []
-        for info in self.infos.values():
-            body.extend(self.type_decoder(info))
-            body.append("")
-            body.extend(self.type_encoder(info))
-            body.append("")
         doc = document_grammar(list(s.elements.values()))
         frag, relaxed = fragment_grammar(s.all_elements)
         body.extend(self.top(doc, "DOCUMENT", {}))
@@ -1316,18 +1403,16 @@ class CodecWriter:
             body.append("")
         body.extend(frag_lines)
         body.append("")
-        body.extend(self.field_tables())
-        body.append("")
-        body.extend(self.content_tables())
         mods = sorted(ns_module(ns) for ns in s.namespaces)
-        head = [HEADER.rstrip(), f'"""EXI codec for {self.root_desc} (schema set {self.label!r})."""',
-                "# ruff: noqa", "from exi.runtime import DecodeError, EncodeError, _ctx, _leftover",
-                *(["from exi import relaxed as _relaxed"] if relaxed else []),
-                "from exi.model import " + ", ".join(mods), "",
+        owner = ["" if m == self._mod else f"c_{m}." for m in mods]
+        body.append("# Per class of the set: (attribute, kind a/e/v, namespace, local name, many, type code or class)")
+        body.append("FIELDS = {" + ", ".join(f"**{o}TYPE_FIELDS" for o in owner) + "}")
+        body.append("# Per class of the set, its content model (see TYPE_CONTENT)")
+        body.append("CONTENT = {" + ", ".join(f"**{o}TYPE_CONTENT" for o in owner) + "}")
+        head = [f"# ---- schema set {self.label!r}: {self.root_desc}", "",
                 f"NAMESPACES = {tuple(s.namespaces)!r}", ""]
-        head.extend(self.consts)
-        head.append("")
-        return "\n".join(head + body) + "\n"
+        out.set_part(self._mod, self.label, self.root_desc, "\n".join(head + body), uses_relaxed=bool(relaxed))
+        out.consts.update(self.const_exprs)
 
     def _all_enums(self) -> list[SimpleType]:
         out = []
