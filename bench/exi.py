@@ -1,9 +1,9 @@
 """Speed of the pure-Python EXI codec on typical V2G messages, with reference comparisons.
 
-    python bench/exi.py                  # full run (~2 min, most of it warming up EXIficient)
-    python bench/exi.py --quick          # fewer iterations, < 20 s
+    python bench/exi.py                  # full run (~2 min, most of it warming up EXIficient and Josev's JSON path)
+    python bench/exi.py --quick          # fewer iterations, ~20 s; reference ratios not meaningful
     python bench/exi.py --json out.json  # also write every number as JSON
-    python bench/exi.py --no-exificient  # skip the JVM reference
+    python bench/exi.py --no-exificient  # skip the JVM reference (--no-josev-json skips only Josev's JSON path)
 
 For every case the message is checked to round-trip once (real frames: ``encode(decode(b)) == b``;
 built messages: ``decode(encode(m)) == m``), then ``exi.decode`` and ``exi.encode`` are timed with
@@ -11,14 +11,20 @@ built messages: ``decode(encode(m)) == m``), then ``exi.decode`` and ``exi.encod
 per-call time of each batch is ``batch_ns / n``, and the median and p90 over the batches are reported
 (GC stays enabled, as in real use).
 
-References, in the same run:
+References, in the same run, for every case and both directions:
 
 * EXIficient as Josev uses it (``EXICodec.jar`` through ``tests/interop/exificient.py``):
   (a) its in-JVM time, (b) the full path a Python caller pays through the bridge (pipe + py4j),
   (c) Josev's own py4j JSON API (``EXICodec.encode/decode``), which is what Josev pays per message
-  (without its pydantic layer on top).
+  (without its pydantic layer on top). (c) is timed per call from Python (median and p90 over the
+  calls, after one warm-up shared by all cases); a case Josev's JSON codec cannot handle is listed
+  with the reason.
 * The C codecs (libcbv2g, OpenV2G): published ~1-2 µs per message, not measured here; we print the
   ratio to 1.5 µs per operation.
+
+The side-by-side table gives, per case and direction, ours, EXIficient in-JVM and Josev's JSON path
+with the ratios reference/ours (> 1: ours is faster), and the run ends with the list of messages where
+ours is slower than EXIficient in-JVM.
 """
 
 from __future__ import annotations
@@ -65,7 +71,18 @@ FRAME_IDS = {
 C_REF_US = 1.5  # libcbv2g / OpenV2G, published ~1-2 µs per message (not measured here)
 HEADLINE_TARGET_US = 60.0
 HEADLINE_AIM_US = 30.0
-JOSEV_NS_ISO2 = "urn:iso:15118:2:2013:MsgDef"
+DIRECTIONS = ("decode", "encode")
+#: the namespace Josev's EXICodec.encode/decode selects the grammar by, per proto of ours
+JOSEV_NAMESPACES = {
+    "apphand": "urn:iso:15118:2:2010:AppProtocol",
+    "din": "urn:din:70121:2012:MsgDef",
+    "iso2": "urn:iso:15118:2:2013:MsgDef",
+    "iso20-common": "urn:iso:std:iso:15118:-20:CommonMessages",
+    "iso20-ac": "urn:iso:std:iso:15118:-20:AC",
+    "iso20-dc": "urn:iso:std:iso:15118:-20:DC",
+    "iso20-acdp": "urn:iso:std:iso:15118:-20:ACDP",
+    "iso20-wpt": "urn:iso:std:iso:15118:-20:WPT",
+}
 
 
 # --------------------------------------------------------------------------------------- timing
@@ -412,63 +429,143 @@ def machine_info() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- EXIficient
 
 
-def bench_josev_json(
-    peer: Any, req: bytes, res: bytes, *, warmup_s: float, measure_s: float, min_calls: int, max_calls: int
-) -> dict:
-    """Josev's own EXICodec.decode/encode (its JSON format) through py4j, timed from Python."""
-    req_json = peer.decode_josev_json(JOSEV_NS_ISO2, req)
-    res_json = peer.decode_josev_json(JOSEV_NS_ISO2, res)
-    if peer.encode_josev_json(JOSEV_NS_ISO2, res_json) != res:
-        print("  note: Josev JSON re-encode of CurrentDemandRes differs from the frame")
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """First line of an exception's message, shortened: fits a table row, not a Java stack trace."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip() if lines else type(exc).__name__
+    return first if len(first) <= limit else first[: limit - 3] + "..."
 
-    def pair() -> tuple[int, int]:
-        t0 = time.perf_counter_ns()
-        peer.decode_josev_json(JOSEV_NS_ISO2, req)
-        t1 = time.perf_counter_ns()
-        peer.encode_josev_json(JOSEV_NS_ISO2, res_json)
-        return t1 - t0, time.perf_counter_ns() - t1
 
-    warm, t_end = 0, time.perf_counter() + warmup_s
-    while time.perf_counter() < t_end:
-        pair()
-        warm += 1
-    dec: list[int] = []
-    enc: list[int] = []
-    t_end = time.perf_counter() + measure_s
-    while len(dec) < max_calls and (len(dec) < min_calls or time.perf_counter() < t_end):
-        d, e = pair()
-        dec.append(d)
-        enc.append(e)
-    del req_json
+def _call_ns(fn: Callable[[], object]) -> int:
+    t0 = time.perf_counter_ns()
+    fn()
+    return time.perf_counter_ns() - t0
+
+
+def _call_stats(samples_ns: list[int]) -> dict[str, float | int]:
     return {
-        "decode_req_us": statistics.median(dec) / 1000.0,
-        "encode_res_us": statistics.median(enc) / 1000.0,
-        "pair_us": statistics.median(a + b for a, b in zip(dec, enc, strict=True)) / 1000.0,
-        "warmup_calls": warm,
-        "calls": len(dec),
+        "median_us": statistics.median(samples_ns) / 1000.0,
+        "p90_us": _quantile([float(s) for s in samples_ns], 0.9) / 1000.0,
+        "calls": len(samples_ns),
+    }
+
+
+@dataclasses.dataclass(slots=True)
+class JosevCase:
+    """A case Josev's JSON codec decodes: the namespace it is decoded with and Josev's JSON of it."""
+
+    case: Case
+    namespace: str
+    json_text: str  # the encoder's input
+    encodes: bool  # False: EXICodec.encode fails on Josev's own JSON, only decode is timed
+
+    def one_round(self, peer: Any) -> tuple[int, int | None]:
+        """Time one decode and (if it works) one encode through Josev's JSON API, in ns."""
+        dec = _call_ns(lambda: peer.decode_josev_json(self.namespace, self.case.data))
+        if not self.encodes:
+            return dec, None
+        return dec, _call_ns(lambda: peer.encode_josev_json(self.namespace, self.json_text))
+
+
+def prepare_josev_case(peer: Any, case: Case) -> tuple[JosevCase | None, dict[str, Any]]:
+    """Put ``case`` once through Josev's JSON codec (decode, re-encode, compare with the bytes).
+
+    Returns the case to time (None if Josev cannot decode it) and its report row, in which a
+    direction Josev's JSON API cannot do is ``{"unavailable": reason}``.
+    """
+    ns = JOSEV_NAMESPACES.get(case.proto)
+    if ns is None:
+        reason = f"Josev's JSON API has no namespace for proto {case.proto!r}"
+        return None, {d: {"unavailable": reason} for d in DIRECTIONS}
+    row: dict[str, Any] = {"namespace": ns}
+    try:
+        json_text = peer.decode_josev_json(ns, case.data)
+    except Exception as exc:
+        row["decode"] = {"unavailable": f"Josev's JSON decode fails: {_short(exc)}"}
+        row["encode"] = {"unavailable": "no Josev JSON to encode (its decode fails)"}
+        return None, row
+    row["json_chars"] = len(json_text)
+    try:
+        back = peer.encode_josev_json(ns, json_text)
+    except Exception as exc:
+        row["encode"] = {"unavailable": f"Josev's JSON encode fails on its own decode output: {_short(exc)}"}
+        return JosevCase(case, ns, json_text, encodes=False), row
+    row["reencode_identical"] = back == case.data
+    return JosevCase(case, ns, json_text, encodes=True), row
+
+
+def bench_josev_json(
+    peer: Any, cases: list[Case], *, warmup_s: float, measure_s: float, min_calls: int, max_calls: int
+) -> dict[str, Any]:
+    """Josev's own EXICodec.decode/encode (its JSON format) through py4j, timed from Python, per case.
+
+    Every call is timed on its own (they take milliseconds): one warm-up shared by all cases
+    (round-robin, the JIT mostly warms code they share: JAXB, EXIficient), then per case decode and
+    encode calls alternate until ``measure_s`` has passed and ``min_calls`` are done, at most
+    ``max_calls``; median and p90 over the calls.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    todo: list[JosevCase] = []
+    for c in cases:
+        jc, rows[c.name] = prepare_josev_case(peer, c)
+        if jc is not None:
+            todo.append(jc)
+
+    rounds, t_end = 0, time.perf_counter() + warmup_s
+    while todo and (rounds == 0 or time.perf_counter() < t_end):
+        for jc in todo:
+            jc.one_round(peer)
+        rounds += 1
+
+    for jc in todo:
+        row = rows[jc.case.name]
+        dec: list[int] = []
+        enc: list[int] = []
+        t_end = time.perf_counter() + measure_s
+        try:
+            while len(dec) < max_calls and (len(dec) < min_calls or time.perf_counter() < t_end):
+                d, e = jc.one_round(peer)
+                dec.append(d)
+                if e is not None:
+                    enc.append(e)
+        except Exception as exc:
+            reason = f"failed while timing: {_short(exc)}"
+            row["decode"] = {"unavailable": reason}
+            row.setdefault("encode", {"unavailable": reason})
+            continue
+        row["decode"] = _call_stats(dec)
+        if jc.encodes:
+            row["encode"] = _call_stats(enc)
+    return {
+        "cases": rows,
+        "warmup_s": warmup_s,
+        "warmup_rounds": rounds,
+        "settings": {"measure_s": measure_s, "min_calls": min_calls, "max_calls": max_calls},
     }
 
 
 def run_exificient(cases: list[Case], quick: bool, josev_json: bool) -> dict[str, Any]:
+    """EXIficient in-JVM and through the bridge for every case, then Josev's JSON path for every case."""
     from bench.exificient_ref import bench_exificient
     from tests.interop.exificient import ExificientPeer
 
     t0 = time.perf_counter()
     peer = ExificientPeer().start()
     try:
-        # --quick: only the CurrentDemand pair the headline needs; full: every case (one shared JIT warm-up)
+        # every case, also with --quick (there with little JIT warm-up); one shared warm-up over all cases
         kw: dict[str, int] = (
             {"warmup": 500, "iterations": 300, "rt_iterations": 30}
             if quick
             else {"warmup": 5000, "iterations": 3000, "rt_iterations": 100}
         )
-        subset = cases[:2] if quick else cases
+        subset, full_list_error = cases, None
         try:
             ref = bench_exificient([(c.proto, c.data.hex()) for c in subset], peer=peer, **kw)
         except Exception as exc:
-            if len(subset) == 2:
+            if len(cases) <= 2:
                 raise
-            print(f"  EXIficient failed on the full case list ({exc}); retrying with CurrentDemandReq/Res only")
+            full_list_error = f"EXIficient failed on the full case list: {_short(exc)}"
+            print(f"  {full_list_error}; retrying with CurrentDemandReq/Res only")
             subset = cases[:2]
             ref = bench_exificient([(c.proto, c.data.hex()) for c in subset], peer=peer, **kw)
         pings = []
@@ -482,31 +579,110 @@ def run_exificient(cases: list[Case], quick: bool, josev_json: bool) -> dict[str
             "settings": kw,
             "bridge_ping_us": statistics.median(pings) / 1000.0,
         }
-        if josev_json:
+        if full_list_error:
+            out["full_list_error"] = full_list_error
+        if not josev_json:
+            out["josev_json"] = {"skipped": "--no-josev-json"}
+        else:
             try:
                 out["josev_json"] = bench_josev_json(
                     peer,
-                    cases[0].data,
-                    cases[1].data,
+                    cases,
                     warmup_s=1.0 if quick else 30.0,
-                    measure_s=1.5 if quick else 15.0,
+                    measure_s=0.3 if quick else 6.0,
                     min_calls=3 if quick else 10,
                     max_calls=20 if quick else 300,
                 )
             except Exception as exc:
                 print(f"  Josev py4j JSON path failed: {exc}")
-                out["josev_json"] = {"error": str(exc)}
+                out["josev_json"] = {"error": _short(exc)}
         out["wall_s"] = time.perf_counter() - t0
         return out
     finally:
         peer.close()
 
 
+# ---------------------------------------------------------------------------------- comparison
+
+
+def _why_missing(block: dict[str, Any], what: str) -> str:
+    """Why a whole reference has no numbers: ``{"skipped": flag}`` or ``{"error": message}``."""
+    if "skipped" in block:
+        return f"{what} skipped ({block['skipped']})"
+    return f"{what} failed: {block.get('error', 'no result')}"
+
+
+def build_comparison(cases: list[Case], ours: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    """Per case and direction: ours, EXIficient in-JVM / from Python, Josev's JSON path, ratios ref/ours.
+
+    ``ref`` is run_exificient()'s result, or ``{"skipped": ...}`` / ``{"error": ...}``. Wherever a
+    reference has no number, the entry says why (``exificient_unavailable``, ``josev_json_unavailable``).
+    """
+    jvm_rows: dict[str, Any] = ref.get("cases", {})
+    if "cases" not in ref:
+        jvm_missing = _why_missing(ref, "EXIficient")
+    else:
+        jvm_missing = ref.get("full_list_error", "not measured")
+    josev = ref.get("josev_json", ref)
+    josev_rows: dict[str, Any] = josev.get("cases", {})
+    josev_missing = _why_missing(josev, "Josev's JSON path") if "cases" not in josev else "not measured"
+
+    out: dict[str, Any] = {}
+    for c in cases:
+        jvm = jvm_rows.get(c.name)
+        jrow = josev_rows.get(c.name)
+        entry: dict[str, Any] = {"proto": c.proto, "bytes": len(c.data)}
+        if jrow is not None and "reencode_identical" in jrow:
+            entry["josev_reencode_identical"] = jrow["reencode_identical"]
+        for d in DIRECTIONS:
+            own = ours[c.name][d]
+            e: dict[str, Any] = {"ours_us": own["median_us"], "ours_p90_us": own["p90_us"]}
+            if jvm is not None:
+                e["exificient_jvm_us"] = jvm[f"{d}_us"]
+                e["ratio_jvm"] = jvm[f"{d}_us"] / own["median_us"]
+                if f"rt_{d}_us" in jvm:
+                    e["exificient_bridge_us"] = jvm[f"rt_{d}_us"]
+                    e["ratio_bridge"] = jvm[f"rt_{d}_us"] / own["median_us"]
+            else:
+                e["exificient_unavailable"] = jvm_missing
+            jd = (jrow or {}).get(d, {})
+            if "median_us" in jd:
+                e["josev_json_us"] = jd["median_us"]
+                e["josev_json_p90_us"] = jd["p90_us"]
+                e["josev_json_calls"] = jd["calls"]
+                e["ratio_josev_json"] = jd["median_us"] / own["median_us"]
+            else:
+                e["josev_json_unavailable"] = jd.get("unavailable", josev_missing)
+            entry[d] = e
+        out[c.name] = entry
+    return out
+
+
+def slower_than_jvm(comparison: dict[str, Any]) -> list[dict[str, Any]]:
+    """(case, direction, ratio) wherever EXIficient in-JVM is faster than ours (ratio < 1.0)."""
+    return [
+        {"case": name, "direction": d, "ratio_jvm": row[d]["ratio_jvm"]}
+        for name, row in comparison.items()
+        for d in DIRECTIONS
+        if "ratio_jvm" in row[d] and row[d]["ratio_jvm"] < 1.0
+    ]
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
 def fmt_ratio(ref_us: float, ours_us: float) -> str:
-    return f"{ref_us / ours_us:.1f}x" if ours_us > 0 else "n/a"
+    """ref/ours with 2 decimals below 10 (3 just below/above 1, so 0.998x is not printed as 1.00x), fewer above."""
+    if ours_us <= 0:
+        return "n/a"
+    r = ref_us / ours_us
+    if r < 10:
+        return f"{r:.3f}x" if f"{r:.2f}" == "1.00" and r != 1.0 else f"{r:.2f}x"
+    return f"{r:.1f}x" if r < 100 else f"{r:,.0f}x"
+
+
+def fmt_us(us: float) -> str:
+    return f"{us:.1f}" if us < 1000 else f"{us:,.0f}"
 
 
 def speed_word(ref_us: float, ours_us: float) -> str:
@@ -517,7 +693,7 @@ def speed_word(ref_us: float, ours_us: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer iterations (whole run < 20 s)")
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (whole run < 30 s)")
     ap.add_argument("--json", type=Path, metavar="OUT", help="write all numbers as JSON to OUT")
     ap.add_argument("--no-exificient", action="store_true", help="skip the EXIficient (JVM) reference")
     ap.add_argument("--no-josev-json", action="store_true", help="skip Josev's py4j JSON path (slow to warm up)")
@@ -606,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.no_exificient:
         print("\nEXIficient reference: skipped (--no-exificient)")
-        report["exificient"] = {"skipped": "--no-exificient"}
+        ref: dict[str, Any] = {"skipped": "--no-exificient"}
     else:
         print("\nEXIficient (Josev's EXICodec.jar, via tests/interop/exificient.py) ...")
         try:
@@ -614,16 +790,26 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             bar = "!" * 100
             print(f"{bar}\n!! EXIficient REFERENCE COULD NOT RUN: {type(exc).__name__}: {exc}\n{bar}")
-            report["exificient"] = {"error": f"{type(exc).__name__}: {exc}"}
+            ref = {"error": f"{type(exc).__name__}: {exc}"}
         else:
-            report["exificient"] = ref
-            print_exificient(ref, results, head.median_us, req.name, res.name)
-            if args.quick:
-                print(
-                    "  NOTE --quick: EXIficient gets far too little JIT warm-up (and Josev's JSON path a few calls),"
-                    "\n  so its times are pessimistic and the ratios flatter us; quote the full run instead."
-                )
-            report["exificient"]["speedup"] = speedups(ref, results, head.median_us, req.name, res.name)
+            print_exificient(ref, head.median_us, req.name, res.name)
+            ref["speedup"] = speedups(ref, head.median_us, req.name, res.name)
+    report["exificient"] = ref
+
+    comparison = build_comparison(cases, results, ref)
+    slower = slower_than_jvm(comparison) if "cases" in ref else None
+    report["comparison"] = {
+        "ratio": "reference_us / ours_us (median per call); > 1 means ours is faster",
+        "cases": comparison,
+        "slower_than_exificient_jvm": slower,
+    }
+    if "cases" in ref:
+        print_comparison(comparison, ref)
+        if args.quick:
+            print(
+                "  NOTE --quick: EXIficient gets far too little JIT warm-up (and Josev's JSON path a few calls),"
+                "\n  so its times are pessimistic and the ratios flatter us; quote the full run instead."
+            )
 
     total = time.perf_counter() - t_start
     report["wall_s"] = total
@@ -631,58 +817,127 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.json}")
+    print(slower_line(slower, ref, len(cases)))
     return 0
 
 
-def speedups(ref: dict, ours: dict, head_us: float, req: str, res: str) -> dict[str, float]:
+def josev_headline(ref: dict[str, Any], req: str, res: str) -> dict[str, float | int] | str:
+    """Josev's JSON path on the headline pair (sum of the two per-case medians), or why there is none."""
+    jj = ref.get("josev_json", {})
+    if "cases" not in jj:
+        return _why_missing(jj, "Josev's JSON path")
+    dec = jj["cases"].get(req, {}).get("decode", {})
+    enc = jj["cases"].get(res, {}).get("encode", {})
+    if "median_us" not in dec or "median_us" not in enc:
+        return "not available: " + "; ".join(x["unavailable"] for x in (dec, enc) if "unavailable" in x)
+    return {
+        "decode_req_us": dec["median_us"],
+        "encode_res_us": enc["median_us"],
+        "pair_us": dec["median_us"] + enc["median_us"],
+        "decode_calls": dec["calls"],
+        "encode_calls": enc["calls"],
+    }
+
+
+def speedups(ref: dict[str, Any], head_us: float, req: str, res: str) -> dict[str, float]:
     rows = ref["cases"]
     out = {
         "vs_in_jvm": (rows[req]["decode_us"] + rows[res]["encode_us"]) / head_us,
         "vs_python_bridge": (rows[req]["rt_decode_us"] + rows[res]["rt_encode_us"]) / head_us,
     }
-    jj = ref.get("josev_json", {})
-    if "pair_us" in jj:
+    jj = josev_headline(ref, req, res)
+    if isinstance(jj, dict):
         out["vs_josev_json"] = jj["pair_us"] / head_us
     return out
 
 
-def print_exificient(ref: dict, ours: dict, head_us: float, req: str, res: str) -> None:
+def print_exificient(ref: dict[str, Any], head_us: float, req: str, res: str) -> None:
+    """Set-up of the references and the headline pair against (a), (b) and (c)."""
     print(f"  JVM start {ref['jvm_start_s']} s, reference wall time {ref['wall_s']:.1f} s, settings {ref['settings']}")
     print("  (a) in-JVM = System.nanoTime around EXIficient only (EXI <-> XML text)")
     print(
         "  (b) from Python = ExificientPeer.decode/encode round trip (JSON line over a pipe to the bridge"
         f" process, py4j into the JVM); bridge ping alone {ref['bridge_ping_us']:.0f} µs"
     )
-    print(f"  {'case':32}{'dec JVM':>9}{'JVM/ours':>10}{'enc JVM':>9}{'JVM/ours':>10}{'dec Py':>9}{'enc Py':>9}")
-    for name, row in ref["cases"].items():
-        o = ours[name]
+    print(
+        "  (c) Josev's EXICodec.encode/decode with its JSON, via the bridge (includes one pipe hop Josev"
+        " does not pay,\n      excludes the pydantic model <-> JSON layer Josev adds on top); each call timed"
+        " from Python"
+    )
+    jj = ref["josev_json"]
+    if "cases" in jj:
+        st = jj["settings"]
         print(
-            f"  {name:32}{row['decode_us']:>9.1f}{fmt_ratio(row['decode_us'], o['decode']['median_us']):>10}"
-            f"{row['encode_us']:>9.1f}{fmt_ratio(row['encode_us'], o['encode']['median_us']):>10}"
-            f"{row['rt_decode_us']:>9.1f}{row['rt_encode_us']:>9.1f}"
+            f"      warm-up {jj['warmup_rounds']} rounds over all cases in >= {jj['warmup_s']:.0f} s, then per case"
+            f" decode/encode alternating for {st['measure_s']} s, {st['min_calls']}..{st['max_calls']} calls each"
         )
+    if req not in ref["cases"] or res not in ref["cases"]:
+        return
     r_req, r_res = ref["cases"][req], ref["cases"][res]
     jvm = r_req["decode_us"] + r_res["encode_us"]
     py = r_req["rt_decode_us"] + r_res["rt_encode_us"]
     print(f"\n  decode CurrentDemandReq + encode CurrentDemandRes (-2), ours {head_us:.1f} µs:")
     print(f"    (a) EXIficient in-JVM          {jvm:>10.1f} µs   -> {speed_word(jvm, head_us)}")
     print(f"    (b) EXIficient from Python     {py:>10.1f} µs   -> {speed_word(py, head_us)}")
-    jj = ref.get("josev_json")
-    if jj is None:
-        print("    (c) Josev py4j JSON path: skipped (--no-josev-json)")
-    elif "error" in jj:
-        print(f"    (c) Josev py4j JSON path: FAILED ({jj['error']})")
+    head = josev_headline(ref, req, res)
+    if isinstance(head, str):
+        print(f"    (c) Josev py4j JSON path: {head}")
     else:
         print(
-            f"    (c) Josev py4j JSON path       {jj['pair_us']:>10.1f} µs   -> "
-            f"{speed_word(jj['pair_us'], head_us)}  (decode {jj['decode_req_us']:.0f} "
-            f"+ encode {jj['encode_res_us']:.0f} µs; "
-            f"{jj['warmup_calls']} warm-up pairs, {jj['calls']} timed)"
+            f"    (c) Josev py4j JSON path       {head['pair_us']:>10.1f} µs   -> "
+            f"{speed_word(head['pair_us'], head_us)}  (decode {head['decode_req_us']:.0f} "
+            f"+ encode {head['encode_res_us']:.0f} µs, sum of the per-case medians)"
         )
-        print(
-            "        Josev's EXICodec.encode/decode with its JSON, via the bridge (includes one pipe hop Josev"
-            " does not pay,\n        excludes the pydantic model <-> JSON layer Josev adds on top)"
-        )
+
+
+def print_comparison(comparison: dict[str, Any], ref: dict[str, Any]) -> None:
+    """Every case, both directions: ours against (a), (b) and (c), ratio = reference / ours."""
+    josev_global = "cases" not in ref["josev_json"]
+    print("\nEvery case side by side: median µs per call; ratio = reference / ours (> 1: ours is faster)")
+    print(
+        f"  {'case':31}{'dir':>4}{'ours':>9}{'p90':>8}{'(a) JVM':>10}{'ratio':>8}"
+        f"{'(b) Py':>9}{'ratio':>8}{'(c) Josev':>11}{'ratio':>9}"
+    )
+    notes: list[str] = []
+    for name, row in comparison.items():
+        for i, d in enumerate(DIRECTIONS):
+            e = row[d]
+            ours = e["ours_us"]
+            line = f"  {name if i == 0 else '':31}{d[:3]:>4}{fmt_us(ours):>9}{fmt_us(e['ours_p90_us']):>8}"
+            if "exificient_jvm_us" in e:
+                line += f"{fmt_us(e['exificient_jvm_us']):>10}{fmt_ratio(e['exificient_jvm_us'], ours):>8}"
+            else:
+                line += f"{'n/a':>10}{'':>8}"
+                if e["exificient_unavailable"] not in notes:
+                    notes.append(e["exificient_unavailable"])
+            if "exificient_bridge_us" in e:
+                line += f"{fmt_us(e['exificient_bridge_us']):>9}{fmt_ratio(e['exificient_bridge_us'], ours):>8}"
+            else:
+                line += f"{'n/a':>9}{'':>8}"
+            if "josev_json_us" in e:
+                star = "*" if d == "encode" and row.get("josev_reencode_identical") is False else ""
+                line += f"{fmt_us(e['josev_json_us']) + star:>11}{fmt_ratio(e['josev_json_us'], ours):>9}"
+            elif josev_global:
+                line += f"{'n/a':>11}"
+            else:
+                line += f"{'n/a':>11}  ({e['josev_json_unavailable']})"
+            print(line.rstrip())
+    if josev_global:
+        notes.append(_why_missing(ref["josev_json"], "(c) Josev's JSON path"))
+    if any(row.get("josev_reencode_identical") is False for row in comparison.values()):
+        notes.append("* Josev's EXICodec.encode of its own JSON gives other bytes than the case's EXI")
+    for note in notes:
+        print(f"  n/a: {note}" if not note.startswith("*") else f"  {note}")
+
+
+def slower_line(slower: list[dict[str, Any]] | None, ref: dict[str, Any], n_cases: int) -> str:
+    head = "ours slower than EXIficient in-JVM (ratio < 1.0):"
+    if slower is None:
+        return f"{head} not measured ({_why_missing(ref, 'EXIficient')})"
+    listed = ", ".join(f"{s['case']} {s['direction']} {fmt_ratio(s['ratio_jvm'], 1.0)}" for s in slower) or "none"
+    measured = len(ref["cases"])
+    partial = f" (EXIficient measured only {measured} of {n_cases} cases)" if measured < n_cases else ""
+    return f"{head} {listed}{partial}"
 
 
 if __name__ == "__main__":
