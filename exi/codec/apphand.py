@@ -42,35 +42,47 @@ def _d_AppProtocolType(r):
             if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('AppProtocolType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('AppProtocolType', p)
         el = 'VersionNumberMajor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_VersionNumberMajor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_VersionNumberMajor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('AppProtocolType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('AppProtocolType', p)
         if f_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', f_VersionNumberMajor, r.at(p))
         el = 'VersionNumberMinor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_VersionNumberMinor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_VersionNumberMinor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 21
@@ -164,8 +176,7 @@ def _d_supportedAppProtocolReq(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('supportedAppProtocolReq', p)
+        if (V >> (E - p)) & 3: raise r.deviation('supportedAppProtocolReq', p)
         el = 'AppProtocol/ProtocolNamespace'
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -184,35 +195,47 @@ def _d_supportedAppProtocolReq(r):
             if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('supportedAppProtocolReq', p)
+        if (V >> (E - p)) & 3: raise r.deviation('supportedAppProtocolReq', p)
         el = 'AppProtocol/VersionNumberMajor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_VersionNumberMajor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_VersionNumberMajor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('supportedAppProtocolReq', p)
+        if (V >> (E - p)) & 7: raise r.deviation('supportedAppProtocolReq', p)
         if _c1_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c1_VersionNumberMajor, r.at(p))
         el = 'AppProtocol/VersionNumberMinor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_VersionNumberMinor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_VersionNumberMinor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 21
@@ -261,35 +284,47 @@ def _d_supportedAppProtocolReq(r):
                         if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('supportedAppProtocolReq', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('supportedAppProtocolReq', p)
                     el = 'AppProtocol/VersionNumberMajor'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_VersionNumberMajor = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_VersionNumberMajor = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_VersionNumberMajor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('supportedAppProtocolReq', p)
+                    if (V >> (E - p)) & 7: raise r.deviation('supportedAppProtocolReq', p)
                     if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(p))
                     el = 'AppProtocol/VersionNumberMinor'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_VersionNumberMinor = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_VersionNumberMinor = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_VersionNumberMinor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 21
@@ -676,15 +711,22 @@ def _de4(r):  # VersionNumberMajor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMajor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -716,15 +758,22 @@ def _de5(r):  # VersionNumberMinor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMinor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1

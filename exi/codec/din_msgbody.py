@@ -15,7 +15,6 @@ _E_din_msgdatatypes_isolationLevelType = tuple(din_msgdatatypes.isolationLevelTy
 _E_din_msgdatatypes_paymentOptionType = tuple(din_msgdatatypes.paymentOptionType)
 _E_din_msgdatatypes_responseCodeType = tuple(din_msgdatatypes.responseCodeType)
 _E_din_msgdatatypes_serviceCategoryType = tuple(din_msgdatatypes.serviceCategoryType)
-_E_din_msgdatatypes_unitSymbolType = tuple(din_msgdatatypes.unitSymbolType)
 _I_din_msgdatatypes_DC_EVSEStatusCodeType = {v: i for i, v in enumerate(din_msgdatatypes.DC_EVSEStatusCodeType)}
 _I_din_msgdatatypes_EVRequestedEnergyTransferType = {v: i for i, v in enumerate(din_msgdatatypes.EVRequestedEnergyTransferType)}
 _I_din_msgdatatypes_EVSENotificationType = {v: i for i, v in enumerate(din_msgdatatypes.EVSENotificationType)}
@@ -25,7 +24,6 @@ _I_din_msgdatatypes_isolationLevelType = {v: i for i, v in enumerate(din_msgdata
 _I_din_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(din_msgdatatypes.paymentOptionType)}
 _I_din_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(din_msgdatatypes.responseCodeType)}
 _I_din_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(din_msgdatatypes.serviceCategoryType)}
-_I_din_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(din_msgdatatypes.unitSymbolType)}
 
 def _d_CableCheckReqType(r):
     # {urn:din:70121:2012:MsgBody}CableCheckReqType
@@ -130,18 +128,24 @@ def _d_CableCheckResType(r):
         if _c1_s == 2:
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 7
@@ -1169,21 +1173,27 @@ def _d_CertificateUpdateResType(r):
         if x & 6: raise r.deviation('CertificateUpdateResType', p)
         el = 'RetryCounter'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_RetryCounter = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_RetryCounter = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateUpdateResType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateResType', p)
         if _neg: f_RetryCounter = -f_RetryCounter - 1
         if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(p))
         r.pos = p
@@ -1345,350 +1355,55 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'AC_EVChargeParameter/DepartureTime'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_DepartureTime = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_DepartureTime = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(p))
                 el = 'AC_EVChargeParameter/EAmount'
-                _c1_c1_Multiplier = None
-                _c1_c1_Unit = None
-                _c1_c1_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'AC_EVChargeParameter/EAmount/Multiplier'
-                _c1_c1_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(p))
-                _c1_c1_s = 1
-                if _c1_c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVChargeParameter/EAmount/Unit'
-                        _c1_c1_Unit = ((x >> 4) & 15)
-                        if _c1_c1_Unit >= 10: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 10, r.at(p))
-                        else: _c1_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c1_Unit]
-                        el = 'AC_EVChargeParameter/EAmount/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_c1_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
-                        _c1_c1_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVChargeParameter/EAmount/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_c1_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
-                        _c1_c1_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c1_c1_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c1_c1_s = -1
-                _c1_EAmount = _new(din_msgdatatypes.PhysicalValueType)
-                _c1_EAmount.Multiplier = _c1_c1_Multiplier
-                _c1_EAmount.Unit = _c1_c1_Unit
-                _c1_EAmount.Value = _c1_c1_Value
+                r.pos = p
+                _c1_EAmount = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'AC_EVChargeParameter/EVMaxVoltage'
-                _c1_c2_Multiplier = None
-                _c1_c2_Unit = None
-                _c1_c2_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
-                _c1_c2_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(p))
-                _c1_c2_s = 1
-                if _c1_c2_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
-                        _c1_c2_Unit = ((x >> 4) & 15)
-                        if _c1_c2_Unit >= 10: _c1_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c2_Unit, 10, r.at(p))
-                        else: _c1_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c2_Unit]
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_c2_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
-                        _c1_c2_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_c2_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
-                        _c1_c2_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c1_c2_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c1_c2_s = -1
-                _c1_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                _c1_EVMaxVoltage.Multiplier = _c1_c2_Multiplier
-                _c1_EVMaxVoltage.Unit = _c1_c2_Unit
-                _c1_EVMaxVoltage.Value = _c1_c2_Value
+                r.pos = p
+                _c1_EVMaxVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'AC_EVChargeParameter/EVMaxCurrent'
-                _c1_c3_Multiplier = None
-                _c1_c3_Unit = None
-                _c1_c3_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
-                _c1_c3_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(p))
-                _c1_c3_s = 1
-                if _c1_c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
-                        _c1_c3_Unit = ((x >> 4) & 15)
-                        if _c1_c3_Unit >= 10: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 10, r.at(p))
-                        else: _c1_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c3_Unit]
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_c3_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(p))
-                        _c1_c3_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_c3_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(p))
-                        _c1_c3_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c1_c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c1_c3_s = -1
-                _c1_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                _c1_EVMaxCurrent.Multiplier = _c1_c3_Multiplier
-                _c1_EVMaxCurrent.Unit = _c1_c3_Unit
-                _c1_EVMaxCurrent.Value = _c1_c3_Value
+                r.pos = p
+                _c1_EVMaxCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'AC_EVChargeParameter/EVMinCurrent'
-                _c1_c4_Multiplier = None
-                _c1_c4_Unit = None
-                _c1_c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
-                _c1_c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c4_Multiplier, r.at(p))
-                _c1_c4_s = 1
-                if _c1_c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
-                        _c1_c4_Unit = ((x >> 4) & 15)
-                        if _c1_c4_Unit >= 10: _c1_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c4_Unit, 10, r.at(p))
-                        else: _c1_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c4_Unit]
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_c4_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_c4_Value = -_c1_c4_Value - 1
-                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(p))
-                        _c1_c4_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_c4_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_c4_Value = -_c1_c4_Value - 1
-                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(p))
-                        _c1_c4_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c1_c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c1_c4_s = -1
-                _c1_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                _c1_EVMinCurrent.Multiplier = _c1_c4_Multiplier
-                _c1_EVMinCurrent.Unit = _c1_c4_Unit
-                _c1_EVMinCurrent.Value = _c1_c4_Value
+                r.pos = p
+                _c1_EVMinCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
@@ -1771,242 +1486,30 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 el = 'AC_EVChargeParameter/EAmount'
                 v <<= 2
                 n += 2
-                _c2_c1_o = _c2_EAmount
-                _c2_c1_Multiplier = _c2_c1_o.Multiplier
-                _c2_c1_Unit = _c2_c1_o.Unit
-                _c2_c1_Value = _c2_c1_o.Value
-                if _c2_c1_Multiplier is not None:
-                    el = 'AC_EVChargeParameter/EAmount/Multiplier'
-                    if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c1_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_c1_Multiplier = None
-                    _c2_c1_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c1_s == 1:
-                    if _c2_c1_Unit is not None:
-                        el = 'AC_EVChargeParameter/EAmount/Unit'
-                        _c2_c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
-                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVChargeParameter/EAmount/Value'
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
-                        n += 11
-                        _c2_c1_Unit = None
-                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c1_Value = None
-                        _c2_c1_s = 3
-                    elif _c2_c1_Value is not None:
-                        el = 'AC_EVChargeParameter/EAmount/Value'
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c1_Value < 0)
-                        n += 4
-                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c1_Value = None
-                        _c2_c1_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c1_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_c1_Multiplier is not None or _c2_c1_Unit is not None or _c2_c1_Value is not None: raise _leftover(_c2_c1_o)
-                        _c2_c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EAmount)
+                v = w.v; n = w.n
                 if not (_c2_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
                 el = 'AC_EVChargeParameter/EVMaxVoltage'
                 v <<= 1
                 n += 1
-                _c2_c2_o = _c2_EVMaxVoltage
-                _c2_c2_Multiplier = _c2_c2_o.Multiplier
-                _c2_c2_Unit = _c2_c2_o.Unit
-                _c2_c2_Value = _c2_c2_o.Value
-                if _c2_c2_Multiplier is not None:
-                    el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
-                    if not -3 <= _c2_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c2_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c2_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_c2_Multiplier = None
-                    _c2_c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c2_s == 1:
-                    if _c2_c2_Unit is not None:
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
-                        _c2_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c2_Unit)
-                        if _c2_c2_i1 is None: raise EncodeError(f'{_c2_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c2_i1 << 4) | (_c2_c2_Value < 0)
-                        n += 11
-                        _c2_c2_Unit = None
-                        _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c2_Value = None
-                        _c2_c2_s = 3
-                    elif _c2_c2_Value is not None:
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c2_Value < 0)
-                        n += 4
-                        _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c2_Value = None
-                        _c2_c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_c2_Multiplier is not None or _c2_c2_Unit is not None or _c2_c2_Value is not None: raise _leftover(_c2_c2_o)
-                        _c2_c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EVMaxVoltage)
+                v = w.v; n = w.n
                 if not (_c2_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
                 el = 'AC_EVChargeParameter/EVMaxCurrent'
                 v <<= 1
                 n += 1
-                _c2_c3_o = _c2_EVMaxCurrent
-                _c2_c3_Multiplier = _c2_c3_o.Multiplier
-                _c2_c3_Unit = _c2_c3_o.Unit
-                _c2_c3_Value = _c2_c3_o.Value
-                if _c2_c3_Multiplier is not None:
-                    el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
-                    if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c3_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_c3_Multiplier = None
-                    _c2_c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c3_s == 1:
-                    if _c2_c3_Unit is not None:
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
-                        _c2_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c3_Unit)
-                        if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
-                        n += 11
-                        _c2_c3_Unit = None
-                        _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c3_Value = None
-                        _c2_c3_s = 3
-                    elif _c2_c3_Value is not None:
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c3_Value < 0)
-                        n += 4
-                        _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c3_Value = None
-                        _c2_c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_c3_Multiplier is not None or _c2_c3_Unit is not None or _c2_c3_Value is not None: raise _leftover(_c2_c3_o)
-                        _c2_c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EVMaxCurrent)
+                v = w.v; n = w.n
                 if not (_c2_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
                 el = 'AC_EVChargeParameter/EVMinCurrent'
                 v <<= 1
                 n += 1
-                _c2_c4_o = _c2_EVMinCurrent
-                _c2_c4_Multiplier = _c2_c4_o.Multiplier
-                _c2_c4_Unit = _c2_c4_o.Unit
-                _c2_c4_Value = _c2_c4_o.Value
-                if _c2_c4_Multiplier is not None:
-                    el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
-                    if not -3 <= _c2_c4_Multiplier <= 3: raise EncodeError(f'value {_c2_c4_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c4_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_c4_Multiplier = None
-                    _c2_c4_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c4_s == 1:
-                    if _c2_c4_Unit is not None:
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
-                        _c2_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c4_Unit)
-                        if _c2_c4_i1 is None: raise EncodeError(f'{_c2_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c4_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c4_i1 << 4) | (_c2_c4_Value < 0)
-                        n += 11
-                        _c2_c4_Unit = None
-                        _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c4_Value = None
-                        _c2_c4_s = 3
-                    elif _c2_c4_Value is not None:
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c4_Value < 0)
-                        n += 4
-                        _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c4_Value = None
-                        _c2_c4_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c4_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_c4_Multiplier is not None or _c2_c4_Unit is not None or _c2_c4_Value is not None: raise _leftover(_c2_c4_o)
-                        _c2_c4_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EVMinCurrent)
+                v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_AC_EVChargeParameter = None
@@ -2098,15 +1601,22 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                 _c2_c1_RCD = ((x >> 3) & 1) == 1
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c1_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 8
@@ -2124,248 +1634,23 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
                 _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
-                _c2_c2_Multiplier = None
-                _c2_c2_Unit = None
-                _c2_c2_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
-                _c2_c2_Multiplier = ((x >> 1) & 7) + -3
-                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(p))
-                _c2_c2_s = 1
-                if _c2_c2_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
-                        _c2_c2_Unit = ((x >> 4) & 15)
-                        if _c2_c2_Unit >= 10: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 10, r.at(p))
-                        else: _c2_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c2_Unit]
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c2_c2_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
-                        _c2_c2_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c2_c2_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
-                        _c2_c2_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c2_c2_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c2_c2_s = -1
-                _c2_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                _c2_EVSEMaxVoltage.Multiplier = _c2_c2_Multiplier
-                _c2_EVSEMaxVoltage.Unit = _c2_c2_Unit
-                _c2_EVSEMaxVoltage.Value = _c2_c2_Value
+                r.pos = p
+                _c2_EVSEMaxVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                _c2_c3_Multiplier = None
-                _c2_c3_Unit = None
-                _c2_c3_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                _c2_c3_Multiplier = ((x >> 1) & 7) + -3
-                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(p))
-                _c2_c3_s = 1
-                if _c2_c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                        _c2_c3_Unit = ((x >> 4) & 15)
-                        if _c2_c3_Unit >= 10: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 10, r.at(p))
-                        else: _c2_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c3_Unit]
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c2_c3_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c2_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
-                        _c2_c3_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c2_c3_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c2_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
-                        _c2_c3_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c2_c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c2_c3_s = -1
-                _c2_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
-                _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
-                _c2_EVSEMaxCurrent.Value = _c2_c3_Value
+                r.pos = p
+                _c2_EVSEMaxCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
-                _c2_c4_Multiplier = None
-                _c2_c4_Unit = None
-                _c2_c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
-                _c2_c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c2_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c4_Multiplier, r.at(p))
-                _c2_c4_s = 1
-                if _c2_c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
-                        _c2_c4_Unit = ((x >> 4) & 15)
-                        if _c2_c4_Unit >= 10: _c2_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c4_Unit, 10, r.at(p))
-                        else: _c2_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c4_Unit]
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c2_c4_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c2_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c2_c4_Value = -_c2_c4_Value - 1
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(p))
-                        _c2_c4_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c2_c4_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c2_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c2_c4_Value = -_c2_c4_Value - 1
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(p))
-                        _c2_c4_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c2_c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c2_c4_s = -1
-                _c2_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                _c2_EVSEMinCurrent.Multiplier = _c2_c4_Multiplier
-                _c2_EVSEMinCurrent.Unit = _c2_c4_Unit
-                _c2_EVSEMinCurrent.Value = _c2_c4_Value
+                r.pos = p
+                _c2_EVSEMinCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
@@ -2493,182 +1778,23 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
                 v = (v << 8) | (_c4_c1_i1 << 3)
                 n += 8
-                _c4_c2_o = _c4_EVSEMaxVoltage
-                _c4_c2_Multiplier = _c4_c2_o.Multiplier
-                _c4_c2_Unit = _c4_c2_o.Unit
-                _c4_c2_Value = _c4_c2_o.Value
-                if _c4_c2_Multiplier is not None:
-                    el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
-                    if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_c2_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_c2_Multiplier = None
-                    _c4_c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_c2_s == 1:
-                    if _c4_c2_Unit is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
-                        _c4_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c2_Unit)
-                        if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
-                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
-                        n += 11
-                        _c4_c2_Unit = None
-                        _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c4_c2_Value = None
-                        _c4_c2_s = 3
-                    elif _c4_c2_Value is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
-                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_c2_Value < 0)
-                        n += 4
-                        _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c4_c2_Value = None
-                        _c4_c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c4_c2_Multiplier is not None or _c4_c2_Unit is not None or _c4_c2_Value is not None: raise _leftover(_c4_c2_o)
-                        _c4_c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, _c4_EVSEMaxVoltage)
+                v = w.v; n = w.n
                 if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                 v <<= 1
                 n += 1
-                _c4_c3_o = _c4_EVSEMaxCurrent
-                _c4_c3_Multiplier = _c4_c3_o.Multiplier
-                _c4_c3_Unit = _c4_c3_o.Unit
-                _c4_c3_Value = _c4_c3_o.Value
-                if _c4_c3_Multiplier is not None:
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                    if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_c3_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_c3_Multiplier = None
-                    _c4_c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_c3_s == 1:
-                    if _c4_c3_Unit is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                        _c4_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c3_Unit)
-                        if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
-                        n += 11
-                        _c4_c3_Unit = None
-                        _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c4_c3_Value = None
-                        _c4_c3_s = 3
-                    elif _c4_c3_Value is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_c3_Value < 0)
-                        n += 4
-                        _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c4_c3_Value = None
-                        _c4_c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c4_c3_Multiplier is not None or _c4_c3_Unit is not None or _c4_c3_Value is not None: raise _leftover(_c4_c3_o)
-                        _c4_c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, _c4_EVSEMaxCurrent)
+                v = w.v; n = w.n
                 if not (_c4_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
                 v <<= 1
                 n += 1
-                _c4_c4_o = _c4_EVSEMinCurrent
-                _c4_c4_Multiplier = _c4_c4_o.Multiplier
-                _c4_c4_Unit = _c4_c4_o.Unit
-                _c4_c4_Value = _c4_c4_o.Value
-                if _c4_c4_Multiplier is not None:
-                    el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
-                    if not -3 <= _c4_c4_Multiplier <= 3: raise EncodeError(f'value {_c4_c4_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_c4_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_c4_Multiplier = None
-                    _c4_c4_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_c4_s == 1:
-                    if _c4_c4_Unit is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
-                        _c4_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c4_Unit)
-                        if _c4_c4_i1 is None: raise EncodeError(f'{_c4_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_c4_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
-                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_c4_i1 << 4) | (_c4_c4_Value < 0)
-                        n += 11
-                        _c4_c4_Unit = None
-                        _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c4_c4_Value = None
-                        _c4_c4_s = 3
-                    elif _c4_c4_Value is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
-                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_c4_Value < 0)
-                        n += 4
-                        _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c4_c4_Value = None
-                        _c4_c4_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_c4_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c4_c4_Multiplier is not None or _c4_c4_Unit is not None or _c4_c4_Value is not None: raise _leftover(_c4_c4_o)
-                        _c4_c4_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, _c4_EVSEMinCurrent)
+                v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_AC_EVSEChargeParameter = None
@@ -2778,15 +1904,22 @@ def _d_ChargingStatusResType(r):
         if x & 6: raise r.deviation('ChargingStatusResType', p)
         el = 'SAScheduleTupleID'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_SAScheduleTupleID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_SAScheduleTupleID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -2801,84 +1934,9 @@ def _d_ChargingStatusResType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVSEMaxCurrent'
-                _c1_Multiplier = None
-                _c1_Unit = None
-                _c1_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEMaxCurrent/Multiplier'
-                _c1_Multiplier = ((x >> 1) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-                _c1_s = 1
-                if _c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaxCurrent/Unit'
-                        _c1_Unit = ((x >> 4) & 15)
-                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
-                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
-                        el = 'EVSEMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                        _c1_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c1_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                        _c1_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c1_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c1_s = -1
-                f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
-                f_EVSEMaxCurrent.Unit = _c1_Unit
-                f_EVSEMaxCurrent.Value = _c1_Value
+                r.pos = p
+                f_EVSEMaxCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
@@ -2930,35 +1988,42 @@ def _d_ChargingStatusResType(r):
             x = (V >> (E - p)) & 2047
             if x & 1911: raise r.deviation('ChargingStatusResType', p)
             el = 'AC_EVSEStatus/PowerSwitchClosed'
-            _c2_PowerSwitchClosed = ((x >> 7) & 1) == 1
+            _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
             el = 'AC_EVSEStatus/RCD'
-            _c2_RCD = ((x >> 3) & 1) == 1
+            _c1_RCD = ((x >> 3) & 1) == 1
             el = 'AC_EVSEStatus/NotificationMaxDelay'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
-                _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
             else:
-                r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 8
             if p > E: V, E, p = r.slide(p, 8)
             x = (V >> (E - p)) & 255
             if x & 231: raise r.deviation('ChargingStatusResType', p)
-            if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(p))
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
             el = 'AC_EVSEStatus/EVSENotification'
-            _c2_EVSENotification = ((x >> 3) & 3)
-            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
-            else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+            _c1_EVSENotification = ((x >> 3) & 3)
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
+            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
             f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
-            f_AC_EVSEStatus.PowerSwitchClosed = _c2_PowerSwitchClosed
-            f_AC_EVSEStatus.RCD = _c2_RCD
-            f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-            f_AC_EVSEStatus.EVSENotification = _c2_EVSENotification
+            f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
+            f_AC_EVSEStatus.RCD = _c1_RCD
+            f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
             s = -1
         r.pos = p
     except Exception as e:
@@ -3021,62 +2086,9 @@ def _e_ChargingStatusResType(w, o):
                 el = 'EVSEMaxCurrent'
                 v <<= 2
                 n += 2
-                _c2_o = v_EVSEMaxCurrent
-                _c2_Multiplier = _c2_o.Multiplier
-                _c2_Unit = _c2_o.Unit
-                _c2_Value = _c2_o.Value
-                if _c2_Multiplier is not None:
-                    el = 'EVSEMaxCurrent/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_Multiplier = None
-                    _c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_s == 1:
-                    if _c2_Unit is not None:
-                        el = 'EVSEMaxCurrent/Unit'
-                        _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                        if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaxCurrent/Value'
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                        n += 11
-                        _c2_Unit = None
-                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_Value = None
-                        _c2_s = 3
-                    elif _c2_Value is not None:
-                        el = 'EVSEMaxCurrent/Value'
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                        n += 4
-                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_Value = None
-                        _c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaxCurrent)
+                v = w.v; n = w.n
                 v_EVSEMaxCurrent = None
                 s = 4
             elif v_MeterInfo is not None:
@@ -3130,30 +2142,30 @@ def _e_ChargingStatusResType(w, o):
             if v_AC_EVSEStatus is not None:
                 el = 'AC_EVSEStatus'
                 _o = v_AC_EVSEStatus
-                _c3_PowerSwitchClosed = _o.PowerSwitchClosed
-                _c3_RCD = _o.RCD
-                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c3_EVSENotification = _o.EVSENotification
-                if not (_c3_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                _c2_PowerSwitchClosed = _o.PowerSwitchClosed
+                _c2_RCD = _o.RCD
+                _c2_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c2_EVSENotification = _o.EVSENotification
+                if not (_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
                 el = 'AC_EVSEStatus/PowerSwitchClosed'
-                if _c3_PowerSwitchClosed is not True and _c3_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c3_PowerSwitchClosed!r}')
-                if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
+                if _c2_PowerSwitchClosed is not True and _c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c2_PowerSwitchClosed!r}')
+                if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
                 el = 'AC_EVSEStatus/RCD'
-                if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
-                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
+                if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
-                v = (v << 11) | (_c3_PowerSwitchClosed << 7) | (_c3_RCD << 3)
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v = (v << 11) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
                 n += 11
-                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
-                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
-                _c3_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 8) | (_c3_i1 << 3)
+                _c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 8) | (_c2_i1 << 3)
                 n += 8
                 v_AC_EVSEStatus = None
                 if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
@@ -3394,84 +2406,9 @@ def _d_CurrentDemandReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
         el = 'EVTargetCurrent'
-        _c1_Multiplier = None
-        _c1_Unit = None
-        _c1_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
-        el = 'EVTargetCurrent/Multiplier'
-        _c1_Multiplier = ((x >> 1) & 7) + -3
-        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-        _c1_s = 1
-        if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
-            if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
-                el = 'EVTargetCurrent/Unit'
-                _c1_Unit = ((x >> 4) & 15)
-                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
-                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
-                el = 'EVTargetCurrent/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                _c1_s = 3
-            elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
-                el = 'EVTargetCurrent/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                _c1_s = 3
-            else:
-                raise r.deviation('PhysicalValueType', p)
-        if _c1_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-            _c1_s = -1
-        f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
-        f_EVTargetCurrent.Multiplier = _c1_Multiplier
-        f_EVTargetCurrent.Unit = _c1_Unit
-        f_EVTargetCurrent.Value = _c1_Value
+        r.pos = p
+        f_EVTargetCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
+        V = r.v; E = r.end; p = r.pos
         s = 2
         if s == 2:
             p += 3
@@ -3479,246 +2416,21 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 7
             if ec == 0:
                 el = 'EVMaximumVoltageLimit'
-                _c2_Multiplier = None
-                _c2_Unit = None
-                _c2_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVMaximumVoltageLimit/Multiplier'
-                _c2_Multiplier = ((x >> 1) & 7) + -3
-                if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-                _c2_s = 1
-                if _c2_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumVoltageLimit/Unit'
-                        _c2_Unit = ((x >> 4) & 15)
-                        if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
-                        else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                        el = 'EVMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c2_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c2_Value = -_c2_Value - 1
-                        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                        _c2_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c2_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c2_Value = -_c2_Value - 1
-                        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                        _c2_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c2_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c2_s = -1
-                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumVoltageLimit.Multiplier = _c2_Multiplier
-                f_EVMaximumVoltageLimit.Unit = _c2_Unit
-                f_EVMaximumVoltageLimit.Value = _c2_Value
+                r.pos = p
+                f_EVMaximumVoltageLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 3
             elif ec == 1:
                 el = 'EVMaximumCurrentLimit'
-                _c3_Multiplier = None
-                _c3_Unit = None
-                _c3_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVMaximumCurrentLimit/Multiplier'
-                _c3_Multiplier = ((x >> 1) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
-                _c3_s = 1
-                if _c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumCurrentLimit/Unit'
-                        _c3_Unit = ((x >> 4) & 15)
-                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
-                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
-                        el = 'EVMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c3_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                        _c3_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c3_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                        _c3_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c3_s = -1
-                f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumCurrentLimit.Multiplier = _c3_Multiplier
-                f_EVMaximumCurrentLimit.Unit = _c3_Unit
-                f_EVMaximumCurrentLimit.Value = _c3_Value
+                r.pos = p
+                f_EVMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 4
             elif ec == 2:
                 el = 'EVMaximumPowerLimit'
-                _c4_Multiplier = None
-                _c4_Unit = None
-                _c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVMaximumPowerLimit/Multiplier'
-                _c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
-                _c4_s = 1
-                if _c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
-                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                        _c4_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                        _c4_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c4_s = -1
-                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c4_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c4_Unit
-                f_EVMaximumPowerLimit.Value = _c4_Value
+                r.pos = p
+                f_EVMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 5
             elif ec == 3:
                 p += 3
@@ -3744,165 +2456,15 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 7
             if ec == 0:
                 el = 'EVMaximumCurrentLimit'
-                _c5_Multiplier = None
-                _c5_Unit = None
-                _c5_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVMaximumCurrentLimit/Multiplier'
-                _c5_Multiplier = ((x >> 1) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
-                _c5_s = 1
-                if _c5_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumCurrentLimit/Unit'
-                        _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
-                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
-                        el = 'EVMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                        _c5_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                        _c5_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c5_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c5_s = -1
-                f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumCurrentLimit.Multiplier = _c5_Multiplier
-                f_EVMaximumCurrentLimit.Unit = _c5_Unit
-                f_EVMaximumCurrentLimit.Value = _c5_Value
+                r.pos = p
+                f_EVMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 4
             elif ec == 1:
                 el = 'EVMaximumPowerLimit'
-                _c6_Multiplier = None
-                _c6_Unit = None
-                _c6_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVMaximumPowerLimit/Multiplier'
-                _c6_Multiplier = ((x >> 1) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
-                _c6_s = 1
-                if _c6_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c6_Unit = ((x >> 4) & 15)
-                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
-                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                        _c6_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                        _c6_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c6_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c6_s = -1
-                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c6_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c6_Unit
-                f_EVMaximumPowerLimit.Value = _c6_Value
+                r.pos = p
+                f_EVMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 5
             elif ec == 2:
                 p += 3
@@ -3928,84 +2490,9 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVMaximumPowerLimit'
-                _c7_Multiplier = None
-                _c7_Unit = None
-                _c7_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVMaximumPowerLimit/Multiplier'
-                _c7_Multiplier = ((x >> 1) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
-                _c7_s = 1
-                if _c7_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c7_Unit = ((x >> 4) & 15)
-                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
-                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
-                        _c7_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
-                        _c7_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c7_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c7_s = -1
-                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c7_Unit
-                f_EVMaximumPowerLimit.Value = _c7_Value
+                r.pos = p
+                f_EVMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 5
             elif ec == 1:
                 p += 3
@@ -4061,246 +2548,21 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'RemainingTimeToFullSoC'
-                _c8_Multiplier = None
-                _c8_Unit = None
-                _c8_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'RemainingTimeToFullSoC/Multiplier'
-                _c8_Multiplier = ((x >> 1) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
-                _c8_s = 1
-                if _c8_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'RemainingTimeToFullSoC/Unit'
-                        _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
-                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
-                        el = 'RemainingTimeToFullSoC/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
-                        _c8_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'RemainingTimeToFullSoC/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
-                        _c8_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c8_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c8_s = -1
-                f_RemainingTimeToFullSoC = _new(din_msgdatatypes.PhysicalValueType)
-                f_RemainingTimeToFullSoC.Multiplier = _c8_Multiplier
-                f_RemainingTimeToFullSoC.Unit = _c8_Unit
-                f_RemainingTimeToFullSoC.Value = _c8_Value
+                r.pos = p
+                f_RemainingTimeToFullSoC = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 8
             elif ec == 1:
                 el = 'RemainingTimeToBulkSoC'
-                _c9_Multiplier = None
-                _c9_Unit = None
-                _c9_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'RemainingTimeToBulkSoC/Multiplier'
-                _c9_Multiplier = ((x >> 1) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
-                _c9_s = 1
-                if _c9_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'RemainingTimeToBulkSoC/Unit'
-                        _c9_Unit = ((x >> 4) & 15)
-                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
-                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
-                        _c9_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
-                        _c9_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c9_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c9_s = -1
-                f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
-                f_RemainingTimeToBulkSoC.Multiplier = _c9_Multiplier
-                f_RemainingTimeToBulkSoC.Unit = _c9_Unit
-                f_RemainingTimeToBulkSoC.Value = _c9_Value
+                r.pos = p
+                f_RemainingTimeToBulkSoC = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 9
             elif ec == 2:
                 el = 'EVTargetVoltage'
-                _c10_Multiplier = None
-                _c10_Unit = None
-                _c10_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVTargetVoltage/Multiplier'
-                _c10_Multiplier = ((x >> 1) & 7) + -3
-                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
-                _c10_s = 1
-                if _c10_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVTargetVoltage/Unit'
-                        _c10_Unit = ((x >> 4) & 15)
-                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(p))
-                        else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
-                        el = 'EVTargetVoltage/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c10_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
-                        _c10_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVTargetVoltage/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c10_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
-                        _c10_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c10_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c10_s = -1
-                f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVTargetVoltage.Multiplier = _c10_Multiplier
-                f_EVTargetVoltage.Unit = _c10_Unit
-                f_EVTargetVoltage.Value = _c10_Value
+                r.pos = p
+                f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', p)
@@ -4310,165 +2572,15 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'RemainingTimeToBulkSoC'
-                _c11_Multiplier = None
-                _c11_Unit = None
-                _c11_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'RemainingTimeToBulkSoC/Multiplier'
-                _c11_Multiplier = ((x >> 1) & 7) + -3
-                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
-                _c11_s = 1
-                if _c11_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'RemainingTimeToBulkSoC/Unit'
-                        _c11_Unit = ((x >> 4) & 15)
-                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(p))
-                        else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c11_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
-                        _c11_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c11_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
-                        _c11_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c11_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c11_s = -1
-                f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
-                f_RemainingTimeToBulkSoC.Multiplier = _c11_Multiplier
-                f_RemainingTimeToBulkSoC.Unit = _c11_Unit
-                f_RemainingTimeToBulkSoC.Value = _c11_Value
+                r.pos = p
+                f_RemainingTimeToBulkSoC = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 9
             elif ec == 1:
                 el = 'EVTargetVoltage'
-                _c12_Multiplier = None
-                _c12_Unit = None
-                _c12_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVTargetVoltage/Multiplier'
-                _c12_Multiplier = ((x >> 1) & 7) + -3
-                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(p))
-                _c12_s = 1
-                if _c12_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVTargetVoltage/Unit'
-                        _c12_Unit = ((x >> 4) & 15)
-                        if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(p))
-                        else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
-                        el = 'EVTargetVoltage/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c12_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c12_Value = -_c12_Value - 1
-                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
-                        _c12_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVTargetVoltage/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c12_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c12_Value = -_c12_Value - 1
-                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
-                        _c12_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c12_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c12_s = -1
-                f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVTargetVoltage.Multiplier = _c12_Multiplier
-                f_EVTargetVoltage.Unit = _c12_Unit
-                f_EVTargetVoltage.Value = _c12_Value
+                r.pos = p
+                f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', p)
@@ -4477,84 +2589,9 @@ def _d_CurrentDemandReqType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
             el = 'EVTargetVoltage'
-            _c13_Multiplier = None
-            _c13_Unit = None
-            _c13_Value = None
-            p += 6
-            if p > E: V, E, p = r.slide(p, 6)
-            x = (V >> (E - p)) & 63
-            if x & 49: raise r.deviation('PhysicalValueType', p)
-            el = 'EVTargetVoltage/Multiplier'
-            _c13_Multiplier = ((x >> 1) & 7) + -3
-            if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(p))
-            _c13_s = 1
-            if _c13_s == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                ec = (V >> (E - p)) & 3
-                if ec == 0:
-                    p += 9
-                    if p > E: V, E, p = r.slide(p, 9)
-                    x = (V >> (E - p)) & 511
-                    if x & 270: raise r.deviation('PhysicalValueType', p)
-                    el = 'EVTargetVoltage/Unit'
-                    _c13_Unit = ((x >> 4) & 15)
-                    if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(p))
-                    else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
-                    el = 'EVTargetVoltage/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c13_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    if _neg: _c13_Value = -_c13_Value - 1
-                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
-                    _c13_s = 3
-                elif ec == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 2: raise r.deviation('PhysicalValueType', p)
-                    el = 'EVTargetVoltage/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c13_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    if _neg: _c13_Value = -_c13_Value - 1
-                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
-                    _c13_s = 3
-                else:
-                    raise r.deviation('PhysicalValueType', p)
-            if _c13_s == 3:
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                _c13_s = -1
-            f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
-            f_EVTargetVoltage.Multiplier = _c13_Multiplier
-            f_EVTargetVoltage.Unit = _c13_Unit
-            f_EVTargetVoltage.Value = _c13_Value
+            r.pos = p
+            f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+            V = r.v; E = r.end; p = r.pos
             s = 10
         if s == 10:
             p += 1
@@ -4605,62 +2642,9 @@ def _e_CurrentDemandReqType(w, o):
             v <<= 1
             n += 1
             v_DC_EVStatus = None
-            _c1_o = v_EVTargetCurrent
-            _c1_Multiplier = _c1_o.Multiplier
-            _c1_Unit = _c1_o.Unit
-            _c1_Value = _c1_o.Value
-            if _c1_Multiplier is not None:
-                el = 'EVTargetCurrent/Multiplier'
-                if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c1_Multiplier - -3) << 1)
-                n += 6
-                _c1_Multiplier = None
-                _c1_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c1_s == 1:
-                if _c1_Unit is not None:
-                    el = 'EVTargetCurrent/Unit'
-                    _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetCurrent/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
-                    n += 11
-                    _c1_Unit = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_Value = None
-                    _c1_s = 3
-                elif _c1_Value is not None:
-                    el = 'EVTargetCurrent/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c1_Value < 0)
-                    n += 4
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_Value = None
-                    _c1_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c1_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c1_Multiplier is not None or _c1_Unit is not None or _c1_Value is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetCurrent)
+            v = w.v; n = w.n
             v_EVTargetCurrent = None
             s = 2
         else:
@@ -4670,186 +2654,27 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'EVMaximumVoltageLimit'
                 v <<= 3
                 n += 3
-                _c2_o = v_EVMaximumVoltageLimit
-                _c2_Multiplier = _c2_o.Multiplier
-                _c2_Unit = _c2_o.Unit
-                _c2_Value = _c2_o.Value
-                if _c2_Multiplier is not None:
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_Multiplier = None
-                    _c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_s == 1:
-                    if _c2_Unit is not None:
-                        el = 'EVMaximumVoltageLimit/Unit'
-                        _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                        if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumVoltageLimit/Value'
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                        n += 11
-                        _c2_Unit = None
-                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_Value = None
-                        _c2_s = 3
-                    elif _c2_Value is not None:
-                        el = 'EVMaximumVoltageLimit/Value'
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                        n += 4
-                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_Value = None
-                        _c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
+                v = w.v; n = w.n
                 v_EVMaximumVoltageLimit = None
                 s = 3
             elif v_EVMaximumCurrentLimit is not None:
                 el = 'EVMaximumCurrentLimit'
                 v = (v << 3) | 1
                 n += 3
-                _c3_o = v_EVMaximumCurrentLimit
-                _c3_Multiplier = _c3_o.Multiplier
-                _c3_Unit = _c3_o.Unit
-                _c3_Value = _c3_o.Value
-                if _c3_Multiplier is not None:
-                    el = 'EVMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
-                    n += 6
-                    _c3_Multiplier = None
-                    _c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c3_s == 1:
-                    if _c3_Unit is not None:
-                        el = 'EVMaximumCurrentLimit/Unit'
-                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumCurrentLimit/Value'
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                        n += 11
-                        _c3_Unit = None
-                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c3_Value = None
-                        _c3_s = 3
-                    elif _c3_Value is not None:
-                        el = 'EVMaximumCurrentLimit/Value'
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                        n += 4
-                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c3_Value = None
-                        _c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
-                        _c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
+                v = w.v; n = w.n
                 v_EVMaximumCurrentLimit = None
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
                 v = (v << 3) | 2
                 n += 3
-                _c4_o = v_EVMaximumPowerLimit
-                _c4_Multiplier = _c4_o.Multiplier
-                _c4_Unit = _c4_o.Unit
-                _c4_Value = _c4_o.Value
-                if _c4_Multiplier is not None:
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_Multiplier = None
-                    _c4_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_s == 1:
-                    if _c4_Unit is not None:
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
-                        n += 11
-                        _c4_Unit = None
-                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c4_Value = None
-                        _c4_s = 3
-                    elif _c4_Value is not None:
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
-                        n += 4
-                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c4_Value = None
-                        _c4_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
-                        _c4_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumPowerLimit)
+                v = w.v; n = w.n
                 v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -4873,124 +2698,18 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'EVMaximumCurrentLimit'
                 v <<= 3
                 n += 3
-                _c5_o = v_EVMaximumCurrentLimit
-                _c5_Multiplier = _c5_o.Multiplier
-                _c5_Unit = _c5_o.Unit
-                _c5_Value = _c5_o.Value
-                if _c5_Multiplier is not None:
-                    el = 'EVMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
-                    n += 6
-                    _c5_Multiplier = None
-                    _c5_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c5_s == 1:
-                    if _c5_Unit is not None:
-                        el = 'EVMaximumCurrentLimit/Unit'
-                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumCurrentLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
-                        n += 11
-                        _c5_Unit = None
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c5_Value = None
-                        _c5_s = 3
-                    elif _c5_Value is not None:
-                        el = 'EVMaximumCurrentLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
-                        n += 4
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c5_Value = None
-                        _c5_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c5_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
-                        _c5_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
+                v = w.v; n = w.n
                 v_EVMaximumCurrentLimit = None
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
                 v = (v << 3) | 1
                 n += 3
-                _c6_o = v_EVMaximumPowerLimit
-                _c6_Multiplier = _c6_o.Multiplier
-                _c6_Unit = _c6_o.Unit
-                _c6_Value = _c6_o.Value
-                if _c6_Multiplier is not None:
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
-                    n += 6
-                    _c6_Multiplier = None
-                    _c6_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c6_s == 1:
-                    if _c6_Unit is not None:
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
-                        n += 11
-                        _c6_Unit = None
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c6_Value = None
-                        _c6_s = 3
-                    elif _c6_Value is not None:
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
-                        n += 4
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c6_Value = None
-                        _c6_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c6_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
-                        _c6_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumPowerLimit)
+                v = w.v; n = w.n
                 v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -5014,62 +2733,9 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'EVMaximumPowerLimit'
                 v <<= 2
                 n += 2
-                _c7_o = v_EVMaximumPowerLimit
-                _c7_Multiplier = _c7_o.Multiplier
-                _c7_Unit = _c7_o.Unit
-                _c7_Value = _c7_o.Value
-                if _c7_Multiplier is not None:
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
-                    n += 6
-                    _c7_Multiplier = None
-                    _c7_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c7_s == 1:
-                    if _c7_Unit is not None:
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
-                        n += 11
-                        _c7_Unit = None
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c7_Value = None
-                        _c7_s = 3
-                    elif _c7_Value is not None:
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
-                        n += 4
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c7_Value = None
-                        _c7_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c7_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
-                        _c7_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumPowerLimit)
+                v = w.v; n = w.n
                 v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -5120,186 +2786,27 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'RemainingTimeToFullSoC'
                 v <<= 2
                 n += 2
-                _c8_o = v_RemainingTimeToFullSoC
-                _c8_Multiplier = _c8_o.Multiplier
-                _c8_Unit = _c8_o.Unit
-                _c8_Value = _c8_o.Value
-                if _c8_Multiplier is not None:
-                    el = 'RemainingTimeToFullSoC/Multiplier'
-                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
-                    n += 6
-                    _c8_Multiplier = None
-                    _c8_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c8_s == 1:
-                    if _c8_Unit is not None:
-                        el = 'RemainingTimeToFullSoC/Unit'
-                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'RemainingTimeToFullSoC/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
-                        n += 11
-                        _c8_Unit = None
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c8_Value = None
-                        _c8_s = 3
-                    elif _c8_Value is not None:
-                        el = 'RemainingTimeToFullSoC/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
-                        n += 4
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c8_Value = None
-                        _c8_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c8_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
-                        _c8_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_RemainingTimeToFullSoC)
+                v = w.v; n = w.n
                 v_RemainingTimeToFullSoC = None
                 s = 8
             elif v_RemainingTimeToBulkSoC is not None:
                 el = 'RemainingTimeToBulkSoC'
                 v = (v << 2) | 1
                 n += 2
-                _c9_o = v_RemainingTimeToBulkSoC
-                _c9_Multiplier = _c9_o.Multiplier
-                _c9_Unit = _c9_o.Unit
-                _c9_Value = _c9_o.Value
-                if _c9_Multiplier is not None:
-                    el = 'RemainingTimeToBulkSoC/Multiplier'
-                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c9_Multiplier - -3) << 1)
-                    n += 6
-                    _c9_Multiplier = None
-                    _c9_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c9_s == 1:
-                    if _c9_Unit is not None:
-                        el = 'RemainingTimeToBulkSoC/Unit'
-                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
-                        n += 11
-                        _c9_Unit = None
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c9_Value = None
-                        _c9_s = 3
-                    elif _c9_Value is not None:
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
-                        n += 4
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c9_Value = None
-                        _c9_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c9_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
-                        _c9_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
+                v = w.v; n = w.n
                 v_RemainingTimeToBulkSoC = None
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
                 v = (v << 2) | 2
                 n += 2
-                _c10_o = v_EVTargetVoltage
-                _c10_Multiplier = _c10_o.Multiplier
-                _c10_Unit = _c10_o.Unit
-                _c10_Value = _c10_o.Value
-                if _c10_Multiplier is not None:
-                    el = 'EVTargetVoltage/Multiplier'
-                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c10_Multiplier - -3) << 1)
-                    n += 6
-                    _c10_Multiplier = None
-                    _c10_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c10_s == 1:
-                    if _c10_Unit is not None:
-                        el = 'EVTargetVoltage/Unit'
-                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
-                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVTargetVoltage/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
-                        n += 11
-                        _c10_Unit = None
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c10_Value = None
-                        _c10_s = 3
-                    elif _c10_Value is not None:
-                        el = 'EVTargetVoltage/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
-                        n += 4
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c10_Value = None
-                        _c10_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c10_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
-                        _c10_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
+                v = w.v; n = w.n
                 v_EVTargetVoltage = None
                 s = 10
             else:
@@ -5309,124 +2816,18 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'RemainingTimeToBulkSoC'
                 v <<= 2
                 n += 2
-                _c11_o = v_RemainingTimeToBulkSoC
-                _c11_Multiplier = _c11_o.Multiplier
-                _c11_Unit = _c11_o.Unit
-                _c11_Value = _c11_o.Value
-                if _c11_Multiplier is not None:
-                    el = 'RemainingTimeToBulkSoC/Multiplier'
-                    if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c11_Multiplier - -3) << 1)
-                    n += 6
-                    _c11_Multiplier = None
-                    _c11_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c11_s == 1:
-                    if _c11_Unit is not None:
-                        el = 'RemainingTimeToBulkSoC/Unit'
-                        _c11_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c11_Unit)
-                        if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c11_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
-                        n += 11
-                        _c11_Unit = None
-                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c11_Value = None
-                        _c11_s = 3
-                    elif _c11_Value is not None:
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c11_Value < 0)
-                        n += 4
-                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c11_Value = None
-                        _c11_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c11_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c11_Multiplier is not None or _c11_Unit is not None or _c11_Value is not None: raise _leftover(_c11_o)
-                        _c11_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
+                v = w.v; n = w.n
                 v_RemainingTimeToBulkSoC = None
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
                 v = (v << 2) | 1
                 n += 2
-                _c12_o = v_EVTargetVoltage
-                _c12_Multiplier = _c12_o.Multiplier
-                _c12_Unit = _c12_o.Unit
-                _c12_Value = _c12_o.Value
-                if _c12_Multiplier is not None:
-                    el = 'EVTargetVoltage/Multiplier'
-                    if not -3 <= _c12_Multiplier <= 3: raise EncodeError(f'value {_c12_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c12_Multiplier - -3) << 1)
-                    n += 6
-                    _c12_Multiplier = None
-                    _c12_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c12_s == 1:
-                    if _c12_Unit is not None:
-                        el = 'EVTargetVoltage/Unit'
-                        _c12_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c12_Unit)
-                        if _c12_i1 is None: raise EncodeError(f'{_c12_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c12_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVTargetVoltage/Value'
-                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c12_i1 << 4) | (_c12_Value < 0)
-                        n += 11
-                        _c12_Unit = None
-                        _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c12_Value = None
-                        _c12_s = 3
-                    elif _c12_Value is not None:
-                        el = 'EVTargetVoltage/Value'
-                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c12_Value < 0)
-                        n += 4
-                        _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c12_Value = None
-                        _c12_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c12_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c12_Multiplier is not None or _c12_Unit is not None or _c12_Value is not None: raise _leftover(_c12_o)
-                        _c12_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
+                v = w.v; n = w.n
                 v_EVTargetVoltage = None
                 s = 10
             else:
@@ -5436,62 +2837,9 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'EVTargetVoltage'
                 v <<= 1
                 n += 1
-                _c13_o = v_EVTargetVoltage
-                _c13_Multiplier = _c13_o.Multiplier
-                _c13_Unit = _c13_o.Unit
-                _c13_Value = _c13_o.Value
-                if _c13_Multiplier is not None:
-                    el = 'EVTargetVoltage/Multiplier'
-                    if not -3 <= _c13_Multiplier <= 3: raise EncodeError(f'value {_c13_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c13_Multiplier - -3) << 1)
-                    n += 6
-                    _c13_Multiplier = None
-                    _c13_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c13_s == 1:
-                    if _c13_Unit is not None:
-                        el = 'EVTargetVoltage/Unit'
-                        _c13_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c13_Unit)
-                        if _c13_i1 is None: raise EncodeError(f'{_c13_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c13_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVTargetVoltage/Value'
-                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c13_i1 << 4) | (_c13_Value < 0)
-                        n += 11
-                        _c13_Unit = None
-                        _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c13_Value = None
-                        _c13_s = 3
-                    elif _c13_Value is not None:
-                        el = 'EVTargetVoltage/Value'
-                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c13_Value < 0)
-                        n += 4
-                        _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c13_Value = None
-                        _c13_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c13_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c13_Multiplier is not None or _c13_Unit is not None or _c13_Value is not None: raise _leftover(_c13_o)
-                        _c13_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
+                v = w.v; n = w.n
                 v_EVTargetVoltage = None
                 s = 10
             else:
@@ -5567,18 +2915,24 @@ def _d_CurrentDemandResType(r):
         if _c1_s == 2:
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 7
@@ -5600,166 +2954,16 @@ def _d_CurrentDemandResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
         el = 'EVSEPresentVoltage'
-        _c2_Multiplier = None
-        _c2_Unit = None
-        _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
-        el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-        _c2_s = 1
-        if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
-            if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEPresentVoltage/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                _c2_s = 3
-            elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                _c2_s = 3
-            else:
-                raise r.deviation('PhysicalValueType', p)
-        if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-            _c2_s = -1
-        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
-        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
-        f_EVSEPresentVoltage.Unit = _c2_Unit
-        f_EVSEPresentVoltage.Value = _c2_Value
+        r.pos = p
+        f_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+        V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
         el = 'EVSEPresentCurrent'
-        _c3_Multiplier = None
-        _c3_Unit = None
-        _c3_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
-        el = 'EVSEPresentCurrent/Multiplier'
-        _c3_Multiplier = ((x >> 1) & 7) + -3
-        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
-        _c3_s = 1
-        if _c3_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
-            if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEPresentCurrent/Unit'
-                _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
-                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
-                el = 'EVSEPresentCurrent/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                _c3_s = 3
-            elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEPresentCurrent/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
-                _c3_s = 3
-            else:
-                raise r.deviation('PhysicalValueType', p)
-        if _c3_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-            _c3_s = -1
-        f_EVSEPresentCurrent = _new(din_msgdatatypes.PhysicalValueType)
-        f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
-        f_EVSEPresentCurrent.Unit = _c3_Unit
-        f_EVSEPresentCurrent.Value = _c3_Value
+        r.pos = p
+        f_EVSEPresentCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
+        V = r.v; E = r.end; p = r.pos
         p += 12
         if p > E: V, E, p = r.slide(p, 12)
         x = (V >> (E - p)) & 4095
@@ -5777,246 +2981,21 @@ def _d_CurrentDemandResType(r):
             ec = (V >> (E - p)) & 7
             if ec == 0:
                 el = 'EVSEMaximumVoltageLimit'
-                _c4_Multiplier = None
-                _c4_Unit = None
-                _c4_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEMaximumVoltageLimit/Multiplier'
-                _c4_Multiplier = ((x >> 1) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
-                _c4_s = 1
-                if _c4_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumVoltageLimit/Unit'
-                        _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
-                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                        _c4_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c4_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
-                        _c4_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c4_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c4_s = -1
-                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
-                f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
-                f_EVSEMaximumVoltageLimit.Value = _c4_Value
+                r.pos = p
+                f_EVSEMaximumVoltageLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 8
             elif ec == 1:
                 el = 'EVSEMaximumCurrentLimit'
-                _c5_Multiplier = None
-                _c5_Unit = None
-                _c5_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEMaximumCurrentLimit/Multiplier'
-                _c5_Multiplier = ((x >> 1) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
-                _c5_s = 1
-                if _c5_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumCurrentLimit/Unit'
-                        _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
-                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                        _c5_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c5_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
-                        _c5_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c5_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c5_s = -1
-                f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
-                f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
-                f_EVSEMaximumCurrentLimit.Value = _c5_Value
+                r.pos = p
+                f_EVSEMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 9
             elif ec == 2:
                 el = 'EVSEMaximumPowerLimit'
-                _c6_Multiplier = None
-                _c6_Unit = None
-                _c6_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c6_Multiplier = ((x >> 1) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
-                _c6_s = 1
-                if _c6_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c6_Unit = ((x >> 4) & 15)
-                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
-                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                        _c6_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c6_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
-                        _c6_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c6_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c6_s = -1
-                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c6_Unit
-                f_EVSEMaximumPowerLimit.Value = _c6_Value
+                r.pos = p
+                f_EVSEMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 10
             elif ec == 3:
                 pass
@@ -6029,165 +3008,15 @@ def _d_CurrentDemandResType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVSEMaximumCurrentLimit'
-                _c7_Multiplier = None
-                _c7_Unit = None
-                _c7_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEMaximumCurrentLimit/Multiplier'
-                _c7_Multiplier = ((x >> 1) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
-                _c7_s = 1
-                if _c7_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumCurrentLimit/Unit'
-                        _c7_Unit = ((x >> 4) & 15)
-                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
-                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
-                        _c7_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c7_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
-                        _c7_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c7_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c7_s = -1
-                f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
-                f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
-                f_EVSEMaximumCurrentLimit.Value = _c7_Value
+                r.pos = p
+                f_EVSEMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 9
             elif ec == 1:
                 el = 'EVSEMaximumPowerLimit'
-                _c8_Multiplier = None
-                _c8_Unit = None
-                _c8_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c8_Multiplier = ((x >> 1) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
-                _c8_s = 1
-                if _c8_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
-                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
-                        _c8_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c8_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
-                        _c8_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c8_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c8_s = -1
-                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c8_Unit
-                f_EVSEMaximumPowerLimit.Value = _c8_Value
+                r.pos = p
+                f_EVSEMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 10
             elif ec == 2:
                 pass
@@ -6200,84 +3029,9 @@ def _d_CurrentDemandResType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVSEMaximumPowerLimit'
-                _c9_Multiplier = None
-                _c9_Unit = None
-                _c9_Value = None
-                p += 6
-                if p > E: V, E, p = r.slide(p, 6)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c9_Multiplier = ((x >> 1) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
-                _c9_s = 1
-                if _c9_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c9_Unit = ((x >> 4) & 15)
-                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
-                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
-                        _c9_s = 3
-                    elif ec == 1:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', p)
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                            p += 8
-                            _c9_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                        else:
-                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
-                        _c9_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', p)
-                if _c9_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                    _c9_s = -1
-                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c9_Unit
-                f_EVSEMaximumPowerLimit.Value = _c9_Value
+                r.pos = p
+                f_EVSEMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
+                V = r.v; E = r.end; p = r.pos
                 s = 10
             elif ec == 1:
                 pass
@@ -6386,123 +3140,17 @@ def _e_CurrentDemandResType(w, o):
             v <<= 1
             n += 1
             v_DC_EVSEStatus = None
-            _c3_o = v_EVSEPresentVoltage
-            _c3_Multiplier = _c3_o.Multiplier
-            _c3_Unit = _c3_o.Unit
-            _c3_Value = _c3_o.Value
-            if _c3_Multiplier is not None:
-                el = 'EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
-                n += 6
-                _c3_Multiplier = None
-                _c3_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c3_s == 1:
-                if _c3_Unit is not None:
-                    el = 'EVSEPresentVoltage/Unit'
-                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 11
-                    _c3_Unit = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c3_Value = None
-                    _c3_s = 3
-                elif _c3_Value is not None:
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                    n += 4
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c3_Value = None
-                    _c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
-                    _c3_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentVoltage)
+            v = w.v; n = w.n
             if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
             el = 'EVSEPresentCurrent'
             v <<= 1
             n += 1
             v_EVSEPresentVoltage = None
-            _c4_o = v_EVSEPresentCurrent
-            _c4_Multiplier = _c4_o.Multiplier
-            _c4_Unit = _c4_o.Unit
-            _c4_Value = _c4_o.Value
-            if _c4_Multiplier is not None:
-                el = 'EVSEPresentCurrent/Multiplier'
-                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
-                n += 6
-                _c4_Multiplier = None
-                _c4_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c4_s == 1:
-                if _c4_Unit is not None:
-                    el = 'EVSEPresentCurrent/Unit'
-                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentCurrent/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
-                    n += 11
-                    _c4_Unit = None
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_Value = None
-                    _c4_s = 3
-                elif _c4_Value is not None:
-                    el = 'EVSEPresentCurrent/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
-                    n += 4
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_Value = None
-                    _c4_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c4_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
-                    _c4_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentCurrent)
+            v = w.v; n = w.n
             if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
             el = 'EVSECurrentLimitAchieved'
             if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
@@ -6526,186 +3174,27 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEMaximumVoltageLimit'
                 v <<= 3
                 n += 3
-                _c5_o = v_EVSEMaximumVoltageLimit
-                _c5_Multiplier = _c5_o.Multiplier
-                _c5_Unit = _c5_o.Unit
-                _c5_Value = _c5_o.Value
-                if _c5_Multiplier is not None:
-                    el = 'EVSEMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
-                    n += 6
-                    _c5_Multiplier = None
-                    _c5_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c5_s == 1:
-                    if _c5_Unit is not None:
-                        el = 'EVSEMaximumVoltageLimit/Unit'
-                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
-                        n += 11
-                        _c5_Unit = None
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c5_Value = None
-                        _c5_s = 3
-                    elif _c5_Value is not None:
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
-                        n += 4
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c5_Value = None
-                        _c5_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c5_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
-                        _c5_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
+                v = w.v; n = w.n
                 v_EVSEMaximumVoltageLimit = None
                 s = 8
             elif v_EVSEMaximumCurrentLimit is not None:
                 el = 'EVSEMaximumCurrentLimit'
                 v = (v << 3) | 1
                 n += 3
-                _c6_o = v_EVSEMaximumCurrentLimit
-                _c6_Multiplier = _c6_o.Multiplier
-                _c6_Unit = _c6_o.Unit
-                _c6_Value = _c6_o.Value
-                if _c6_Multiplier is not None:
-                    el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
-                    n += 6
-                    _c6_Multiplier = None
-                    _c6_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c6_s == 1:
-                    if _c6_Unit is not None:
-                        el = 'EVSEMaximumCurrentLimit/Unit'
-                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
-                        n += 11
-                        _c6_Unit = None
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c6_Value = None
-                        _c6_s = 3
-                    elif _c6_Value is not None:
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
-                        n += 4
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c6_Value = None
-                        _c6_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c6_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
-                        _c6_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
+                v = w.v; n = w.n
                 v_EVSEMaximumCurrentLimit = None
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
                 v = (v << 3) | 2
                 n += 3
-                _c7_o = v_EVSEMaximumPowerLimit
-                _c7_Multiplier = _c7_o.Multiplier
-                _c7_Unit = _c7_o.Unit
-                _c7_Value = _c7_o.Value
-                if _c7_Multiplier is not None:
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
-                    n += 6
-                    _c7_Multiplier = None
-                    _c7_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c7_s == 1:
-                    if _c7_Unit is not None:
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
-                        n += 11
-                        _c7_Unit = None
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c7_Value = None
-                        _c7_s = 3
-                    elif _c7_Value is not None:
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
-                        n += 4
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c7_Value = None
-                        _c7_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c7_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
-                        _c7_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
+                v = w.v; n = w.n
                 v_EVSEMaximumPowerLimit = None
                 s = 10
             elif True:
@@ -6718,124 +3207,18 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEMaximumCurrentLimit'
                 v <<= 2
                 n += 2
-                _c8_o = v_EVSEMaximumCurrentLimit
-                _c8_Multiplier = _c8_o.Multiplier
-                _c8_Unit = _c8_o.Unit
-                _c8_Value = _c8_o.Value
-                if _c8_Multiplier is not None:
-                    el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
-                    n += 6
-                    _c8_Multiplier = None
-                    _c8_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c8_s == 1:
-                    if _c8_Unit is not None:
-                        el = 'EVSEMaximumCurrentLimit/Unit'
-                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
-                        n += 11
-                        _c8_Unit = None
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c8_Value = None
-                        _c8_s = 3
-                    elif _c8_Value is not None:
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
-                        n += 4
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c8_Value = None
-                        _c8_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c8_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
-                        _c8_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
+                v = w.v; n = w.n
                 v_EVSEMaximumCurrentLimit = None
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
                 v = (v << 2) | 1
                 n += 2
-                _c9_o = v_EVSEMaximumPowerLimit
-                _c9_Multiplier = _c9_o.Multiplier
-                _c9_Unit = _c9_o.Unit
-                _c9_Value = _c9_o.Value
-                if _c9_Multiplier is not None:
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c9_Multiplier - -3) << 1)
-                    n += 6
-                    _c9_Multiplier = None
-                    _c9_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c9_s == 1:
-                    if _c9_Unit is not None:
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
-                        n += 11
-                        _c9_Unit = None
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c9_Value = None
-                        _c9_s = 3
-                    elif _c9_Value is not None:
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
-                        n += 4
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c9_Value = None
-                        _c9_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c9_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
-                        _c9_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
+                v = w.v; n = w.n
                 v_EVSEMaximumPowerLimit = None
                 s = 10
             elif True:
@@ -6848,62 +3231,9 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEMaximumPowerLimit'
                 v <<= 2
                 n += 2
-                _c10_o = v_EVSEMaximumPowerLimit
-                _c10_Multiplier = _c10_o.Multiplier
-                _c10_Unit = _c10_o.Unit
-                _c10_Value = _c10_o.Value
-                if _c10_Multiplier is not None:
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c10_Multiplier - -3) << 1)
-                    n += 6
-                    _c10_Multiplier = None
-                    _c10_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c10_s == 1:
-                    if _c10_Unit is not None:
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
-                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
-                        n += 11
-                        _c10_Unit = None
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c10_Value = None
-                        _c10_s = 3
-                    elif _c10_Value is not None:
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
-                        n += 4
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c10_Value = None
-                        _c10_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c10_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
-                        _c10_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
+                v = w.v; n = w.n
                 v_EVSEMaximumPowerLimit = None
                 s = 10
             elif True:
@@ -6996,21 +3326,27 @@ def _d_MeteringReceiptReqType(r):
                 if x & 2: raise r.deviation('MeteringReceiptReqType', p)
                 el = 'SAScheduleTupleID'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_SAScheduleTupleID = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_SAScheduleTupleID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MeteringReceiptReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptReqType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
                 if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
                 el = 'MeterInfo'
@@ -7152,15 +3488,22 @@ def _d_MeteringReceiptResType(r):
         el = 'AC_EVSEStatus/RCD'
         _c1_RCD = ((x >> 3) & 1) == 1
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 8
@@ -7432,21 +3775,27 @@ def _d_PaymentDetailsResType(r):
         if x & 6: raise r.deviation('PaymentDetailsResType', p)
         el = 'DateTimeNow'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_DateTimeNow = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_DateTimeNow = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsResType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsResType', p)
         if _neg: f_DateTimeNow = -f_DateTimeNow - 1
         if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(p))
         r.pos = p
@@ -7865,15 +4214,22 @@ def _d_PowerDeliveryResType(r):
                 el = 'AC_EVSEStatus/RCD'
                 _c1_RCD = ((x >> 3) & 1) == 1
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 7
@@ -7927,18 +4283,24 @@ def _d_PowerDeliveryResType(r):
                 if _c2_s == 2:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_NotificationMaxDelay = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 7
@@ -8130,166 +4492,16 @@ def _d_PreChargeReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetVoltage'
-        _c1_Multiplier = None
-        _c1_Unit = None
-        _c1_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
-        el = 'EVTargetVoltage/Multiplier'
-        _c1_Multiplier = ((x >> 1) & 7) + -3
-        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
-        _c1_s = 1
-        if _c1_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
-            if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
-                el = 'EVTargetVoltage/Unit'
-                _c1_Unit = ((x >> 4) & 15)
-                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
-                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
-                el = 'EVTargetVoltage/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                _c1_s = 3
-            elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
-                el = 'EVTargetVoltage/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
-                _c1_s = 3
-            else:
-                raise r.deviation('PhysicalValueType', p)
-        if _c1_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-            _c1_s = -1
-        f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
-        f_EVTargetVoltage.Multiplier = _c1_Multiplier
-        f_EVTargetVoltage.Unit = _c1_Unit
-        f_EVTargetVoltage.Value = _c1_Value
+        r.pos = p
+        f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+        V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetCurrent'
-        _c2_Multiplier = None
-        _c2_Unit = None
-        _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
-        el = 'EVTargetCurrent/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-        _c2_s = 1
-        if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
-            if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
-                el = 'EVTargetCurrent/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVTargetCurrent/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                _c2_s = 3
-            elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
-                el = 'EVTargetCurrent/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                _c2_s = 3
-            else:
-                raise r.deviation('PhysicalValueType', p)
-        if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-            _c2_s = -1
-        f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
-        f_EVTargetCurrent.Multiplier = _c2_Multiplier
-        f_EVTargetCurrent.Unit = _c2_Unit
-        f_EVTargetCurrent.Value = _c2_Value
+        r.pos = p
+        f_EVTargetCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
+        V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
@@ -8323,123 +4535,17 @@ def _e_PreChargeReqType(w, o):
             v <<= 1
             n += 1
             v_DC_EVStatus = None
-            _c1_o = v_EVTargetVoltage
-            _c1_Multiplier = _c1_o.Multiplier
-            _c1_Unit = _c1_o.Unit
-            _c1_Value = _c1_o.Value
-            if _c1_Multiplier is not None:
-                el = 'EVTargetVoltage/Multiplier'
-                if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c1_Multiplier - -3) << 1)
-                n += 6
-                _c1_Multiplier = None
-                _c1_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c1_s == 1:
-                if _c1_Unit is not None:
-                    el = 'EVTargetVoltage/Unit'
-                    _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetVoltage/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
-                    n += 11
-                    _c1_Unit = None
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_Value = None
-                    _c1_s = 3
-                elif _c1_Value is not None:
-                    el = 'EVTargetVoltage/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c1_Value < 0)
-                    n += 4
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_Value = None
-                    _c1_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c1_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c1_Multiplier is not None or _c1_Unit is not None or _c1_Value is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
+            v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
             v <<= 1
             n += 1
             v_EVTargetVoltage = None
-            _c2_o = v_EVTargetCurrent
-            _c2_Multiplier = _c2_o.Multiplier
-            _c2_Unit = _c2_o.Unit
-            _c2_Value = _c2_o.Value
-            if _c2_Multiplier is not None:
-                el = 'EVTargetCurrent/Multiplier'
-                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
-                n += 6
-                _c2_Multiplier = None
-                _c2_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c2_s == 1:
-                if _c2_Unit is not None:
-                    el = 'EVTargetCurrent/Unit'
-                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetCurrent/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 11
-                    _c2_Unit = None
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_Value = None
-                    _c2_s = 3
-                elif _c2_Value is not None:
-                    el = 'EVTargetCurrent/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                    n += 4
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_Value = None
-                    _c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c2_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
-                    _c2_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetCurrent)
+            v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVTargetCurrent = None
@@ -8504,18 +4610,24 @@ def _d_PreChargeResType(r):
         if _c1_s == 2:
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 7
@@ -8537,84 +4649,9 @@ def _d_PreChargeResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
         el = 'EVSEPresentVoltage'
-        _c2_Multiplier = None
-        _c2_Unit = None
-        _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
-        el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-        _c2_s = 1
-        if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
-            if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEPresentVoltage/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                _c2_s = 3
-            elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                _c2_s = 3
-            else:
-                raise r.deviation('PhysicalValueType', p)
-        if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-            _c2_s = -1
-        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
-        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
-        f_EVSEPresentVoltage.Unit = _c2_Unit
-        f_EVSEPresentVoltage.Value = _c2_Value
+        r.pos = p
+        f_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+        V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
@@ -8701,62 +4738,9 @@ def _e_PreChargeResType(w, o):
             v <<= 1
             n += 1
             v_DC_EVSEStatus = None
-            _c3_o = v_EVSEPresentVoltage
-            _c3_Multiplier = _c3_o.Multiplier
-            _c3_Unit = _c3_o.Unit
-            _c3_Value = _c3_o.Value
-            if _c3_Multiplier is not None:
-                el = 'EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
-                n += 6
-                _c3_Multiplier = None
-                _c3_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c3_s == 1:
-                if _c3_Unit is not None:
-                    el = 'EVSEPresentVoltage/Unit'
-                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 11
-                    _c3_Unit = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c3_Value = None
-                    _c3_s = 3
-                elif _c3_Value is not None:
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                    n += 4
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c3_Value = None
-                    _c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
-                    _c3_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentVoltage)
+            v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVSEPresentVoltage = None
@@ -8778,24 +4762,29 @@ def _d_ServiceDetailReqType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         r.pos = p
     except Exception as e:
@@ -8850,15 +4839,22 @@ def _d_ServiceDetailResType(r):
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 23, r.at(p))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -9103,8 +5099,7 @@ def _d_ServiceDiscoveryResType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDiscoveryResType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDiscoveryResType', p)
         el = 'ChargeService/ServiceTag'
         r.pos = p
         _c1_ServiceTag = c_din_msgdatatypes._d_ServiceTagType(r)
@@ -9443,21 +5438,27 @@ def _d_SessionSetupResType(r):
                 if x & 2: raise r.deviation('SessionSetupResType', p)
                 el = 'DateTimeNow'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_DateTimeNow = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_DateTimeNow = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SessionSetupResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
                 if _neg: f_DateTimeNow = -f_DateTimeNow - 1
                 if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(p))
                 s = -1
@@ -9707,18 +5708,24 @@ def _d_WeldingDetectionResType(r):
         if _c1_s == 2:
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_NotificationMaxDelay = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 7
@@ -9740,84 +5747,9 @@ def _d_WeldingDetectionResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
         el = 'EVSEPresentVoltage'
-        _c2_Multiplier = None
-        _c2_Unit = None
-        _c2_Value = None
-        p += 6
-        if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 49: raise r.deviation('PhysicalValueType', p)
-        el = 'EVSEPresentVoltage/Multiplier'
-        _c2_Multiplier = ((x >> 1) & 7) + -3
-        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
-        _c2_s = 1
-        if _c2_s == 1:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
-            if ec == 0:
-                p += 9
-                if p > E: V, E, p = r.slide(p, 9)
-                x = (V >> (E - p)) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEPresentVoltage/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                _c2_s = 3
-            elif ec == 1:
-                p += 2
-                if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', p)
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                    p += 8
-                    _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                else:
-                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
-                _c2_s = 3
-            else:
-                raise r.deviation('PhysicalValueType', p)
-        if _c2_s == 3:
-            p += 1
-            if p > E: V, E, p = r.slide(p, 1)
-            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-            _c2_s = -1
-        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
-        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
-        f_EVSEPresentVoltage.Unit = _c2_Unit
-        f_EVSEPresentVoltage.Value = _c2_Value
+        r.pos = p
+        f_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+        V = r.v; E = r.end; p = r.pos
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
@@ -9904,62 +5836,9 @@ def _e_WeldingDetectionResType(w, o):
             v <<= 1
             n += 1
             v_DC_EVSEStatus = None
-            _c3_o = v_EVSEPresentVoltage
-            _c3_Multiplier = _c3_o.Multiplier
-            _c3_Unit = _c3_o.Unit
-            _c3_Value = _c3_o.Value
-            if _c3_Multiplier is not None:
-                el = 'EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
-                n += 6
-                _c3_Multiplier = None
-                _c3_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c3_s == 1:
-                if _c3_Unit is not None:
-                    el = 'EVSEPresentVoltage/Unit'
-                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 11
-                    _c3_Unit = None
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c3_Value = None
-                    _c3_s = 3
-                elif _c3_Value is not None:
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                    n += 4
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c3_Value = None
-                    _c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
-                    _c3_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentVoltage)
+            v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVSEPresentVoltage = None

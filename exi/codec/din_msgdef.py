@@ -73,41 +73,8 @@ def _d_BodyType(r):
     E = r.end
     p = r.pos
     el = ''
-    f_BodyElement = None
-    f_CableCheckReq = None
-    f_CableCheckRes = None
-    f_CertificateInstallationReq = None
-    f_CertificateInstallationRes = None
-    f_CertificateUpdateReq = None
-    f_CertificateUpdateRes = None
-    f_ChargeParameterDiscoveryReq = None
-    f_ChargeParameterDiscoveryRes = None
-    f_ChargingStatusReq = None
-    f_ChargingStatusRes = None
-    f_ContractAuthenticationReq = None
-    f_ContractAuthenticationRes = None
-    f_CurrentDemandReq = None
-    f_CurrentDemandRes = None
-    f_MeteringReceiptReq = None
-    f_MeteringReceiptRes = None
-    f_PaymentDetailsReq = None
-    f_PaymentDetailsRes = None
-    f_PowerDeliveryReq = None
-    f_PowerDeliveryRes = None
-    f_PreChargeReq = None
-    f_PreChargeRes = None
-    f_ServiceDetailReq = None
-    f_ServiceDetailRes = None
-    f_ServiceDiscoveryReq = None
-    f_ServiceDiscoveryRes = None
-    f_ServicePaymentSelectionReq = None
-    f_ServicePaymentSelectionRes = None
-    f_SessionSetupReq = None
-    f_SessionSetupRes = None
-    f_SessionStopReq = None
-    f_SessionStopRes = None
-    f_WeldingDetectionReq = None
-    f_WeldingDetectionRes = None
+    _cf = None
+    _cv = None
     try:
         p += 6
         if p > E: V, E, p = r.slide(p, 6)
@@ -120,12 +87,15 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'BodyElement'
-                        f_BodyElement = _new(din_msgdef.BodyBaseType)
+                        _cf = 'BodyElement'
+                        _cv = _new(din_msgdef.BodyBaseType)
                         s = 1
                     elif ec == 1:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CableCheckReq'
+                        _cf = 'CableCheckReq'
                         el = 'CableCheckReq/DC_EVStatus'
                         r.pos = p
                         _c2_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
@@ -133,14 +103,16 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_CableCheckReq = _new(din_msgbody.CableCheckReqType)
-                        f_CableCheckReq.DC_EVStatus = _c2_DC_EVStatus
+                        _cv = _new(din_msgbody.CableCheckReqType)
+                        _cv.DC_EVStatus = _c2_DC_EVStatus
                         s = 1
                     elif ec == 2:
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'CableCheckRes'
+                        _cf = 'CableCheckRes'
                         el = 'CableCheckRes/ResponseCode'
                         _c3_ResponseCode = ((x >> 2) & 31)
                         if _c3_ResponseCode >= 23: _c3_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c3_ResponseCode, 23, r.at(p))
@@ -180,18 +152,24 @@ def _d_BodyType(r):
                         if _c3_c1_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
-                            x = (V >> (E - p)) & 3
-                            if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+                            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            if p + 16 <= E:
+                                _y = (V >> (E - p - 16)) & 65535
+                                if _y < 32768:
+                                    p += 8
+                                    _c3_c1_NotificationMaxDelay = _y >> 8
+                                elif not _y & 128:
+                                    p += 16
+                                    _c3_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                    p += 24
+                                    _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                                 p += 8
                                 _c3_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                p += 16
-                                _c3_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                p += 24
-                                _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                             p += 7
@@ -215,15 +193,16 @@ def _d_BodyType(r):
                         if x & 27: raise r.deviation('BodyType', p)
                         el = 'CableCheckRes/EVSEProcessing'
                         _c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
-                        f_CableCheckRes = _new(din_msgbody.CableCheckResType)
-                        f_CableCheckRes.ResponseCode = _c3_ResponseCode
-                        f_CableCheckRes.DC_EVSEStatus = _c3_DC_EVSEStatus
-                        f_CableCheckRes.EVSEProcessing = _c3_EVSEProcessing
+                        _cv = _new(din_msgbody.CableCheckResType)
+                        _cv.ResponseCode = _c3_ResponseCode
+                        _cv.DC_EVSEStatus = _c3_DC_EVSEStatus
+                        _cv.EVSEProcessing = _c3_EVSEProcessing
                         s = 1
                     elif ec == 3:
                         el = 'CertificateInstallationReq'
+                        _cf = 'CertificateInstallationReq'
                         r.pos = p
-                        f_CertificateInstallationReq = c_din_msgbody._d_CertificateInstallationReqType(r)
+                        _cv = c_din_msgbody._d_CertificateInstallationReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     else:
@@ -233,6 +212,8 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes'
+                        _cf = 'CertificateInstallationRes'
                         el = 'CertificateInstallationRes/@Id'
                         r.pos = p
                         _c4_Id = r.string('Id')
@@ -355,24 +336,27 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_CertificateInstallationRes = _new(din_msgbody.CertificateInstallationResType)
-                        f_CertificateInstallationRes.Id = _c4_Id
-                        f_CertificateInstallationRes.ResponseCode = _c4_ResponseCode
-                        f_CertificateInstallationRes.ContractSignatureCertChain = _c4_ContractSignatureCertChain
-                        f_CertificateInstallationRes.ContractSignatureEncryptedPrivateKey = _c4_ContractSignatureEncryptedPrivateKey
-                        f_CertificateInstallationRes.DHParams = _c4_DHParams
-                        f_CertificateInstallationRes.ContractID = _c4_ContractID
+                        _cv = _new(din_msgbody.CertificateInstallationResType)
+                        _cv.Id = _c4_Id
+                        _cv.ResponseCode = _c4_ResponseCode
+                        _cv.ContractSignatureCertChain = _c4_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c4_ContractSignatureEncryptedPrivateKey
+                        _cv.DHParams = _c4_DHParams
+                        _cv.ContractID = _c4_ContractID
                         s = 1
                     elif ec == 5:
                         el = 'CertificateUpdateReq'
+                        _cf = 'CertificateUpdateReq'
                         r.pos = p
-                        f_CertificateUpdateReq = c_din_msgbody._d_CertificateUpdateReqType(r)
+                        _cv = c_din_msgbody._d_CertificateUpdateReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 6:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes'
+                        _cf = 'CertificateUpdateRes'
                         el = 'CertificateUpdateRes/@Id'
                         r.pos = p
                         _c5_Id = r.string('Id')
@@ -498,42 +482,50 @@ def _d_BodyType(r):
                         if x & 6: raise r.deviation('BodyType', p)
                         el = 'CertificateUpdateRes/RetryCounter'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c5_RetryCounter = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c5_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c5_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c5_RetryCounter = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c5_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c5_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c5_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
                         if _neg: _c5_RetryCounter = -_c5_RetryCounter - 1
                         if _c5_RetryCounter < -32768 or _c5_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c5_RetryCounter, r.at(p))
-                        f_CertificateUpdateRes = _new(din_msgbody.CertificateUpdateResType)
-                        f_CertificateUpdateRes.Id = _c5_Id
-                        f_CertificateUpdateRes.ResponseCode = _c5_ResponseCode
-                        f_CertificateUpdateRes.ContractSignatureCertChain = _c5_ContractSignatureCertChain
-                        f_CertificateUpdateRes.ContractSignatureEncryptedPrivateKey = _c5_ContractSignatureEncryptedPrivateKey
-                        f_CertificateUpdateRes.DHParams = _c5_DHParams
-                        f_CertificateUpdateRes.ContractID = _c5_ContractID
-                        f_CertificateUpdateRes.RetryCounter = _c5_RetryCounter
+                        _cv = _new(din_msgbody.CertificateUpdateResType)
+                        _cv.Id = _c5_Id
+                        _cv.ResponseCode = _c5_ResponseCode
+                        _cv.ContractSignatureCertChain = _c5_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c5_ContractSignatureEncryptedPrivateKey
+                        _cv.DHParams = _c5_DHParams
+                        _cv.ContractID = _c5_ContractID
+                        _cv.RetryCounter = _c5_RetryCounter
                         s = 1
                     elif ec == 7:
                         el = 'ChargeParameterDiscoveryReq'
+                        _cf = 'ChargeParameterDiscoveryReq'
                         r.pos = p
-                        f_ChargeParameterDiscoveryReq = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
+                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 8:
                         el = 'ChargeParameterDiscoveryRes'
+                        _cf = 'ChargeParameterDiscoveryRes'
                         r.pos = p
-                        f_ChargeParameterDiscoveryRes = c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
+                        _cv = c_din_msgbody._d_ChargeParameterDiscoveryResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     else:
@@ -545,16 +537,19 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'ChargingStatusReq'
-                        f_ChargingStatusReq = _new(din_msgbody.ChargingStatusReqType)
+                        _cf = 'ChargingStatusReq'
+                        _cv = _new(din_msgbody.ChargingStatusReqType)
                         s = 1
                     elif ec == 10:
                         el = 'ChargingStatusRes'
+                        _cf = 'ChargingStatusRes'
                         r.pos = p
-                        f_ChargingStatusRes = c_din_msgbody._d_ChargingStatusResType(r)
+                        _cv = c_din_msgbody._d_ChargingStatusResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 11:
                         el = 'ContractAuthenticationReq'
+                        _cf = 'ContractAuthenticationReq'
                         _c7_Id = None
                         _c7_GenChallenge = None
                         p += 2
@@ -619,44 +614,49 @@ def _d_BodyType(r):
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
                             _c7_s = -1
-                        f_ContractAuthenticationReq = _new(din_msgbody.ContractAuthenticationReqType)
-                        f_ContractAuthenticationReq.Id = _c7_Id
-                        f_ContractAuthenticationReq.GenChallenge = _c7_GenChallenge
+                        _cv = _new(din_msgbody.ContractAuthenticationReqType)
+                        _cv.Id = _c7_Id
+                        _cv.GenChallenge = _c7_GenChallenge
                         s = 1
                     elif ec == 12:
                         p += 13
                         if p > E: V, E, p = r.slide(p, 13)
                         x = (V >> (E - p)) & 8191
                         if x & 6203: raise r.deviation('BodyType', p)
+                        el = 'ContractAuthenticationRes'
+                        _cf = 'ContractAuthenticationRes'
                         el = 'ContractAuthenticationRes/ResponseCode'
                         _c8_ResponseCode = ((x >> 6) & 31)
                         if _c8_ResponseCode >= 23: _c8_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c8_ResponseCode, 23, r.at(p))
                         else: _c8_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c8_ResponseCode]
                         el = 'ContractAuthenticationRes/EVSEProcessing'
                         _c8_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
-                        f_ContractAuthenticationRes = _new(din_msgbody.ContractAuthenticationResType)
-                        f_ContractAuthenticationRes.ResponseCode = _c8_ResponseCode
-                        f_ContractAuthenticationRes.EVSEProcessing = _c8_EVSEProcessing
+                        _cv = _new(din_msgbody.ContractAuthenticationResType)
+                        _cv.ResponseCode = _c8_ResponseCode
+                        _cv.EVSEProcessing = _c8_EVSEProcessing
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
                 else:
                     if ec == 13:
                         el = 'CurrentDemandReq'
+                        _cf = 'CurrentDemandReq'
                         r.pos = p
-                        f_CurrentDemandReq = c_din_msgbody._d_CurrentDemandReqType(r)
+                        _cv = c_din_msgbody._d_CurrentDemandReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 14:
                         el = 'CurrentDemandRes'
+                        _cf = 'CurrentDemandRes'
                         r.pos = p
-                        f_CurrentDemandRes = c_din_msgbody._d_CurrentDemandResType(r)
+                        _cv = c_din_msgbody._d_CurrentDemandResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 15:
                         el = 'MeteringReceiptReq'
+                        _cf = 'MeteringReceiptReq'
                         r.pos = p
-                        f_MeteringReceiptReq = c_din_msgbody._d_MeteringReceiptReqType(r)
+                        _cv = c_din_msgbody._d_MeteringReceiptReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 16:
@@ -664,6 +664,8 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 19)
                         x = (V >> (E - p)) & 524287
                         if x & 397175: raise r.deviation('BodyType', p)
+                        el = 'MeteringReceiptRes'
+                        _cf = 'MeteringReceiptRes'
                         el = 'MeteringReceiptRes/ResponseCode'
                         _c9_ResponseCode = ((x >> 12) & 31)
                         if _c9_ResponseCode >= 23: _c9_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c9_ResponseCode, 23, r.at(p))
@@ -673,15 +675,22 @@ def _d_BodyType(r):
                         el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
                         _c9_c1_RCD = ((x >> 3) & 1) == 1
                         el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c9_c1_NotificationMaxDelay = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c9_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c9_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c9_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c9_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c9_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c9_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 8
@@ -698,14 +707,16 @@ def _d_BodyType(r):
                         _c9_AC_EVSEStatus.RCD = _c9_c1_RCD
                         _c9_AC_EVSEStatus.NotificationMaxDelay = _c9_c1_NotificationMaxDelay
                         _c9_AC_EVSEStatus.EVSENotification = _c9_c1_EVSENotification
-                        f_MeteringReceiptRes = _new(din_msgbody.MeteringReceiptResType)
-                        f_MeteringReceiptRes.ResponseCode = _c9_ResponseCode
-                        f_MeteringReceiptRes.AC_EVSEStatus = _c9_AC_EVSEStatus
+                        _cv = _new(din_msgbody.MeteringReceiptResType)
+                        _cv.ResponseCode = _c9_ResponseCode
+                        _cv.AC_EVSEStatus = _c9_AC_EVSEStatus
                         s = 1
                     elif ec == 17:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsReq'
+                        _cf = 'PaymentDetailsReq'
                         el = 'PaymentDetailsReq/ContractID'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -774,9 +785,9 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_PaymentDetailsReq = _new(din_msgbody.PaymentDetailsReqType)
-                        f_PaymentDetailsReq.ContractID = _c10_ContractID
-                        f_PaymentDetailsReq.ContractSignatureCertChain = _c10_ContractSignatureCertChain
+                        _cv = _new(din_msgbody.PaymentDetailsReqType)
+                        _cv.ContractID = _c10_ContractID
+                        _cv.ContractSignatureCertChain = _c10_ContractSignatureCertChain
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -788,6 +799,8 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsRes'
+                        _cf = 'PaymentDetailsRes'
                         el = 'PaymentDetailsRes/ResponseCode'
                         _c11_ResponseCode = ((x >> 2) & 31)
                         if _c11_ResponseCode >= 23: _c11_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c11_ResponseCode, 23, r.at(p))
@@ -813,44 +826,54 @@ def _d_BodyType(r):
                         if x & 6: raise r.deviation('BodyType', p)
                         el = 'PaymentDetailsRes/DateTimeNow'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c11_DateTimeNow = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c11_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c11_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c11_DateTimeNow = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c11_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c11_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c11_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
                         if _neg: _c11_DateTimeNow = -_c11_DateTimeNow - 1
                         if _c11_DateTimeNow < -9223372036854775808 or _c11_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c11_DateTimeNow, r.at(p))
-                        f_PaymentDetailsRes = _new(din_msgbody.PaymentDetailsResType)
-                        f_PaymentDetailsRes.ResponseCode = _c11_ResponseCode
-                        f_PaymentDetailsRes.GenChallenge = _c11_GenChallenge
-                        f_PaymentDetailsRes.DateTimeNow = _c11_DateTimeNow
+                        _cv = _new(din_msgbody.PaymentDetailsResType)
+                        _cv.ResponseCode = _c11_ResponseCode
+                        _cv.GenChallenge = _c11_GenChallenge
+                        _cv.DateTimeNow = _c11_DateTimeNow
                         s = 1
                     elif ec == 19:
                         el = 'PowerDeliveryReq'
+                        _cf = 'PowerDeliveryReq'
                         r.pos = p
-                        f_PowerDeliveryReq = c_din_msgbody._d_PowerDeliveryReqType(r)
+                        _cv = c_din_msgbody._d_PowerDeliveryReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 20:
                         el = 'PowerDeliveryRes'
+                        _cf = 'PowerDeliveryRes'
                         r.pos = p
-                        f_PowerDeliveryRes = c_din_msgbody._d_PowerDeliveryResType(r)
+                        _cv = c_din_msgbody._d_PowerDeliveryResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 21:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'PreChargeReq'
+                        _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus'
                         r.pos = p
                         _c12_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
@@ -859,173 +882,23 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'PreChargeReq/EVTargetVoltage'
-                        _c12_c1_Multiplier = None
-                        _c12_c1_Unit = None
-                        _c12_c1_Value = None
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', p)
-                        el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                        _c12_c1_Multiplier = ((x >> 1) & 7) + -3
-                        if _c12_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_c1_Multiplier, r.at(p))
-                        _c12_c1_s = 1
-                        if _c12_c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
-                            if ec == 0:
-                                p += 9
-                                if p > E: V, E, p = r.slide(p, 9)
-                                x = (V >> (E - p)) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', p)
-                                el = 'PreChargeReq/EVTargetVoltage/Unit'
-                                _c12_c1_Unit = ((x >> 4) & 15)
-                                if _c12_c1_Unit >= 10: _c12_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c12_c1_Unit, 10, r.at(p))
-                                else: _c12_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_c1_Unit]
-                                el = 'PreChargeReq/EVTargetVoltage/Value'
-                                _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                                    p += 8
-                                    _c12_c1_Value = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c12_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                else:
-                                    r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                                if _neg: _c12_c1_Value = -_c12_c1_Value - 1
-                                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(p))
-                                _c12_c1_s = 3
-                            elif ec == 1:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', p)
-                                el = 'PreChargeReq/EVTargetVoltage/Value'
-                                _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                                    p += 8
-                                    _c12_c1_Value = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c12_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                else:
-                                    r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                                if _neg: _c12_c1_Value = -_c12_c1_Value - 1
-                                if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(p))
-                                _c12_c1_s = 3
-                            else:
-                                raise r.deviation('PhysicalValueType', p)
-                        if _c12_c1_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                            _c12_c1_s = -1
-                        _c12_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                        _c12_EVTargetVoltage.Multiplier = _c12_c1_Multiplier
-                        _c12_EVTargetVoltage.Unit = _c12_c1_Unit
-                        _c12_EVTargetVoltage.Value = _c12_c1_Value
+                        r.pos = p
+                        _c12_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'PreChargeReq/EVTargetCurrent'
-                        _c12_c2_Multiplier = None
-                        _c12_c2_Unit = None
-                        _c12_c2_Value = None
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', p)
-                        el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                        _c12_c2_Multiplier = ((x >> 1) & 7) + -3
-                        if _c12_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_c2_Multiplier, r.at(p))
-                        _c12_c2_s = 1
-                        if _c12_c2_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
-                            if ec == 0:
-                                p += 9
-                                if p > E: V, E, p = r.slide(p, 9)
-                                x = (V >> (E - p)) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', p)
-                                el = 'PreChargeReq/EVTargetCurrent/Unit'
-                                _c12_c2_Unit = ((x >> 4) & 15)
-                                if _c12_c2_Unit >= 10: _c12_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c12_c2_Unit, 10, r.at(p))
-                                else: _c12_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_c2_Unit]
-                                el = 'PreChargeReq/EVTargetCurrent/Value'
-                                _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                                    p += 8
-                                    _c12_c2_Value = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c12_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c12_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                else:
-                                    r.pos = p; _c12_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                                if _neg: _c12_c2_Value = -_c12_c2_Value - 1
-                                if _c12_c2_Value < -32768 or _c12_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_c2_Value, r.at(p))
-                                _c12_c2_s = 3
-                            elif ec == 1:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', p)
-                                el = 'PreChargeReq/EVTargetCurrent/Value'
-                                _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                                    p += 8
-                                    _c12_c2_Value = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c12_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c12_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                else:
-                                    r.pos = p; _c12_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                                if _neg: _c12_c2_Value = -_c12_c2_Value - 1
-                                if _c12_c2_Value < -32768 or _c12_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_c2_Value, r.at(p))
-                                _c12_c2_s = 3
-                            else:
-                                raise r.deviation('PhysicalValueType', p)
-                        if _c12_c2_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                            _c12_c2_s = -1
-                        _c12_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                        _c12_EVTargetCurrent.Multiplier = _c12_c2_Multiplier
-                        _c12_EVTargetCurrent.Unit = _c12_c2_Unit
-                        _c12_EVTargetCurrent.Value = _c12_c2_Value
+                        r.pos = p
+                        _c12_EVTargetCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_PreChargeReq = _new(din_msgbody.PreChargeReqType)
-                        f_PreChargeReq.DC_EVStatus = _c12_DC_EVStatus
-                        f_PreChargeReq.EVTargetVoltage = _c12_EVTargetVoltage
-                        f_PreChargeReq.EVTargetCurrent = _c12_EVTargetCurrent
+                        _cv = _new(din_msgbody.PreChargeReqType)
+                        _cv.DC_EVStatus = _c12_DC_EVStatus
+                        _cv.EVTargetVoltage = _c12_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c12_EVTargetCurrent
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1035,6 +908,8 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'PreChargeRes'
+                        _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
                         _c13_ResponseCode = ((x >> 2) & 31)
                         if _c13_ResponseCode >= 23: _c13_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c13_ResponseCode, 23, r.at(p))
@@ -1074,18 +949,24 @@ def _d_BodyType(r):
                         if _c13_c1_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
-                            x = (V >> (E - p)) & 3
-                            if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+                            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            if p + 16 <= E:
+                                _y = (V >> (E - p - 16)) & 65535
+                                if _y < 32768:
+                                    p += 8
+                                    _c13_c1_NotificationMaxDelay = _y >> 8
+                                elif not _y & 128:
+                                    p += 16
+                                    _c13_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                    p += 24
+                                    _c13_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c13_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                                 p += 8
                                 _c13_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                p += 16
-                                _c13_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                p += 24
-                                _c13_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c13_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                             p += 7
@@ -1107,119 +988,52 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'PreChargeRes/EVSEPresentVoltage'
-                        _c13_c2_Multiplier = None
-                        _c13_c2_Unit = None
-                        _c13_c2_Value = None
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', p)
-                        el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                        _c13_c2_Multiplier = ((x >> 1) & 7) + -3
-                        if _c13_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_c2_Multiplier, r.at(p))
-                        _c13_c2_s = 1
-                        if _c13_c2_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
-                            if ec == 0:
-                                p += 9
-                                if p > E: V, E, p = r.slide(p, 9)
-                                x = (V >> (E - p)) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', p)
-                                el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                                _c13_c2_Unit = ((x >> 4) & 15)
-                                if _c13_c2_Unit >= 10: _c13_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c13_c2_Unit, 10, r.at(p))
-                                else: _c13_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_c2_Unit]
-                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                                    p += 8
-                                    _c13_c2_Value = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c13_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                else:
-                                    r.pos = p; _c13_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                                if _neg: _c13_c2_Value = -_c13_c2_Value - 1
-                                if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(p))
-                                _c13_c2_s = 3
-                            elif ec == 1:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', p)
-                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                                    p += 8
-                                    _c13_c2_Value = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c13_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                else:
-                                    r.pos = p; _c13_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                                if _neg: _c13_c2_Value = -_c13_c2_Value - 1
-                                if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(p))
-                                _c13_c2_s = 3
-                            else:
-                                raise r.deviation('PhysicalValueType', p)
-                        if _c13_c2_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                            _c13_c2_s = -1
-                        _c13_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                        _c13_EVSEPresentVoltage.Multiplier = _c13_c2_Multiplier
-                        _c13_EVSEPresentVoltage.Unit = _c13_c2_Unit
-                        _c13_EVSEPresentVoltage.Value = _c13_c2_Value
+                        r.pos = p
+                        _c13_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_PreChargeRes = _new(din_msgbody.PreChargeResType)
-                        f_PreChargeRes.ResponseCode = _c13_ResponseCode
-                        f_PreChargeRes.DC_EVSEStatus = _c13_DC_EVSEStatus
-                        f_PreChargeRes.EVSEPresentVoltage = _c13_EVSEPresentVoltage
+                        _cv = _new(din_msgbody.PreChargeResType)
+                        _cv.ResponseCode = _c13_ResponseCode
+                        _cv.DC_EVSEStatus = _c13_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c13_EVSEPresentVoltage
                         s = 1
                     elif ec == 23:
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        el = 'ServiceDetailReq'
+                        _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c14_ServiceID = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c14_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c14_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c14_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c14_ServiceID = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c14_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c14_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c14_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
                         if _c14_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c14_ServiceID, r.at(p))
-                        f_ServiceDetailReq = _new(din_msgbody.ServiceDetailReqType)
-                        f_ServiceDetailReq.ServiceID = _c14_ServiceID
+                        _cv = _new(din_msgbody.ServiceDetailReqType)
+                        _cv.ServiceID = _c14_ServiceID
                         s = 1
                     elif ec == 24:
                         el = 'ServiceDetailRes'
+                        _cf = 'ServiceDetailRes'
                         _c15_ResponseCode = None
                         _c15_ServiceID = None
                         _c15_ServiceParameterList = None
@@ -1232,15 +1046,22 @@ def _d_BodyType(r):
                         if _c15_ResponseCode >= 23: _c15_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c15_ResponseCode, 23, r.at(p))
                         else: _c15_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c15_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c15_ServiceID = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c15_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c15_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c15_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c15_ServiceID = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c15_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c15_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c15_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 1
@@ -1266,13 +1087,14 @@ def _d_BodyType(r):
                                 _c15_s = -1
                             else:
                                 raise r.deviation('ServiceDetailResType', p)
-                        f_ServiceDetailRes = _new(din_msgbody.ServiceDetailResType)
-                        f_ServiceDetailRes.ResponseCode = _c15_ResponseCode
-                        f_ServiceDetailRes.ServiceID = _c15_ServiceID
-                        f_ServiceDetailRes.ServiceParameterList = _c15_ServiceParameterList
+                        _cv = _new(din_msgbody.ServiceDetailResType)
+                        _cv.ResponseCode = _c15_ResponseCode
+                        _cv.ServiceID = _c15_ServiceID
+                        _cv.ServiceParameterList = _c15_ServiceParameterList
                         s = 1
                     elif ec == 25:
                         el = 'ServiceDiscoveryReq'
+                        _cf = 'ServiceDiscoveryReq'
                         _c16_ServiceScope = None
                         _c16_ServiceCategory = None
                         p += 2
@@ -1331,12 +1153,13 @@ def _d_BodyType(r):
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
                             _c16_s = -1
-                        f_ServiceDiscoveryReq = _new(din_msgbody.ServiceDiscoveryReqType)
-                        f_ServiceDiscoveryReq.ServiceScope = _c16_ServiceScope
-                        f_ServiceDiscoveryReq.ServiceCategory = _c16_ServiceCategory
+                        _cv = _new(din_msgbody.ServiceDiscoveryReqType)
+                        _cv.ServiceScope = _c16_ServiceScope
+                        _cv.ServiceCategory = _c16_ServiceCategory
                         s = 1
                     elif ec == 26:
                         el = 'ServiceDiscoveryRes'
+                        _cf = 'ServiceDiscoveryRes'
                         _c17_ResponseCode = None
                         _c17_PaymentOptions = None
                         _c17_ChargeService = None
@@ -1355,8 +1178,7 @@ def _d_BodyType(r):
                         V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ServiceDiscoveryResType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('ServiceDiscoveryResType', p)
                         el = 'ServiceDiscoveryRes/ChargeService/ServiceTag'
                         r.pos = p
                         _c17_c1_ServiceTag = c_din_msgdatatypes._d_ServiceTagType(r)
@@ -1394,11 +1216,11 @@ def _d_BodyType(r):
                                 _c17_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryResType', p)
-                        f_ServiceDiscoveryRes = _new(din_msgbody.ServiceDiscoveryResType)
-                        f_ServiceDiscoveryRes.ResponseCode = _c17_ResponseCode
-                        f_ServiceDiscoveryRes.PaymentOptions = _c17_PaymentOptions
-                        f_ServiceDiscoveryRes.ChargeService = _c17_ChargeService
-                        f_ServiceDiscoveryRes.ServiceList = _c17_ServiceList
+                        _cv = _new(din_msgbody.ServiceDiscoveryResType)
+                        _cv.ResponseCode = _c17_ResponseCode
+                        _cv.PaymentOptions = _c17_PaymentOptions
+                        _cv.ChargeService = _c17_ChargeService
+                        _cv.ServiceList = _c17_ServiceList
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1409,6 +1231,8 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 5)
                         x = (V >> (E - p)) & 31
                         if x & 27: raise r.deviation('BodyType', p)
+                        el = 'ServicePaymentSelectionReq'
+                        _cf = 'ServicePaymentSelectionReq'
                         el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
                         _c18_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
                         el = 'ServicePaymentSelectionReq/SelectedServiceList'
@@ -1418,26 +1242,30 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_ServicePaymentSelectionReq = _new(din_msgbody.ServicePaymentSelectionReqType)
-                        f_ServicePaymentSelectionReq.SelectedPaymentOption = _c18_SelectedPaymentOption
-                        f_ServicePaymentSelectionReq.SelectedServiceList = _c18_SelectedServiceList
+                        _cv = _new(din_msgbody.ServicePaymentSelectionReqType)
+                        _cv.SelectedPaymentOption = _c18_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c18_SelectedServiceList
                         s = 1
                     elif ec == 28:
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'ServicePaymentSelectionRes'
+                        _cf = 'ServicePaymentSelectionRes'
                         el = 'ServicePaymentSelectionRes/ResponseCode'
                         _c19_ResponseCode = ((x >> 2) & 31)
                         if _c19_ResponseCode >= 23: _c19_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c19_ResponseCode, 23, r.at(p))
                         else: _c19_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c19_ResponseCode]
-                        f_ServicePaymentSelectionRes = _new(din_msgbody.ServicePaymentSelectionResType)
-                        f_ServicePaymentSelectionRes.ResponseCode = _c19_ResponseCode
+                        _cv = _new(din_msgbody.ServicePaymentSelectionResType)
+                        _cv.ResponseCode = _c19_ResponseCode
                         s = 1
                     elif ec == 29:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'SessionSetupReq'
+                        _cf = 'SessionSetupReq'
                         el = 'SessionSetupReq/EVCCID'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -1459,11 +1287,12 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_SessionSetupReq = _new(din_msgbody.SessionSetupReqType)
-                        f_SessionSetupReq.EVCCID = _c20_EVCCID
+                        _cv = _new(din_msgbody.SessionSetupReqType)
+                        _cv.EVCCID = _c20_EVCCID
                         s = 1
                     elif ec == 30:
                         el = 'SessionSetupRes'
+                        _cf = 'SessionSetupRes'
                         _c21_ResponseCode = None
                         _c21_EVSEID = None
                         _c21_DateTimeNow = None
@@ -1505,21 +1334,27 @@ def _d_BodyType(r):
                                 if x & 2: raise r.deviation('SessionSetupResType', p)
                                 el = 'SessionSetupRes/DateTimeNow'
                                 _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                                if p + 16 <= E:
+                                    _y = (V >> (E - p - 16)) & 65535
+                                    if _y < 32768:
+                                        p += 8
+                                        _c21_DateTimeNow = _y >> 8
+                                    elif not _y & 128:
+                                        p += 16
+                                        _c21_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                        p += 24
+                                        _c21_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c21_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                                     p += 8
                                     _c21_DateTimeNow = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c21_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c21_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
                                     r.pos = p; _c21_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
                                 p += 2
                                 if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 3: raise r.deviation('SessionSetupResType', p)
+                                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
                                 if _neg: _c21_DateTimeNow = -_c21_DateTimeNow - 1
                                 if _c21_DateTimeNow < -9223372036854775808 or _c21_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c21_DateTimeNow, r.at(p))
                                 _c21_s = -1
@@ -1528,10 +1363,10 @@ def _d_BodyType(r):
                                 _c21_s = -1
                             else:
                                 raise r.deviation('SessionSetupResType', p)
-                        f_SessionSetupRes = _new(din_msgbody.SessionSetupResType)
-                        f_SessionSetupRes.ResponseCode = _c21_ResponseCode
-                        f_SessionSetupRes.EVSEID = _c21_EVSEID
-                        f_SessionSetupRes.DateTimeNow = _c21_DateTimeNow
+                        _cv = _new(din_msgbody.SessionSetupResType)
+                        _cv.ResponseCode = _c21_ResponseCode
+                        _cv.EVSEID = _c21_EVSEID
+                        _cv.DateTimeNow = _c21_DateTimeNow
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1541,24 +1376,29 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'SessionStopReq'
-                        f_SessionStopReq = _new(din_msgbody.SessionStopType)
+                        _cf = 'SessionStopReq'
+                        _cv = _new(din_msgbody.SessionStopType)
                         s = 1
                     elif ec == 32:
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'SessionStopRes'
+                        _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
                         _c23_ResponseCode = ((x >> 2) & 31)
                         if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c23_ResponseCode, 23, r.at(p))
                         else: _c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c23_ResponseCode]
-                        f_SessionStopRes = _new(din_msgbody.SessionStopResType)
-                        f_SessionStopRes.ResponseCode = _c23_ResponseCode
+                        _cv = _new(din_msgbody.SessionStopResType)
+                        _cv.ResponseCode = _c23_ResponseCode
                         s = 1
                     elif ec == 33:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionReq'
+                        _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus'
                         r.pos = p
                         _c24_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
@@ -1566,14 +1406,16 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_WeldingDetectionReq = _new(din_msgbody.WeldingDetectionReqType)
-                        f_WeldingDetectionReq.DC_EVStatus = _c24_DC_EVStatus
+                        _cv = _new(din_msgbody.WeldingDetectionReqType)
+                        _cv.DC_EVStatus = _c24_DC_EVStatus
                         s = 1
                     elif ec == 34:
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionRes'
+                        _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
                         _c25_ResponseCode = ((x >> 2) & 31)
                         if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c25_ResponseCode, 23, r.at(p))
@@ -1613,18 +1455,24 @@ def _d_BodyType(r):
                         if _c25_c1_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
-                            x = (V >> (E - p)) & 3
-                            if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+                            if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            if p + 16 <= E:
+                                _y = (V >> (E - p - 16)) & 65535
+                                if _y < 32768:
+                                    p += 8
+                                    _c25_c1_NotificationMaxDelay = _y >> 8
+                                elif not _y & 128:
+                                    p += 16
+                                    _c25_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                    p += 24
+                                    _c25_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c25_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                                 p += 8
                                 _c25_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                p += 16
-                                _c25_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                p += 24
-                                _c25_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c25_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                             p += 7
@@ -1646,91 +1494,16 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                        _c25_c2_Multiplier = None
-                        _c25_c2_Unit = None
-                        _c25_c2_Value = None
-                        p += 6
-                        if p > E: V, E, p = r.slide(p, 6)
-                        x = (V >> (E - p)) & 63
-                        if x & 49: raise r.deviation('PhysicalValueType', p)
-                        el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c25_c2_Multiplier = ((x >> 1) & 7) + -3
-                        if _c25_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c25_c2_Multiplier, r.at(p))
-                        _c25_c2_s = 1
-                        if _c25_c2_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
-                            if ec == 0:
-                                p += 9
-                                if p > E: V, E, p = r.slide(p, 9)
-                                x = (V >> (E - p)) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', p)
-                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                                _c25_c2_Unit = ((x >> 4) & 15)
-                                if _c25_c2_Unit >= 10: _c25_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c25_c2_Unit, 10, r.at(p))
-                                else: _c25_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c25_c2_Unit]
-                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                                    p += 8
-                                    _c25_c2_Value = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c25_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c25_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                else:
-                                    r.pos = p; _c25_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                                if _neg: _c25_c2_Value = -_c25_c2_Value - 1
-                                if _c25_c2_Value < -32768 or _c25_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c25_c2_Value, r.at(p))
-                                _c25_c2_s = 3
-                            elif ec == 1:
-                                p += 2
-                                if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', p)
-                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                                    p += 8
-                                    _c25_c2_Value = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c25_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c25_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                                else:
-                                    r.pos = p; _c25_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                                if _neg: _c25_c2_Value = -_c25_c2_Value - 1
-                                if _c25_c2_Value < -32768 or _c25_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c25_c2_Value, r.at(p))
-                                _c25_c2_s = 3
-                            else:
-                                raise r.deviation('PhysicalValueType', p)
-                        if _c25_c2_s == 3:
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
-                            _c25_c2_s = -1
-                        _c25_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                        _c25_EVSEPresentVoltage.Multiplier = _c25_c2_Multiplier
-                        _c25_EVSEPresentVoltage.Unit = _c25_c2_Unit
-                        _c25_EVSEPresentVoltage.Value = _c25_c2_Value
+                        r.pos = p
+                        _c25_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_WeldingDetectionRes = _new(din_msgbody.WeldingDetectionResType)
-                        f_WeldingDetectionRes.ResponseCode = _c25_ResponseCode
-                        f_WeldingDetectionRes.DC_EVSEStatus = _c25_DC_EVSEStatus
-                        f_WeldingDetectionRes.EVSEPresentVoltage = _c25_EVSEPresentVoltage
+                        _cv = _new(din_msgbody.WeldingDetectionResType)
+                        _cv.ResponseCode = _c25_ResponseCode
+                        _cv.DC_EVSEStatus = _c25_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c25_EVSEPresentVoltage
                         s = 1
                     elif ec == 35:
                         pass
@@ -1746,41 +1519,8 @@ def _d_BodyType(r):
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(din_msgdef.BodyType)
-    _obj.BodyElement = f_BodyElement
-    _obj.CableCheckReq = f_CableCheckReq
-    _obj.CableCheckRes = f_CableCheckRes
-    _obj.CertificateInstallationReq = f_CertificateInstallationReq
-    _obj.CertificateInstallationRes = f_CertificateInstallationRes
-    _obj.CertificateUpdateReq = f_CertificateUpdateReq
-    _obj.CertificateUpdateRes = f_CertificateUpdateRes
-    _obj.ChargeParameterDiscoveryReq = f_ChargeParameterDiscoveryReq
-    _obj.ChargeParameterDiscoveryRes = f_ChargeParameterDiscoveryRes
-    _obj.ChargingStatusReq = f_ChargingStatusReq
-    _obj.ChargingStatusRes = f_ChargingStatusRes
-    _obj.ContractAuthenticationReq = f_ContractAuthenticationReq
-    _obj.ContractAuthenticationRes = f_ContractAuthenticationRes
-    _obj.CurrentDemandReq = f_CurrentDemandReq
-    _obj.CurrentDemandRes = f_CurrentDemandRes
-    _obj.MeteringReceiptReq = f_MeteringReceiptReq
-    _obj.MeteringReceiptRes = f_MeteringReceiptRes
-    _obj.PaymentDetailsReq = f_PaymentDetailsReq
-    _obj.PaymentDetailsRes = f_PaymentDetailsRes
-    _obj.PowerDeliveryReq = f_PowerDeliveryReq
-    _obj.PowerDeliveryRes = f_PowerDeliveryRes
-    _obj.PreChargeReq = f_PreChargeReq
-    _obj.PreChargeRes = f_PreChargeRes
-    _obj.ServiceDetailReq = f_ServiceDetailReq
-    _obj.ServiceDetailRes = f_ServiceDetailRes
-    _obj.ServiceDiscoveryReq = f_ServiceDiscoveryReq
-    _obj.ServiceDiscoveryRes = f_ServiceDiscoveryRes
-    _obj.ServicePaymentSelectionReq = f_ServicePaymentSelectionReq
-    _obj.ServicePaymentSelectionRes = f_ServicePaymentSelectionRes
-    _obj.SessionSetupReq = f_SessionSetupReq
-    _obj.SessionSetupRes = f_SessionSetupRes
-    _obj.SessionStopReq = f_SessionStopReq
-    _obj.SessionStopRes = f_SessionStopRes
-    _obj.WeldingDetectionReq = f_WeldingDetectionReq
-    _obj.WeldingDetectionRes = f_WeldingDetectionRes
+    _obj.BodyElement = _obj.CableCheckReq = _obj.CableCheckRes = _obj.CertificateInstallationReq = _obj.CertificateInstallationRes = _obj.CertificateUpdateReq = _obj.CertificateUpdateRes = _obj.ChargeParameterDiscoveryReq = _obj.ChargeParameterDiscoveryRes = _obj.ChargingStatusReq = _obj.ChargingStatusRes = _obj.ContractAuthenticationReq = _obj.ContractAuthenticationRes = _obj.CurrentDemandReq = _obj.CurrentDemandRes = _obj.MeteringReceiptReq = _obj.MeteringReceiptRes = _obj.PaymentDetailsReq = _obj.PaymentDetailsRes = _obj.PowerDeliveryReq = _obj.PowerDeliveryRes = _obj.PreChargeReq = _obj.PreChargeRes = _obj.ServiceDetailReq = _obj.ServiceDetailRes = _obj.ServiceDiscoveryReq = _obj.ServiceDiscoveryRes = _obj.ServicePaymentSelectionReq = _obj.ServicePaymentSelectionRes = _obj.SessionSetupReq = _obj.SessionSetupRes = _obj.SessionStopReq = _obj.SessionStopRes = _obj.WeldingDetectionReq = _obj.WeldingDetectionRes = None
+    if _cf is not None: setattr(_obj, _cf, _cv)
     return _obj
 
 def _e_BodyType(w, o):
@@ -2440,122 +2180,16 @@ def _e_BodyType(w, o):
             el = 'PreChargeReq/EVTargetVoltage'
             v <<= 1
             n += 1
-            _c12_c1_o = _c12_EVTargetVoltage
-            _c12_c1_Multiplier = _c12_c1_o.Multiplier
-            _c12_c1_Unit = _c12_c1_o.Unit
-            _c12_c1_Value = _c12_c1_o.Value
-            if _c12_c1_Multiplier is not None:
-                el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                if not -3 <= _c12_c1_Multiplier <= 3: raise EncodeError(f'value {_c12_c1_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c12_c1_Multiplier - -3) << 1)
-                n += 6
-                _c12_c1_Multiplier = None
-                _c12_c1_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c12_c1_s == 1:
-                if _c12_c1_Unit is not None:
-                    el = 'PreChargeReq/EVTargetVoltage/Unit'
-                    _c12_c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c12_c1_Unit)
-                    if _c12_c1_i1 is None: raise EncodeError(f'{_c12_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c12_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeReq/EVTargetVoltage/Value'
-                    if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: raise EncodeError(f'value {_c12_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c12_c1_i1 << 4) | (_c12_c1_Value < 0)
-                    n += 11
-                    _c12_c1_Unit = None
-                    _m = (-_c12_c1_Value - 1 if _c12_c1_Value < 0 else _c12_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c12_c1_Value = None
-                    _c12_c1_s = 3
-                elif _c12_c1_Value is not None:
-                    el = 'PreChargeReq/EVTargetVoltage/Value'
-                    if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: raise EncodeError(f'value {_c12_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c12_c1_Value < 0)
-                    n += 4
-                    _m = (-_c12_c1_Value - 1 if _c12_c1_Value < 0 else _c12_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c12_c1_Value = None
-                    _c12_c1_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c12_c1_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c12_c1_Multiplier is not None or _c12_c1_Unit is not None or _c12_c1_Value is not None: raise _leftover(_c12_c1_o)
-                    _c12_c1_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, _c12_EVTargetVoltage)
+            v = w.v; n = w.n
             if not (_c12_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'PreChargeReq/EVTargetCurrent'
             v <<= 1
             n += 1
-            _c12_c2_o = _c12_EVTargetCurrent
-            _c12_c2_Multiplier = _c12_c2_o.Multiplier
-            _c12_c2_Unit = _c12_c2_o.Unit
-            _c12_c2_Value = _c12_c2_o.Value
-            if _c12_c2_Multiplier is not None:
-                el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                if not -3 <= _c12_c2_Multiplier <= 3: raise EncodeError(f'value {_c12_c2_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c12_c2_Multiplier - -3) << 1)
-                n += 6
-                _c12_c2_Multiplier = None
-                _c12_c2_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c12_c2_s == 1:
-                if _c12_c2_Unit is not None:
-                    el = 'PreChargeReq/EVTargetCurrent/Unit'
-                    _c12_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c12_c2_Unit)
-                    if _c12_c2_i1 is None: raise EncodeError(f'{_c12_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c12_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeReq/EVTargetCurrent/Value'
-                    if _c12_c2_Value < -32768 or _c12_c2_Value > 32767: raise EncodeError(f'value {_c12_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c12_c2_i1 << 4) | (_c12_c2_Value < 0)
-                    n += 11
-                    _c12_c2_Unit = None
-                    _m = (-_c12_c2_Value - 1 if _c12_c2_Value < 0 else _c12_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c12_c2_Value = None
-                    _c12_c2_s = 3
-                elif _c12_c2_Value is not None:
-                    el = 'PreChargeReq/EVTargetCurrent/Value'
-                    if _c12_c2_Value < -32768 or _c12_c2_Value > 32767: raise EncodeError(f'value {_c12_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c12_c2_Value < 0)
-                    n += 4
-                    _m = (-_c12_c2_Value - 1 if _c12_c2_Value < 0 else _c12_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c12_c2_Value = None
-                    _c12_c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c12_c2_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c12_c2_Multiplier is not None or _c12_c2_Unit is not None or _c12_c2_Value is not None: raise _leftover(_c12_c2_o)
-                    _c12_c2_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, _c12_EVTargetCurrent)
+            v = w.v; n = w.n
             v <<= 1
             n += 1
             v_PreChargeReq = None
@@ -2629,62 +2263,9 @@ def _e_BodyType(w, o):
             el = 'PreChargeRes/EVSEPresentVoltage'
             v <<= 1
             n += 1
-            _c13_c3_o = _c13_EVSEPresentVoltage
-            _c13_c3_Multiplier = _c13_c3_o.Multiplier
-            _c13_c3_Unit = _c13_c3_o.Unit
-            _c13_c3_Value = _c13_c3_o.Value
-            if _c13_c3_Multiplier is not None:
-                el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c13_c3_Multiplier <= 3: raise EncodeError(f'value {_c13_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c13_c3_Multiplier - -3) << 1)
-                n += 6
-                _c13_c3_Multiplier = None
-                _c13_c3_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c13_c3_s == 1:
-                if _c13_c3_Unit is not None:
-                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                    _c13_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c13_c3_Unit)
-                    if _c13_c3_i1 is None: raise EncodeError(f'{_c13_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c13_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                    if _c13_c3_Value < -32768 or _c13_c3_Value > 32767: raise EncodeError(f'value {_c13_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c13_c3_i1 << 4) | (_c13_c3_Value < 0)
-                    n += 11
-                    _c13_c3_Unit = None
-                    _m = (-_c13_c3_Value - 1 if _c13_c3_Value < 0 else _c13_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c13_c3_Value = None
-                    _c13_c3_s = 3
-                elif _c13_c3_Value is not None:
-                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                    if _c13_c3_Value < -32768 or _c13_c3_Value > 32767: raise EncodeError(f'value {_c13_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c13_c3_Value < 0)
-                    n += 4
-                    _m = (-_c13_c3_Value - 1 if _c13_c3_Value < 0 else _c13_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c13_c3_Value = None
-                    _c13_c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c13_c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c13_c3_Multiplier is not None or _c13_c3_Unit is not None or _c13_c3_Value is not None: raise _leftover(_c13_c3_o)
-                    _c13_c3_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, _c13_EVSEPresentVoltage)
+            v = w.v; n = w.n
             v <<= 1
             n += 1
             v_PreChargeRes = None
@@ -3083,62 +2664,9 @@ def _e_BodyType(w, o):
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
             v <<= 1
             n += 1
-            _c25_c3_o = _c25_EVSEPresentVoltage
-            _c25_c3_Multiplier = _c25_c3_o.Multiplier
-            _c25_c3_Unit = _c25_c3_o.Unit
-            _c25_c3_Value = _c25_c3_o.Value
-            if _c25_c3_Multiplier is not None:
-                el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                if not -3 <= _c25_c3_Multiplier <= 3: raise EncodeError(f'value {_c25_c3_Multiplier!r} outside [-3, 3]')
-                v = (v << 6) | ((_c25_c3_Multiplier - -3) << 1)
-                n += 6
-                _c25_c3_Multiplier = None
-                _c25_c3_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Multiplier')
-            if _c25_c3_s == 1:
-                if _c25_c3_Unit is not None:
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                    _c25_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c25_c3_Unit)
-                    if _c25_c3_i1 is None: raise EncodeError(f'{_c25_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c25_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c25_c3_Value < -32768 or _c25_c3_Value > 32767: raise EncodeError(f'value {_c25_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c25_c3_i1 << 4) | (_c25_c3_Value < 0)
-                    n += 11
-                    _c25_c3_Unit = None
-                    _m = (-_c25_c3_Value - 1 if _c25_c3_Value < 0 else _c25_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c25_c3_Value = None
-                    _c25_c3_s = 3
-                elif _c25_c3_Value is not None:
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c25_c3_Value < -32768 or _c25_c3_Value > 32767: raise EncodeError(f'value {_c25_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c25_c3_Value < 0)
-                    n += 4
-                    _m = (-_c25_c3_Value - 1 if _c25_c3_Value < 0 else _c25_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c25_c3_Value = None
-                    _c25_c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c25_c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c25_c3_Multiplier is not None or _c25_c3_Unit is not None or _c25_c3_Value is not None: raise _leftover(_c25_c3_o)
-                    _c25_c3_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_PhysicalValueType(w, _c25_EVSEPresentVoltage)
+            v = w.v; n = w.n
             v <<= 1
             n += 1
             v_WeldingDetectionRes = None
@@ -3642,15 +3170,22 @@ def _de17(r):  # ChargingProfileEntryMaxPower
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ChargingProfileEntryMaxPower', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3684,15 +3219,22 @@ def _de18(r):  # ChargingProfileEntryStart
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3840,15 +3382,22 @@ def _de22(r):  # DateTimeNow
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('DateTimeNow', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3882,15 +3431,22 @@ def _de23(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4546,15 +4102,22 @@ def _de48(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4663,15 +4226,22 @@ def _de51(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4763,15 +4333,22 @@ def _de54(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4972,15 +4549,22 @@ def _de60(r):  # PMax
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('PMax', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5016,15 +4600,22 @@ def _de61(r):  # PMaxScheduleID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('PMaxScheduleID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5060,15 +4651,22 @@ def _de62(r):  # ParameterSetID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ParameterSetID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5306,15 +4904,22 @@ def _de71(r):  # RetryCounter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('RetryCounter', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5388,15 +4993,22 @@ def _de73(r):  # SAScheduleTupleID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5432,15 +5044,22 @@ def _de74(r):  # SAScheduleTupleID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5550,15 +5169,22 @@ def _de77(r):  # SalesTariffID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SalesTariffID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5694,15 +5320,22 @@ def _de82(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -5734,15 +5367,22 @@ def _de83(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -6004,15 +5644,22 @@ def _de90(r):  # TMeter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('TMeter', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -6072,15 +5719,22 @@ def _de92(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -6260,15 +5914,22 @@ def _de97(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -6409,15 +6070,22 @@ def _de101(r):  # amount
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -6537,15 +6205,22 @@ def _de106(r):  # duration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -6579,15 +6254,22 @@ def _de107(r):  # intValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('intValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -6623,15 +6305,22 @@ def _de108(r):  # shortValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('shortValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -6665,15 +6354,22 @@ def _de109(r):  # start
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -6705,15 +6401,22 @@ def _de110(r):  # startValue
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1

@@ -43,8 +43,7 @@ def _d_ACDP_ConnectReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -54,18 +53,24 @@ def _d_ACDP_ConnectReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -205,8 +210,7 @@ def _d_ACDP_ConnectResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -216,18 +220,24 @@ def _d_ACDP_ConnectResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -397,8 +407,7 @@ def _d_ACDP_SystemStatusReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -408,18 +417,24 @@ def _d_ACDP_SystemStatusReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -572,8 +587,7 @@ def _d_ACDP_SystemStatusResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -583,18 +597,24 @@ def _d_ACDP_SystemStatusResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -810,8 +830,7 @@ def _d_ACDP_VehiclePositioningReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -821,18 +840,24 @@ def _d_ACDP_VehiclePositioningReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -983,8 +1008,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -994,18 +1018,24 @@ def _d_ACDP_VehiclePositioningResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -1051,15 +1081,22 @@ def _d_ACDP_VehiclePositioningResType(r):
         f_EVSEPositioningSupport = ((x >> 4) & 1) == 1
         el = 'EVRelativeXDeviation'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_EVRelativeXDeviation = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_EVRelativeXDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_EVRelativeXDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_EVRelativeXDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_EVRelativeXDeviation = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_EVRelativeXDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_EVRelativeXDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_EVRelativeXDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -1070,15 +1107,22 @@ def _d_ACDP_VehiclePositioningResType(r):
         if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeXDeviation', 'range [-32768, 32767]', f_EVRelativeXDeviation, r.at(p))
         el = 'EVRelativeYDeviation'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_EVRelativeYDeviation = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_EVRelativeYDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_EVRelativeYDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_EVRelativeYDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_EVRelativeYDeviation = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_EVRelativeYDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_EVRelativeYDeviation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_EVRelativeYDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -1089,15 +1133,22 @@ def _d_ACDP_VehiclePositioningResType(r):
         if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: r.facet('ACDP_VehiclePositioningResType/EVRelativeYDeviation', 'range [-32768, 32767]', f_EVRelativeYDeviation, r.at(p))
         el = 'ContactWindowXc'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ContactWindowXc = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ContactWindowXc = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ContactWindowXc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ContactWindowXc = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ContactWindowXc = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ContactWindowXc = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ContactWindowXc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ContactWindowXc = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -1108,15 +1159,22 @@ def _d_ACDP_VehiclePositioningResType(r):
         if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: r.facet('ACDP_VehiclePositioningResType/ContactWindowXc', 'range [-32768, 32767]', f_ContactWindowXc, r.at(p))
         el = 'ContactWindowYc'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ContactWindowYc = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ContactWindowYc = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ContactWindowYc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ContactWindowYc = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ContactWindowYc = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ContactWindowYc = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ContactWindowYc = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ContactWindowYc = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -1326,21 +1384,27 @@ def _d_EVTechnicalStatusType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVWLANStrength/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('EVTechnicalStatusType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('EVTechnicalStatusType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
@@ -1402,21 +1466,27 @@ def _d_EVTechnicalStatusType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVWLANStrength/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('EVTechnicalStatusType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('EVTechnicalStatusType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
@@ -2099,15 +2169,22 @@ def _de11(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2139,15 +2216,22 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2179,15 +2263,22 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2219,15 +2310,22 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2259,15 +2357,22 @@ def _de15(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2322,15 +2427,22 @@ def _de17(r):  # ContactWindowXc
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ContactWindowXc', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2366,15 +2478,22 @@ def _de18(r):  # ContactWindowYc
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ContactWindowYc', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2408,15 +2527,22 @@ def _de19(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2667,15 +2793,22 @@ def _de30(r):  # EVRelativeXDeviation
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('EVRelativeXDeviation', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2711,15 +2844,22 @@ def _de31(r):  # EVRelativeYDeviation
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('EVRelativeYDeviation', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3133,15 +3273,22 @@ def _de48(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3352,15 +3499,22 @@ def _de55(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3394,15 +3548,22 @@ def _de56(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3492,15 +3653,22 @@ def _de59(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3734,15 +3902,22 @@ def _de66(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3774,15 +3949,22 @@ def _de67(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3814,15 +3996,22 @@ def _de68(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4005,15 +4194,22 @@ def _de74(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4045,15 +4241,22 @@ def _de75(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4085,15 +4288,22 @@ def _de76(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4127,15 +4337,22 @@ def _de77(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -4315,15 +4532,22 @@ def _de82(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1

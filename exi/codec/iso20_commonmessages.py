@@ -65,18 +65,24 @@ def _d_AbsolutePriceScheduleType(r):
             V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('AbsolutePriceScheduleType', p)
             el = 'TimeAnchor'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_TimeAnchor = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_TimeAnchor = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -89,15 +95,22 @@ def _d_AbsolutePriceScheduleType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('AbsolutePriceScheduleType', p)
             el = 'TimeAnchor'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_TimeAnchor = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_TimeAnchor = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -110,18 +123,24 @@ def _d_AbsolutePriceScheduleType(r):
         if s == 2:
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('AbsolutePriceScheduleType', p)
             el = 'PriceScheduleID'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_PriceScheduleID = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_PriceScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_PriceScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_PriceScheduleID = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_PriceScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_PriceScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -243,21 +262,27 @@ def _d_AbsolutePriceScheduleType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'MinimumCost/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('AbsolutePriceScheduleType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_MinimumCost = _new(iso20_commontypes.RationalNumberType)
@@ -273,21 +298,27 @@ def _d_AbsolutePriceScheduleType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'MaximumCost/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('AbsolutePriceScheduleType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
@@ -321,21 +352,27 @@ def _d_AbsolutePriceScheduleType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'MaximumCost/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('AbsolutePriceScheduleType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
@@ -787,8 +824,7 @@ def _d_AdditionalServiceListType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('AdditionalServiceListType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('AdditionalServiceListType', p)
         el = 'AdditionalService/ServiceName'
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -813,21 +849,27 @@ def _d_AdditionalServiceListType(r):
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'AdditionalService/ServiceFee/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('AdditionalServiceListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('AdditionalServiceListType', p)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
         _c1_ServiceFee = _new(iso20_commontypes.RationalNumberType)
@@ -872,21 +914,27 @@ def _d_AdditionalServiceListType(r):
                     _c2_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'AdditionalService/ServiceFee/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_c1_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('AdditionalServiceListType', p)
+                    if (V >> (E - p)) & 7: raise r.deviation('AdditionalServiceListType', p)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
                     if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(p))
                     _c2_ServiceFee = _new(iso20_commontypes.RationalNumberType)
@@ -1062,21 +1110,27 @@ def _d_AdditionalServiceType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'ServiceFee/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('AdditionalServiceType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('AdditionalServiceType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
         f_ServiceFee = _new(iso20_commontypes.RationalNumberType)
@@ -1158,8 +1212,7 @@ def _d_AuthorizationReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -1169,18 +1222,24 @@ def _d_AuthorizationReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -1224,8 +1283,7 @@ def _d_AuthorizationReqType(r):
             if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('AuthorizationReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('AuthorizationReqType', p)
                 el = 'EIM_AReqAuthorizationMode'
                 f_EIM_AReqAuthorizationMode = _new(iso20_commonmessages.EIM_AReqAuthorizationModeType)
                 s = -1
@@ -1239,8 +1297,7 @@ def _d_AuthorizationReqType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('AuthorizationReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('AuthorizationReqType', p)
                 el = 'PnC_AReqAuthorizationMode/GenChallenge'
                 if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                     p += 8 + (_l << 3)
@@ -1250,8 +1307,7 @@ def _d_AuthorizationReqType(r):
                 if len(_c3_GenChallenge) < 16 or len(_c3_GenChallenge) > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(p))
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('AuthorizationReqType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('AuthorizationReqType', p)
                 el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/Certificate'
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
@@ -1279,8 +1335,7 @@ def _d_AuthorizationReqType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('AuthorizationReqType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('AuthorizationReqType', p)
                 _c3_ContractCertificateChain = _new(iso20_commonmessages.ContractCertificateChainType)
                 _c3_ContractCertificateChain.Certificate = _c3_c1_Certificate
                 _c3_ContractCertificateChain.SubCertificates = _c3_c1_SubCertificates
@@ -1456,8 +1511,7 @@ def _d_AuthorizationResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -1467,18 +1521,24 @@ def _d_AuthorizationResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -1627,8 +1687,7 @@ def _d_AuthorizationSetupReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -1638,18 +1697,24 @@ def _d_AuthorizationSetupReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -1780,8 +1845,7 @@ def _d_AuthorizationSetupResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -1791,18 +1855,24 @@ def _d_AuthorizationSetupResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -1880,8 +1950,7 @@ def _d_AuthorizationSetupResType(r):
             if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('AuthorizationSetupResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('AuthorizationSetupResType', p)
                 el = 'EIM_ASResAuthorizationMode'
                 f_EIM_ASResAuthorizationMode = _new(iso20_commonmessages.EIM_ASResAuthorizationModeType)
                 s = -1
@@ -1891,8 +1960,7 @@ def _d_AuthorizationSetupResType(r):
                 _c3_SupportedProviders = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PnC_ASResAuthorizationModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PnC_ASResAuthorizationModeType', p)
                 el = 'PnC_ASResAuthorizationMode/GenChallenge'
                 if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                     p += 8 + (_l << 3)
@@ -2232,8 +2300,7 @@ def _d_CertificateInstallationReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -2243,18 +2310,24 @@ def _d_CertificateInstallationReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -2562,8 +2635,7 @@ def _d_CertificateInstallationResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -2573,18 +2645,24 @@ def _d_CertificateInstallationResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -3073,18 +3151,24 @@ def _d_Dynamic_SEReqControlModeType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
         el = 'DepartureTime'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_DepartureTime = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_DepartureTime = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -3123,21 +3207,27 @@ def _d_Dynamic_SEReqControlModeType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3168,21 +3258,27 @@ def _d_Dynamic_SEReqControlModeType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3200,21 +3296,27 @@ def _d_Dynamic_SEReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3230,15 +3332,22 @@ def _d_Dynamic_SEReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c4_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -3254,21 +3363,27 @@ def _d_Dynamic_SEReqControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c5_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3288,21 +3403,27 @@ def _d_Dynamic_SEReqControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3318,21 +3439,27 @@ def _d_Dynamic_SEReqControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3357,21 +3484,27 @@ def _d_Dynamic_SEReqControlModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3680,15 +3813,22 @@ def _d_Dynamic_SEResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_SEResControlModeType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_DepartureTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -4253,24 +4393,29 @@ def _d_EVAbsolutePriceScheduleType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVAbsolutePriceScheduleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVAbsolutePriceScheduleType', p)
         el = 'TimeAnchor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TimeAnchor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TimeAnchor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVAbsolutePriceScheduleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVAbsolutePriceScheduleType', p)
         if f_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
         el = 'Currency'
         p += 1
@@ -4398,24 +4543,29 @@ def _d_EVEnergyOfferType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('EVEnergyOfferType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('EVEnergyOfferType', p)
         el = 'EVPowerSchedule/TimeAnchor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeAnchor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeAnchor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVEnergyOfferType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVEnergyOfferType', p)
         if _c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c1_TimeAnchor, r.at(p))
         el = 'EVPowerSchedule/EVPowerScheduleEntries'
         r.pos = p
@@ -4423,27 +4573,32 @@ def _d_EVEnergyOfferType(r):
         V = r.v; E = r.end; p = r.pos
         p += 4
         if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 15: raise r.deviation('EVEnergyOfferType', p)
+        if (V >> (E - p)) & 15: raise r.deviation('EVEnergyOfferType', p)
         f_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
         f_EVPowerSchedule.TimeAnchor = _c1_TimeAnchor
         f_EVPowerSchedule.EVPowerScheduleEntries = _c1_EVPowerScheduleEntries
         el = 'EVAbsolutePriceSchedule/TimeAnchor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_TimeAnchor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_TimeAnchor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVEnergyOfferType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVEnergyOfferType', p)
         if _c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(p))
         el = 'EVAbsolutePriceSchedule/Currency'
         p += 1
@@ -4489,8 +4644,7 @@ def _d_EVEnergyOfferType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVEnergyOfferType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVEnergyOfferType', p)
         f_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
         f_EVAbsolutePriceSchedule.TimeAnchor = _c2_TimeAnchor
         f_EVAbsolutePriceSchedule.Currency = _c2_Currency
@@ -4704,18 +4858,24 @@ def _d_EVPowerProfileType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVPowerProfileType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVPowerProfileType', p)
         el = 'TimeAnchor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TimeAnchor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TimeAnchor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -4730,8 +4890,7 @@ def _d_EVPowerProfileType(r):
             if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('EVPowerProfileType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('EVPowerProfileType', p)
                 el = 'Dynamic_EVPPTControlMode'
                 f_Dynamic_EVPPTControlMode = _new(iso20_commonmessages.Dynamic_EVPPTControlModeType)
                 el = 'EVPowerProfileEntries'
@@ -4745,18 +4904,24 @@ def _d_EVPowerProfileType(r):
                 _c2_PowerToleranceAcceptance = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_EVPPTControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_EVPPTControlModeType', p)
                 el = 'Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_SelectedScheduleTupleID = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_SelectedScheduleTupleID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -4919,18 +5084,24 @@ def _d_EVPowerScheduleEntryListType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
         el = 'EVPowerScheduleEntry/Duration'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Duration = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Duration = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -4942,21 +5113,27 @@ def _d_EVPowerScheduleEntryListType(r):
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPowerScheduleEntry/Power/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
         _c1_Power = _new(iso20_commontypes.RationalNumberType)
@@ -4976,18 +5153,24 @@ def _d_EVPowerScheduleEntryListType(r):
                 if ec == 0:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('EVPowerScheduleEntryListType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('EVPowerScheduleEntryListType', p)
                     el = 'EVPowerScheduleEntry/Duration'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_Duration = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_Duration = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 16
@@ -4999,21 +5182,27 @@ def _d_EVPowerScheduleEntryListType(r):
                     _c2_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVPowerScheduleEntry/Power/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_c1_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
+                    if (V >> (E - p)) & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
                     if _neg: _c2_c1_Value = -_c2_c1_Value - 1
                     if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(p))
                     _c2_Power = _new(iso20_commontypes.RationalNumberType)
@@ -5162,18 +5351,24 @@ def _d_EVPowerScheduleEntryType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVPowerScheduleEntryType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVPowerScheduleEntryType', p)
         el = 'Duration'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_Duration = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_Duration = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -5185,21 +5380,27 @@ def _d_EVPowerScheduleEntryType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Power/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('EVPowerScheduleEntryType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('EVPowerScheduleEntryType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
         f_Power = _new(iso20_commontypes.RationalNumberType)
@@ -5271,24 +5472,29 @@ def _d_EVPowerScheduleType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVPowerScheduleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVPowerScheduleType', p)
         el = 'TimeAnchor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TimeAnchor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TimeAnchor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVPowerScheduleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVPowerScheduleType', p)
         if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
         el = 'EVPowerScheduleEntries'
         r.pos = p
@@ -5455,18 +5661,24 @@ def _d_EVPriceRuleStackType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVPriceRuleStackType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVPriceRuleStackType', p)
         el = 'Duration'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_Duration = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_Duration = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -5478,15 +5690,22 @@ def _d_EVPriceRuleStackType(r):
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPriceRule/EnergyFee/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -5502,21 +5721,27 @@ def _d_EVPriceRuleStackType(r):
         _c1_c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPriceRule/PowerRangeStart/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('EVPriceRuleStackType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('EVPriceRuleStackType', p)
         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
         if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
         _c1_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -5542,15 +5767,22 @@ def _d_EVPriceRuleStackType(r):
                     _c2_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVPriceRule/EnergyFee/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_c1_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
@@ -5566,21 +5798,27 @@ def _d_EVPriceRuleStackType(r):
                     _c2_c2_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVPriceRule/PowerRangeStart/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_c2_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_c2_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('EVPriceRuleStackType', p)
+                    if (V >> (E - p)) & 7: raise r.deviation('EVPriceRuleStackType', p)
                     if _neg: _c2_c2_Value = -_c2_c2_Value - 1
                     if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
                     _c2_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -5765,15 +6003,22 @@ def _d_EVPriceRuleType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EnergyFee/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -5789,21 +6034,27 @@ def _d_EVPriceRuleType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'PowerRangeStart/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('EVPriceRuleType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('EVPriceRuleType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
         f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -5891,8 +6142,7 @@ def _d_MeteringConfirmationReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -5902,18 +6152,24 @@ def _d_MeteringConfirmationReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -6057,8 +6313,7 @@ def _d_MeteringConfirmationResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -6068,18 +6323,24 @@ def _d_MeteringConfirmationResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -6218,15 +6479,22 @@ def _d_OverstayRuleListType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('OverstayRuleListType', p)
             el = 'OverstayTimeThreshold'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_OverstayTimeThreshold = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_OverstayTimeThreshold = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_OverstayTimeThreshold = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_OverstayTimeThreshold = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_OverstayTimeThreshold = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_OverstayTimeThreshold = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_OverstayTimeThreshold = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_OverstayTimeThreshold = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -6243,21 +6511,27 @@ def _d_OverstayRuleListType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'OverstayPowerThreshold/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('OverstayRuleListType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('OverstayRuleListType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
@@ -6286,21 +6560,27 @@ def _d_OverstayRuleListType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayPowerThreshold/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('OverstayRuleListType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('OverstayRuleListType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
@@ -6530,18 +6810,24 @@ def _d_OverstayRuleType(r):
                 if (V >> (E - p)) & 1: raise r.deviation('OverstayRuleDescription', p)
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('OverstayRuleType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('OverstayRuleType', p)
             el = 'StartTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_StartTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_StartTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_StartTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_StartTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_StartTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_StartTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -6554,15 +6840,22 @@ def _d_OverstayRuleType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('OverstayRuleType', p)
             el = 'StartTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_StartTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_StartTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_StartTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_StartTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_StartTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_StartTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_StartTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -6581,42 +6874,54 @@ def _d_OverstayRuleType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'OverstayFee/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 4
             if p > E: V, E, p = r.slide(p, 4)
-            x = (V >> (E - p)) & 15
-            if x & 15: raise r.deviation('OverstayRuleType', p)
+            if (V >> (E - p)) & 15: raise r.deviation('OverstayRuleType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_OverstayFee = _new(iso20_commontypes.RationalNumberType)
             f_OverstayFee.Exponent = _c1_Exponent
             f_OverstayFee.Value = _c1_Value
             el = 'OverstayFeePeriod'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_OverstayFeePeriod = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_OverstayFeePeriod = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_OverstayFeePeriod = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_OverstayFeePeriod = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_OverstayFeePeriod = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_OverstayFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_OverstayFeePeriod = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('OverstayRuleType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('OverstayRuleType', p)
             if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(p))
             s = -1
         r.pos = p
@@ -6730,24 +7035,29 @@ def _d_ParameterSetType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ParameterSetType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ParameterSetType', p)
         el = 'ParameterSetID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ParameterSetID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ParameterSetID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ParameterSetType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ParameterSetType', p)
         if f_ParameterSetID > 65535: r.facet('ParameterSetType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(p))
         el = 'Parameter'
         r.pos = p
@@ -6907,21 +7217,27 @@ def _d_ParameterType(r):
                 if x & 2: raise r.deviation('ParameterType', p)
                 el = 'shortValue'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_shortValue = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_shortValue = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
                 if _neg: f_shortValue = -f_shortValue - 1
                 if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
                 s = -1
@@ -6932,21 +7248,27 @@ def _d_ParameterType(r):
                 if x & 2: raise r.deviation('ParameterType', p)
                 el = 'intValue'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_intValue = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_intValue = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
                 if _neg: f_intValue = -f_intValue - 1
                 if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
                 s = -1
@@ -6959,21 +7281,27 @@ def _d_ParameterType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'rationalNumber/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ParameterType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('ParameterType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_rationalNumber = _new(iso20_commontypes.RationalNumberType)
@@ -7154,8 +7482,7 @@ def _d_PnC_AReqAuthorizationModeType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PnC_AReqAuthorizationModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PnC_AReqAuthorizationModeType', p)
         el = 'GenChallenge'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -7165,8 +7492,7 @@ def _d_PnC_AReqAuthorizationModeType(r):
         if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', f_GenChallenge, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('PnC_AReqAuthorizationModeType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('PnC_AReqAuthorizationModeType', p)
         el = 'ContractCertificateChain/Certificate'
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -7194,8 +7520,7 @@ def _d_PnC_AReqAuthorizationModeType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PnC_AReqAuthorizationModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PnC_AReqAuthorizationModeType', p)
         f_ContractCertificateChain = _new(iso20_commonmessages.ContractCertificateChainType)
         f_ContractCertificateChain.Certificate = _c1_Certificate
         f_ContractCertificateChain.SubCertificates = _c1_SubCertificates
@@ -7278,8 +7603,7 @@ def _d_PnC_ASResAuthorizationModeType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PnC_ASResAuthorizationModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PnC_ASResAuthorizationModeType', p)
         el = 'GenChallenge'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -7383,8 +7707,7 @@ def _d_PowerDeliveryReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -7394,18 +7717,24 @@ def _d_PowerDeliveryReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -7647,8 +7976,7 @@ def _d_PowerDeliveryResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -7658,18 +7986,24 @@ def _d_PowerDeliveryResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -7715,18 +8049,24 @@ def _d_PowerDeliveryResType(r):
             if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PowerDeliveryResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerDeliveryResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 9
@@ -7977,18 +8317,24 @@ def _d_PowerScheduleEntryType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PowerScheduleEntryType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PowerScheduleEntryType', p)
         el = 'Duration'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_Duration = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_Duration = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -8000,21 +8346,27 @@ def _d_PowerScheduleEntryType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Power/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PowerScheduleEntryType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PowerScheduleEntryType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
         f_Power = _new(iso20_commontypes.RationalNumberType)
@@ -8034,21 +8386,27 @@ def _d_PowerScheduleEntryType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'Power_L2/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PowerScheduleEntryType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerScheduleEntryType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_Power_L2 = _new(iso20_commontypes.RationalNumberType)
@@ -8064,21 +8422,27 @@ def _d_PowerScheduleEntryType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'Power_L3/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PowerScheduleEntryType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerScheduleEntryType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -8103,21 +8467,27 @@ def _d_PowerScheduleEntryType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'Power_L3/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PowerScheduleEntryType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerScheduleEntryType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
@@ -8290,18 +8660,24 @@ def _d_PowerScheduleType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PowerScheduleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PowerScheduleType', p)
         el = 'TimeAnchor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TimeAnchor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TimeAnchor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -8322,21 +8698,27 @@ def _d_PowerScheduleType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AvailableEnergy/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PowerScheduleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerScheduleType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_AvailableEnergy = _new(iso20_commontypes.RationalNumberType)
@@ -8352,21 +8734,27 @@ def _d_PowerScheduleType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'PowerTolerance/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PowerScheduleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerScheduleType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
@@ -8394,21 +8782,27 @@ def _d_PowerScheduleType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'PowerTolerance/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PowerScheduleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerScheduleType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
@@ -8595,18 +8989,24 @@ def _d_PriceLevelScheduleEntryListType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('PriceLevelScheduleEntryListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('PriceLevelScheduleEntryListType', p)
         el = 'PriceLevelScheduleEntry/Duration'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Duration = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Duration = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 13
@@ -8630,18 +9030,24 @@ def _d_PriceLevelScheduleEntryListType(r):
                 if ec == 0:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('PriceLevelScheduleEntryListType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('PriceLevelScheduleEntryListType', p)
                     el = 'PriceLevelScheduleEntry/Duration'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_Duration = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_Duration = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 13
@@ -8764,18 +9170,24 @@ def _d_PriceLevelScheduleEntryType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PriceLevelScheduleEntryType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PriceLevelScheduleEntryType', p)
         el = 'Duration'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_Duration = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_Duration = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 13
@@ -8848,18 +9260,24 @@ def _d_PriceLevelScheduleType(r):
             V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('PriceLevelScheduleType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('PriceLevelScheduleType', p)
             el = 'TimeAnchor'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_TimeAnchor = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_TimeAnchor = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -8872,15 +9290,22 @@ def _d_PriceLevelScheduleType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('PriceLevelScheduleType', p)
             el = 'TimeAnchor'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_TimeAnchor = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_TimeAnchor = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -8893,18 +9318,24 @@ def _d_PriceLevelScheduleType(r):
         if s == 2:
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('PriceLevelScheduleType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('PriceLevelScheduleType', p)
             el = 'PriceScheduleID'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_PriceScheduleID = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_PriceScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_PriceScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_PriceScheduleID = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_PriceScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_PriceScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -9202,24 +9633,29 @@ def _d_PriceRuleStackType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PriceRuleStackType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PriceRuleStackType', p)
         el = 'Duration'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_Duration = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_Duration = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_Duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_Duration = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PriceRuleStackType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PriceRuleStackType', p)
         if f_Duration > 4294967295: r.facet('PriceRuleStackType/Duration', 'range [0, 4294967295]', f_Duration, r.at(p))
         el = 'PriceRule'
         r.pos = p
@@ -9346,21 +9782,27 @@ def _d_PriceRuleType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EnergyFee/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PriceRuleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PriceRuleType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
         f_EnergyFee = _new(iso20_commontypes.RationalNumberType)
@@ -9380,21 +9822,27 @@ def _d_PriceRuleType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'ParkingFee/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PriceRuleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PriceRuleType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_ParkingFee = _new(iso20_commontypes.RationalNumberType)
@@ -9406,15 +9854,22 @@ def _d_PriceRuleType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
                 el = 'ParkingFeePeriod'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_ParkingFeePeriod = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_ParkingFeePeriod = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_ParkingFeePeriod = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_ParkingFeePeriod = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ParkingFeePeriod = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_ParkingFeePeriod = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -9427,15 +9882,22 @@ def _d_PriceRuleType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
                 el = 'CarbonDioxideEmission'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_CarbonDioxideEmission = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_CarbonDioxideEmission = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_CarbonDioxideEmission = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_CarbonDioxideEmission = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_CarbonDioxideEmission = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_CarbonDioxideEmission = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -9460,21 +9922,27 @@ def _d_PriceRuleType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PriceRuleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PriceRuleType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -9492,15 +9960,22 @@ def _d_PriceRuleType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
                 el = 'ParkingFeePeriod'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_ParkingFeePeriod = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_ParkingFeePeriod = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_ParkingFeePeriod = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_ParkingFeePeriod = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ParkingFeePeriod = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_ParkingFeePeriod = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_ParkingFeePeriod = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -9513,15 +9988,22 @@ def _d_PriceRuleType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
                 el = 'CarbonDioxideEmission'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_CarbonDioxideEmission = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_CarbonDioxideEmission = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_CarbonDioxideEmission = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_CarbonDioxideEmission = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_CarbonDioxideEmission = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_CarbonDioxideEmission = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -9546,21 +10028,27 @@ def _d_PriceRuleType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PriceRuleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PriceRuleType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -9578,15 +10066,22 @@ def _d_PriceRuleType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
                 el = 'CarbonDioxideEmission'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_CarbonDioxideEmission = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_CarbonDioxideEmission = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_CarbonDioxideEmission = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_CarbonDioxideEmission = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_CarbonDioxideEmission = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_CarbonDioxideEmission = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_CarbonDioxideEmission = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -9611,21 +10106,27 @@ def _d_PriceRuleType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PriceRuleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PriceRuleType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -9655,21 +10156,27 @@ def _d_PriceRuleType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'PowerRangeStart/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PriceRuleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PriceRuleType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -9687,21 +10194,27 @@ def _d_PriceRuleType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'PowerRangeStart/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c7_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('PriceRuleType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('PriceRuleType', p)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
             f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
@@ -10024,35 +10537,47 @@ def _d_PriceScheduleType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PriceScheduleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PriceScheduleType', p)
         el = 'TimeAnchor'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TimeAnchor = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TimeAnchor = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('PriceScheduleType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('PriceScheduleType', p)
         if f_TimeAnchor > 18446744073709551615: r.facet('PriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(p))
         el = 'PriceScheduleID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_PriceScheduleID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_PriceScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_PriceScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_PriceScheduleID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_PriceScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_PriceScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_PriceScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10179,8 +10704,7 @@ def _d_ScheduleExchangeReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -10190,18 +10714,24 @@ def _d_ScheduleExchangeReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10398,8 +10928,7 @@ def _d_ScheduleExchangeResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -10409,18 +10938,24 @@ def _d_ScheduleExchangeResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10686,24 +11221,29 @@ def _d_ScheduleTupleType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ScheduleTupleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ScheduleTupleType', p)
         el = 'ScheduleTupleID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ScheduleTupleID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ScheduleTupleID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ScheduleTupleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ScheduleTupleType', p)
         if f_ScheduleTupleID < 1 or f_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', f_ScheduleTupleID, r.at(p))
         el = 'ChargingSchedule'
         _c1_PowerSchedule = None
@@ -10965,18 +11505,24 @@ def _d_Scheduled_EVPPTControlModeType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('Scheduled_EVPPTControlModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('Scheduled_EVPPTControlModeType', p)
         el = 'SelectedScheduleTupleID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_SelectedScheduleTupleID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_SelectedScheduleTupleID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -11072,15 +11618,22 @@ def _d_Scheduled_SEReqControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Scheduled_SEReqControlModeType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_DepartureTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -11097,21 +11650,27 @@ def _d_Scheduled_SEReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11127,21 +11686,27 @@ def _d_Scheduled_SEReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c2_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11157,21 +11722,27 @@ def _d_Scheduled_SEReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11181,24 +11752,29 @@ def _d_Scheduled_SEReqControlModeType(r):
         elif ec == 4:
             p += 3
             if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+            if (V >> (E - p)) & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
             el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c4_c1_TimeAnchor = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c4_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c4_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c4_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c4_c1_TimeAnchor = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c4_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c4_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
             if _c4_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c1_TimeAnchor, r.at(p))
             el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
             r.pos = p
@@ -11206,27 +11782,32 @@ def _d_Scheduled_SEReqControlModeType(r):
             V = r.v; E = r.end; p = r.pos
             p += 4
             if p > E: V, E, p = r.slide(p, 4)
-            x = (V >> (E - p)) & 15
-            if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+            if (V >> (E - p)) & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
             _c4_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
             _c4_EVPowerSchedule.TimeAnchor = _c4_c1_TimeAnchor
             _c4_EVPowerSchedule.EVPowerScheduleEntries = _c4_c1_EVPowerScheduleEntries
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c4_c2_TimeAnchor = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c4_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c4_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c4_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c4_c2_TimeAnchor = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c4_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c4_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
             if _c4_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c4_c2_TimeAnchor, r.at(p))
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
             p += 1
@@ -11272,8 +11853,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
             _c4_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
             _c4_EVAbsolutePriceSchedule.TimeAnchor = _c4_c2_TimeAnchor
             _c4_EVAbsolutePriceSchedule.Currency = _c4_c2_Currency
@@ -11301,21 +11881,27 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11331,21 +11917,27 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11361,21 +11953,27 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11385,24 +11983,29 @@ def _d_Scheduled_SEReqControlModeType(r):
             elif ec == 3:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_c1_TimeAnchor = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_c1_TimeAnchor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _c8_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c1_TimeAnchor, r.at(p))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = p
@@ -11410,27 +12013,32 @@ def _d_Scheduled_SEReqControlModeType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 _c8_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
                 _c8_EVPowerSchedule.TimeAnchor = _c8_c1_TimeAnchor
                 _c8_EVPowerSchedule.EVPowerScheduleEntries = _c8_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_c2_TimeAnchor = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_c2_TimeAnchor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _c8_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c8_c2_TimeAnchor, r.at(p))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 p += 1
@@ -11476,8 +12084,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 _c8_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
                 _c8_EVAbsolutePriceSchedule.TimeAnchor = _c8_c2_TimeAnchor
                 _c8_EVAbsolutePriceSchedule.Currency = _c8_c2_Currency
@@ -11505,21 +12112,27 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11535,21 +12148,27 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c10_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c10_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11559,24 +12178,29 @@ def _d_Scheduled_SEReqControlModeType(r):
             elif ec == 2:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c11_c1_TimeAnchor = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c11_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c11_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c11_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c11_c1_TimeAnchor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c11_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c11_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _c11_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c1_TimeAnchor, r.at(p))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = p
@@ -11584,27 +12208,32 @@ def _d_Scheduled_SEReqControlModeType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 _c11_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
                 _c11_EVPowerSchedule.TimeAnchor = _c11_c1_TimeAnchor
                 _c11_EVPowerSchedule.EVPowerScheduleEntries = _c11_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c11_c2_TimeAnchor = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c11_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c11_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c11_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c11_c2_TimeAnchor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c11_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c11_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _c11_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c11_c2_TimeAnchor, r.at(p))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 p += 1
@@ -11650,8 +12279,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 _c11_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
                 _c11_EVAbsolutePriceSchedule.TimeAnchor = _c11_c2_TimeAnchor
                 _c11_EVAbsolutePriceSchedule.Currency = _c11_c2_Currency
@@ -11679,21 +12307,27 @@ def _d_Scheduled_SEReqControlModeType(r):
                 _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c12_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c12_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11703,24 +12337,29 @@ def _d_Scheduled_SEReqControlModeType(r):
             elif ec == 1:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c13_c1_TimeAnchor = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c13_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c13_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c13_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c13_c1_TimeAnchor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c13_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c13_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c13_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _c13_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c1_TimeAnchor, r.at(p))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = p
@@ -11728,27 +12367,32 @@ def _d_Scheduled_SEReqControlModeType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 _c13_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
                 _c13_EVPowerSchedule.TimeAnchor = _c13_c1_TimeAnchor
                 _c13_EVPowerSchedule.EVPowerScheduleEntries = _c13_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c13_c2_TimeAnchor = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c13_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c13_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c13_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c13_c2_TimeAnchor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c13_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c13_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c13_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _c13_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c13_c2_TimeAnchor, r.at(p))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 p += 1
@@ -11794,8 +12438,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 _c13_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
                 _c13_EVAbsolutePriceSchedule.TimeAnchor = _c13_c2_TimeAnchor
                 _c13_EVAbsolutePriceSchedule.Currency = _c13_c2_Currency
@@ -11817,24 +12460,29 @@ def _d_Scheduled_SEReqControlModeType(r):
             if ec == 0:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 el = 'EVEnergyOffer/EVPowerSchedule/TimeAnchor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c14_c1_TimeAnchor = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c14_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c14_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c14_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c14_c1_TimeAnchor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c14_c1_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c14_c1_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c14_c1_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _c14_c1_TimeAnchor > 18446744073709551615: r.facet('EVPowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c1_TimeAnchor, r.at(p))
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
                 r.pos = p
@@ -11842,27 +12490,32 @@ def _d_Scheduled_SEReqControlModeType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 4
                 if p > E: V, E, p = r.slide(p, 4)
-                x = (V >> (E - p)) & 15
-                if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 _c14_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
                 _c14_EVPowerSchedule.TimeAnchor = _c14_c1_TimeAnchor
                 _c14_EVPowerSchedule.EVPowerScheduleEntries = _c14_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c14_c2_TimeAnchor = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c14_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c14_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c14_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c14_c2_TimeAnchor = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c14_c2_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c14_c2_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c14_c2_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 if _c14_c2_TimeAnchor > 18446744073709551615: r.facet('EVAbsolutePriceScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', _c14_c2_TimeAnchor, r.at(p))
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 p += 1
@@ -11908,8 +12561,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
                 _c14_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
                 _c14_EVAbsolutePriceSchedule.TimeAnchor = _c14_c2_TimeAnchor
                 _c14_EVAbsolutePriceSchedule.Currency = _c14_c2_Currency
@@ -12694,24 +13346,29 @@ def _d_Scheduled_SMDTControlModeType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('Scheduled_SMDTControlModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SMDTControlModeType', p)
         el = 'SelectedScheduleTupleID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_SelectedScheduleTupleID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_SelectedScheduleTupleID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('Scheduled_SMDTControlModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('Scheduled_SMDTControlModeType', p)
         if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', f_SelectedScheduleTupleID, r.at(p))
         r.pos = p
     except Exception as e:
@@ -12757,41 +13414,52 @@ def _d_SelectedServiceListType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('SelectedServiceListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('SelectedServiceListType', p)
         el = 'SelectedService/ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('SelectedServiceListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('SelectedServiceListType', p)
         if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
         el = 'SelectedService/ParameterSetID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_ParameterSetID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_ParameterSetID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SelectedServiceListType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceListType', p)
         if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(p))
         _v = _new(iso20_commonmessages.SelectedServiceType)
         _v.ServiceID = _c1_ServiceID
@@ -12807,41 +13475,52 @@ def _d_SelectedServiceListType(r):
                 if ec == 0:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('SelectedServiceListType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceListType', p)
                     el = 'SelectedService/ServiceID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_ServiceID = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_ServiceID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('SelectedServiceListType', p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SelectedServiceListType', p)
                     if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(p))
                     el = 'SelectedService/ParameterSetID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_ParameterSetID = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_ParameterSetID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('SelectedServiceListType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceListType', p)
                     if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(p))
                     _v = _new(iso20_commonmessages.SelectedServiceType)
                     _v.ServiceID = _c2_ServiceID
@@ -12968,41 +13647,52 @@ def _d_SelectedServiceType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SelectedServiceType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('SelectedServiceType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('SelectedServiceType', p)
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         el = 'ParameterSetID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ParameterSetID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ParameterSetID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SelectedServiceType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
         if f_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', f_ParameterSetID, r.at(p))
         r.pos = p
     except Exception as e:
@@ -13068,8 +13758,7 @@ def _d_ServiceDetailReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -13079,18 +13768,24 @@ def _d_ServiceDetailReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -13122,24 +13817,29 @@ def _d_ServiceDetailReqType(r):
         f_Header.Signature = _c1_Signature
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         r.pos = p
     except Exception as e:
@@ -13249,8 +13949,7 @@ def _d_ServiceDetailResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -13260,18 +13959,24 @@ def _d_ServiceDetailResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -13310,21 +14015,27 @@ def _d_ServiceDetailResType(r):
         if f_ResponseCode >= 40: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 40, r.at(p))
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailResType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailResType', p)
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         el = 'ServiceParameterList'
         r.pos = p
@@ -13456,8 +14167,7 @@ def _d_ServiceDiscoveryReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -13467,18 +14177,24 @@ def _d_ServiceDiscoveryReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -13642,8 +14358,7 @@ def _d_ServiceDiscoveryResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -13653,18 +14368,24 @@ def _d_ServiceDiscoveryResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -13854,18 +14575,24 @@ def _d_ServiceIDListType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceIDListType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceIDListType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _v = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _v = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _v = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _v = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _v = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _v = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -13885,15 +14612,22 @@ def _d_ServiceIDListType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceIDListType', p)
                     el = 'ServiceID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _v = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _v = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _v = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _v = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _v = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _v = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _v = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -13993,18 +14727,24 @@ def _d_ServiceListType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('ServiceListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('ServiceListType', p)
         el = 'Service/ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -14028,18 +14768,24 @@ def _d_ServiceListType(r):
                 if ec == 0:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ServiceListType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('ServiceListType', p)
                     el = 'Service/ServiceID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_ServiceID = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_ServiceID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 6
@@ -14273,8 +15019,7 @@ def _d_ServiceSelectionReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -14284,18 +15029,24 @@ def _d_ServiceSelectionReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -14327,41 +15078,52 @@ def _d_ServiceSelectionReqType(r):
         f_Header.Signature = _c1_Signature
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('ServiceSelectionReqType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('ServiceSelectionReqType', p)
         el = 'SelectedEnergyTransferService/ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('ServiceSelectionReqType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('ServiceSelectionReqType', p)
         if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(p))
         el = 'SelectedEnergyTransferService/ParameterSetID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_ParameterSetID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_ParameterSetID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceSelectionReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceSelectionReqType', p)
         if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(p))
         f_SelectedEnergyTransferService = _new(iso20_commonmessages.SelectedServiceType)
         f_SelectedEnergyTransferService.ServiceID = _c2_ServiceID
@@ -14525,8 +15287,7 @@ def _d_ServiceSelectionResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -14536,18 +15297,24 @@ def _d_ServiceSelectionResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -14679,18 +15446,24 @@ def _d_ServiceType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -14758,8 +15531,7 @@ def _d_SessionSetupReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -14769,18 +15541,24 @@ def _d_SessionSetupReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -14940,8 +15718,7 @@ def _d_SessionSetupResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -14951,18 +15728,24 @@ def _d_SessionSetupResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -15135,8 +15918,7 @@ def _d_SessionStopReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -15146,18 +15928,24 @@ def _d_SessionStopReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -15438,8 +16226,7 @@ def _d_SessionStopResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -15449,18 +16236,24 @@ def _d_SessionStopResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -15726,8 +16519,7 @@ def _d_SignedInstallationDataType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SignedInstallationDataType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('SignedInstallationDataType', p)
         el = 'ContractCertificateChain/Certificate'
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -15790,8 +16582,7 @@ def _d_SignedInstallationDataType(r):
                 if len(f_SECP521_EncryptedPrivateKey) < 94 or len(f_SECP521_EncryptedPrivateKey) > 94: r.facet('SignedInstallationDataType/SECP521_EncryptedPrivateKey', 'length [94, 94]', f_SECP521_EncryptedPrivateKey, r.at(p))
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SignedInstallationDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SignedInstallationDataType', p)
                 s = -1
             elif ec == 1:
                 p += 1
@@ -15806,8 +16597,7 @@ def _d_SignedInstallationDataType(r):
                 if len(f_X448_EncryptedPrivateKey) < 84 or len(f_X448_EncryptedPrivateKey) > 84: r.facet('SignedInstallationDataType/X448_EncryptedPrivateKey', 'length [84, 84]', f_X448_EncryptedPrivateKey, r.at(p))
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SignedInstallationDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SignedInstallationDataType', p)
                 s = -1
             elif ec == 2:
                 p += 1
@@ -15822,8 +16612,7 @@ def _d_SignedInstallationDataType(r):
                 if len(f_TPM_EncryptedPrivateKey) < 206 or len(f_TPM_EncryptedPrivateKey) > 206: r.facet('SignedInstallationDataType/TPM_EncryptedPrivateKey', 'length [206, 206]', f_TPM_EncryptedPrivateKey, r.at(p))
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SignedInstallationDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SignedInstallationDataType', p)
                 s = -1
             else:
                 raise r.deviation('SignedInstallationDataType', p)
@@ -15972,8 +16761,7 @@ def _d_SignedMeteringDataType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SignedMeteringDataType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('SignedMeteringDataType', p)
         el = 'SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -15983,8 +16771,7 @@ def _d_SignedMeteringDataType(r):
         if len(f_SessionID) < 8 or len(f_SessionID) > 8: r.facet('SignedMeteringDataType/SessionID', 'length [8, 8]', f_SessionID, r.at(p))
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SignedMeteringDataType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('SignedMeteringDataType', p)
         el = 'MeterInfo'
         r.pos = p
         f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
@@ -16010,24 +16797,29 @@ def _d_SignedMeteringDataType(r):
             elif ec == 2:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SignedMeteringDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SignedMeteringDataType', p)
                 el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_SelectedScheduleTupleID = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_SelectedScheduleTupleID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SignedMeteringDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SignedMeteringDataType', p)
                 if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_SelectedScheduleTupleID, r.at(p))
                 f_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
                 f_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_SelectedScheduleTupleID
@@ -16048,24 +16840,29 @@ def _d_SignedMeteringDataType(r):
             elif ec == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SignedMeteringDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SignedMeteringDataType', p)
                 el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_SelectedScheduleTupleID = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_SelectedScheduleTupleID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_SelectedScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_SelectedScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SignedMeteringDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SignedMeteringDataType', p)
                 if _c4_SelectedScheduleTupleID < 1 or _c4_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c4_SelectedScheduleTupleID, r.at(p))
                 f_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
                 f_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c4_SelectedScheduleTupleID
@@ -16532,41 +17329,52 @@ def _d_TargetPositionType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('TargetPositionType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('TargetPositionType', p)
         el = 'TargetOffsetX'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TargetOffsetX = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TargetOffsetX = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TargetOffsetX = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TargetOffsetX = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TargetOffsetX = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TargetOffsetX = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TargetOffsetX = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TargetOffsetX = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('TargetPositionType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('TargetPositionType', p)
         if f_TargetOffsetX > 65535: r.facet('TargetPositionType/TargetOffsetX', 'range [0, 65535]', f_TargetOffsetX, r.at(p))
         el = 'TargetOffsetY'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TargetOffsetY = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TargetOffsetY = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TargetOffsetY = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TargetOffsetY = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TargetOffsetY = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TargetOffsetY = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TargetOffsetY = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TargetOffsetY = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('TargetPositionType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('TargetPositionType', p)
         if f_TargetOffsetY > 65535: r.facet('TargetPositionType/TargetOffsetY', 'range [0, 65535]', f_TargetOffsetY, r.at(p))
         r.pos = p
     except Exception as e:
@@ -16734,18 +17542,24 @@ def _d_TaxRuleType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('TaxRuleType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('TaxRuleType', p)
         el = 'TaxRuleID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TaxRuleID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TaxRuleID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -16782,21 +17596,27 @@ def _d_TaxRuleType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxRate/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('TaxRuleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('TaxRuleType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_TaxRate = _new(iso20_commontypes.RationalNumberType)
@@ -16812,21 +17632,27 @@ def _d_TaxRuleType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxRate/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('TaxRuleType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('TaxRuleType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_TaxRate = _new(iso20_commontypes.RationalNumberType)
@@ -17039,8 +17865,7 @@ def _d_VehicleCheckInReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -17050,18 +17875,24 @@ def _d_VehicleCheckInReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -17115,15 +17946,22 @@ def _d_VehicleCheckInReqType(r):
                 if x & 2: raise r.deviation('VehicleCheckInReqType', p)
                 el = 'VehicleFrame'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_VehicleFrame = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_VehicleFrame = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_VehicleFrame = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_VehicleFrame = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_VehicleFrame = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_VehicleFrame = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_VehicleFrame = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_VehicleFrame = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17139,15 +17977,22 @@ def _d_VehicleCheckInReqType(r):
                 if x & 2: raise r.deviation('VehicleCheckInReqType', p)
                 el = 'DeviceOffset'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_DeviceOffset = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_DeviceOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_DeviceOffset = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_DeviceOffset = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_DeviceOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DeviceOffset = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17163,15 +18008,22 @@ def _d_VehicleCheckInReqType(r):
                 if x & 2: raise r.deviation('VehicleCheckInReqType', p)
                 el = 'VehicleTravel'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_VehicleTravel = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_VehicleTravel = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_VehicleTravel = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_VehicleTravel = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_VehicleTravel = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_VehicleTravel = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17196,15 +18048,22 @@ def _d_VehicleCheckInReqType(r):
                 if x & 2: raise r.deviation('VehicleCheckInReqType', p)
                 el = 'DeviceOffset'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_DeviceOffset = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_DeviceOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_DeviceOffset = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_DeviceOffset = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_DeviceOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_DeviceOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DeviceOffset = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17220,15 +18079,22 @@ def _d_VehicleCheckInReqType(r):
                 if x & 2: raise r.deviation('VehicleCheckInReqType', p)
                 el = 'VehicleTravel'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_VehicleTravel = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_VehicleTravel = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_VehicleTravel = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_VehicleTravel = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_VehicleTravel = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_VehicleTravel = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17253,15 +18119,22 @@ def _d_VehicleCheckInReqType(r):
                 if x & 2: raise r.deviation('VehicleCheckInReqType', p)
                 el = 'VehicleTravel'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_VehicleTravel = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_VehicleTravel = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_VehicleTravel = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_VehicleTravel = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_VehicleTravel = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_VehicleTravel = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_VehicleTravel = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17505,8 +18378,7 @@ def _d_VehicleCheckInResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -17516,18 +18388,24 @@ def _d_VehicleCheckInResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -17577,15 +18455,22 @@ def _d_VehicleCheckInResType(r):
                 if x & 2: raise r.deviation('VehicleCheckInResType', p)
                 el = 'ParkingSpace'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_ParkingSpace = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_ParkingSpace = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_ParkingSpace = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_ParkingSpace = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_ParkingSpace = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ParkingSpace = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_ParkingSpace = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_ParkingSpace = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17601,15 +18486,22 @@ def _d_VehicleCheckInResType(r):
                 if x & 2: raise r.deviation('VehicleCheckInResType', p)
                 el = 'DeviceLocation'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_DeviceLocation = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_DeviceLocation = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_DeviceLocation = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_DeviceLocation = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_DeviceLocation = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DeviceLocation = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17625,15 +18517,22 @@ def _d_VehicleCheckInResType(r):
                 if x & 2: raise r.deviation('VehicleCheckInResType', p)
                 el = 'TargetDistance'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_TargetDistance = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_TargetDistance = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TargetDistance = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_TargetDistance = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_TargetDistance = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_TargetDistance = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17658,15 +18557,22 @@ def _d_VehicleCheckInResType(r):
                 if x & 2: raise r.deviation('VehicleCheckInResType', p)
                 el = 'DeviceLocation'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_DeviceLocation = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_DeviceLocation = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_DeviceLocation = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_DeviceLocation = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_DeviceLocation = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_DeviceLocation = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DeviceLocation = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17682,15 +18588,22 @@ def _d_VehicleCheckInResType(r):
                 if x & 2: raise r.deviation('VehicleCheckInResType', p)
                 el = 'TargetDistance'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_TargetDistance = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_TargetDistance = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TargetDistance = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_TargetDistance = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_TargetDistance = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_TargetDistance = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17715,15 +18628,22 @@ def _d_VehicleCheckInResType(r):
                 if x & 2: raise r.deviation('VehicleCheckInResType', p)
                 el = 'TargetDistance'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_TargetDistance = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_TargetDistance = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TargetDistance = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_TargetDistance = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_TargetDistance = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_TargetDistance = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_TargetDistance = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -17958,8 +18878,7 @@ def _d_VehicleCheckOutReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -17969,18 +18888,24 @@ def _d_VehicleCheckOutReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -18019,21 +18944,27 @@ def _d_VehicleCheckOutReqType(r):
         if f_EVCheckOutStatus >= 3: f_EVCheckOutStatus = r.enum_index('VehicleCheckOutReqType/EVCheckOutStatus', f_EVCheckOutStatus, 3, r.at(p))
         else: f_EVCheckOutStatus = _E_iso20_commonmessages_evCheckOutStatusType[f_EVCheckOutStatus]
         el = 'CheckOutTime'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_CheckOutTime = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_CheckOutTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_CheckOutTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_CheckOutTime = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_CheckOutTime = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_CheckOutTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_CheckOutTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_CheckOutTime = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('VehicleCheckOutReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('VehicleCheckOutReqType', p)
         if f_CheckOutTime > 18446744073709551615: r.facet('VehicleCheckOutReqType/CheckOutTime', 'range [0, 18446744073709551615]', f_CheckOutTime, r.at(p))
         r.pos = p
     except Exception as e:
@@ -18149,8 +19080,7 @@ def _d_VehicleCheckOutResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -18160,18 +19090,24 @@ def _d_VehicleCheckOutResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -18705,15 +19641,22 @@ def _de11(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -18873,15 +19816,22 @@ def _de18(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -18913,15 +19863,22 @@ def _de19(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -18953,15 +19910,22 @@ def _de20(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -18993,15 +19957,22 @@ def _de21(r):  # CarbonDioxideEmission
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CarbonDioxideEmission', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -19114,15 +20085,22 @@ def _de25(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -19199,15 +20177,22 @@ def _de28(r):  # CheckOutTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CheckOutTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -19310,15 +20295,22 @@ def _de31(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -19350,15 +20342,22 @@ def _de32(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -19392,15 +20391,22 @@ def _de33(r):  # DeviceLocation
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('DeviceLocation', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -19436,15 +20442,22 @@ def _de34(r):  # DeviceOffset
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('DeviceOffset', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -19478,15 +20491,22 @@ def _de35(r):  # Duration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Duration', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -20042,15 +21062,22 @@ def _de54(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -20342,15 +21369,22 @@ def _de64(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -20384,15 +21418,22 @@ def _de65(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -20504,15 +21545,22 @@ def _de69(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -20565,15 +21613,22 @@ def _de71(r):  # OverstayFeePeriod
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('OverstayFeePeriod', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -20643,15 +21698,22 @@ def _de73(r):  # OverstayTimeThreshold
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('OverstayTimeThreshold', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -20791,15 +21853,22 @@ def _de77(r):  # ParameterSetID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ParameterSetID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -20831,15 +21900,22 @@ def _de78(r):  # ParkingFeePeriod
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ParkingFeePeriod', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -20897,15 +21973,22 @@ def _de80(r):  # ParkingSpace
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ParkingSpace', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21116,15 +22199,22 @@ def _de87(r):  # PriceScheduleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PriceScheduleID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21251,15 +22341,22 @@ def _de91(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21291,15 +22388,22 @@ def _de92(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21331,15 +22435,22 @@ def _de93(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21485,15 +22596,22 @@ def _de98(r):  # ScheduleTupleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ScheduleTupleID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21583,15 +22701,22 @@ def _de101(r):  # SelectedScheduleTupleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SelectedScheduleTupleID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21623,15 +22748,22 @@ def _de102(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21788,15 +22920,22 @@ def _de107(r):  # StartTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('StartTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21863,15 +23002,22 @@ def _de109(r):  # TargetDistance
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('TargetDistance', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21905,15 +23051,22 @@ def _de110(r):  # TargetOffsetX
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TargetOffsetX', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -21945,15 +23098,22 @@ def _de111(r):  # TargetOffsetY
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TargetOffsetY', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22050,15 +23210,22 @@ def _de115(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22090,15 +23257,22 @@ def _de116(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22168,15 +23342,22 @@ def _de118(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22208,15 +23389,22 @@ def _de119(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22248,15 +23436,22 @@ def _de120(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22290,15 +23485,22 @@ def _de121(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22334,15 +23536,22 @@ def _de122(r):  # VehicleFrame
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('VehicleFrame', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22378,15 +23587,22 @@ def _de123(r):  # VehicleTravel
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('VehicleTravel', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22599,15 +23815,22 @@ def _de129(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22830,15 +24053,22 @@ def _de136(r):  # intValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('intValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -22874,15 +24104,22 @@ def _de137(r):  # shortValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('shortValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1

@@ -41,15 +41,22 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -65,15 +72,22 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -89,15 +103,22 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -113,15 +134,22 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c4_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c4_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -137,15 +165,22 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c5_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c5_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -161,21 +196,27 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c6_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c6_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -198,21 +239,27 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -228,21 +275,27 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -260,15 +313,22 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c9_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c9_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -284,15 +344,22 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c10_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -308,21 +375,27 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c11_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 3
             if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
+            if (V >> (E - p)) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', p)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
             f_EVMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -628,15 +701,22 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -652,15 +732,22 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -676,15 +763,22 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -700,15 +794,22 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c4_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c4_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -724,15 +825,22 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c5_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c5_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -748,21 +856,27 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c6_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c6_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -782,15 +896,22 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
@@ -806,21 +927,27 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -836,21 +963,27 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -868,15 +1001,22 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c10_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -892,15 +1032,22 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c11_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -916,21 +1063,27 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c12_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c12_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 3
             if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
+            if (V >> (E - p)) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', p)
             if _neg: _c12_Value = -_c12_Value - 1
             if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
             f_EVSEMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -1254,15 +1407,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_DepartureTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 16
@@ -1274,21 +1434,27 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -1304,21 +1470,27 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c2_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -1336,15 +1508,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1360,15 +1539,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c4_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1384,15 +1570,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c5_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1408,15 +1601,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c6_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1432,15 +1632,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c7_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1456,15 +1663,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c8_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c8_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1480,15 +1694,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c9_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c9_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1504,15 +1725,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c10_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1528,15 +1756,22 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c11_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1552,21 +1787,27 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c12_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c12_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
             if _neg: _c12_Value = -_c12_Value - 1
             if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
             f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -1586,21 +1827,27 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c13_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c13_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
                 f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -1616,21 +1863,27 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c14_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c14_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -1655,21 +1908,27 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c15_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c15_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
                 f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -2094,15 +2353,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_DepartureTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -2133,15 +2399,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
             el = 'AckMaxDelay'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_AckMaxDelay = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_AckMaxDelay = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -2158,21 +2431,27 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2208,15 +2487,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_AckMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -2233,21 +2519,27 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2274,15 +2566,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_AckMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -2299,21 +2598,27 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2331,15 +2636,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_AckMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -2356,21 +2668,27 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2388,21 +2706,27 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c5_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -2418,15 +2742,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c6_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -2442,15 +2773,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c7_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -2466,15 +2804,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c8_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c8_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -2490,15 +2835,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c9_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c9_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -2514,15 +2866,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c10_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -2538,15 +2897,22 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c11_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -2562,21 +2928,27 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c12_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c12_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 3
             if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
             if _neg: _c12_Value = -_c12_Value - 1
             if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
             f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -3020,21 +3392,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3050,21 +3428,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c2_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3080,21 +3464,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3110,21 +3500,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c4_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3146,21 +3542,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3176,21 +3578,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3206,21 +3614,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3242,21 +3656,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -3272,21 +3692,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3304,21 +3730,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c10_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c10_Value = -_c10_Value - 1
             if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3334,21 +3766,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c11_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -3369,21 +3807,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c12_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumChargePower/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c12_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c12_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
                     f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -3399,21 +3843,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c13_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMinimumChargePower/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c13_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c13_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
                     f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -3429,21 +3879,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c14_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumChargeCurrent/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c14_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c14_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
                     f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3459,21 +3915,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c15_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumVoltage/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c15_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c15_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
                     f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -3492,21 +3954,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c16_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMinimumVoltage/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c16_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c16_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c16_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c16_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(p))
                     f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -3522,21 +3990,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c17_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c17_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c17_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c17_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c17_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(p))
                     f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -3552,21 +4026,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c18_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c18_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c18_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c18_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c18_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c18_Value = -_c18_Value - 1
                     if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(p))
                     f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -3582,21 +4062,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c19_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumDischargeCurrent/Value'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c19_Value = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c19_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c19_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c19_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                     if _neg: _c19_Value = -_c19_Value - 1
                     if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(p))
                     f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3621,21 +4107,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c20_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c20_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c20_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c20_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(p))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -3651,21 +4143,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c21_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c21_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c21_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c21_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(p))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3681,21 +4179,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c22_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c22_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c22_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c22_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c22_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(p))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -3711,21 +4215,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c23_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c23_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c23_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c23_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(p))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -3741,21 +4251,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c24_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c24_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c24_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c24_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c24_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(p))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -3771,21 +4287,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c25_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c25_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c25_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c25_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c25_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(p))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -3801,21 +4323,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c26_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c26_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c26_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c26_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c26_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(p))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3840,21 +4368,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c27_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c27_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c27_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c27_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c27_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(p))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -3870,21 +4404,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c28_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c28_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c28_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c28_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c28_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(p))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -3900,21 +4440,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c29_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c29_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c29_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c29_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c29_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(p))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -3930,21 +4476,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c30_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c30_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c30_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c30_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c30_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(p))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -3960,21 +4512,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c31_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c31_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c31_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c31_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c31_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(p))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -3990,21 +4548,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c32_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c32_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c32_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c32_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c32_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(p))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4029,21 +4593,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c33_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c33_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c33_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c33_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c33_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(p))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -4059,21 +4629,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c34_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c34_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c34_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c34_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c34_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(p))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -4089,21 +4665,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c35_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c35_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c35_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c35_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c35_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(p))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -4119,21 +4701,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c36_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c36_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c36_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c36_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c36_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(p))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -4149,21 +4737,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c37_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c37_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c37_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c37_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c37_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c37_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c37_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(p))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4188,21 +4782,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c38_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c38_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c38_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c38_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c38_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c38_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c38_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(p))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -4218,21 +4818,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c39_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c39_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c39_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c39_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c39_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c39_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c39_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(p))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -4248,21 +4854,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c40_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c40_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c40_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c40_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c40_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c40_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c40_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(p))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -4278,21 +4890,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c41_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c41_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c41_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c41_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c41_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c41_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c41_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(p))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4317,21 +4935,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c42_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c42_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c42_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c42_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c42_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c42_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c42_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(p))
                 f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -4347,21 +4971,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c43_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c43_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c43_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c43_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c43_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c43_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c43_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(p))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -4377,21 +5007,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c44_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c44_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c44_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c44_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c44_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c44_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c44_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(p))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4416,21 +5052,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c45_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c45_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c45_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c45_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c45_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c45_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c45_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(p))
                 f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -4446,21 +5088,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c46_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c46_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c46_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c46_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c46_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c46_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c46_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c46_Value = -_c46_Value - 1
                 if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(p))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4485,21 +5133,27 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c47_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c47_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c47_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c47_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c47_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c47_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c47_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c47_Value = -_c47_Value - 1
                 if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(p))
                 f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -5689,21 +6343,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -5719,21 +6379,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -5749,21 +6415,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -5779,21 +6451,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -5812,21 +6490,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -5842,21 +6526,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -5872,21 +6562,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -5902,21 +6598,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -5941,21 +6643,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -5971,21 +6679,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c10_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c10_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -6001,21 +6715,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c11_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c11_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6031,21 +6751,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c12_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c12_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -6061,21 +6787,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c13_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c13_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -6091,21 +6823,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c14_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c14_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -6121,21 +6859,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c15_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c15_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6160,21 +6904,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c16_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c16_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c16_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c16_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(p))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -6190,21 +6940,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c17_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c17_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c17_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c17_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c17_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(p))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6220,21 +6976,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c18_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c18_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c18_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c18_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c18_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(p))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -6250,21 +7012,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c19_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c19_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c19_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c19_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c19_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(p))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -6280,21 +7048,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c20_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c20_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c20_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c20_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(p))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -6310,21 +7084,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c21_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c21_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c21_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c21_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(p))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6349,21 +7129,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c22_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c22_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c22_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c22_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c22_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(p))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6379,21 +7165,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c23_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c23_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c23_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c23_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(p))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -6409,21 +7201,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c24_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c24_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c24_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c24_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c24_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(p))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -6439,21 +7237,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c25_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c25_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c25_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c25_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c25_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(p))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -6469,21 +7273,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c26_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c26_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c26_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c26_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c26_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(p))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6508,21 +7318,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c27_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c27_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c27_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c27_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c27_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(p))
                 f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -6538,21 +7354,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c28_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c28_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c28_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c28_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c28_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(p))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -6568,21 +7390,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c29_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c29_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c29_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c29_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c29_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(p))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -6598,21 +7426,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c30_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c30_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c30_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c30_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c30_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(p))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6637,21 +7471,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c31_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c31_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c31_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c31_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c31_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(p))
                 f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
@@ -6667,21 +7507,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c32_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c32_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c32_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c32_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c32_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(p))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -6697,21 +7543,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c33_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c33_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c33_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c33_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c33_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(p))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6736,21 +7588,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c34_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c34_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c34_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c34_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c34_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(p))
                 f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -6766,21 +7624,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c35_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c35_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c35_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c35_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c35_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(p))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -6805,21 +7669,27 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c36_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c36_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c36_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c36_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c36_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(p))
                 f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -7736,15 +8606,22 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -7760,15 +8637,22 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -7784,15 +8668,22 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -7808,15 +8699,22 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c4_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c4_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -7832,15 +8730,22 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c5_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c5_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -7856,21 +8761,27 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c6_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c6_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_CPDReqEnergyTransferModeType', p)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
         f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -8081,15 +8992,22 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -8105,15 +9023,22 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -8129,15 +9054,22 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -8153,15 +9085,22 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c4_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c4_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -8177,15 +9116,22 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c5_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c5_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -8201,21 +9147,27 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c6_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c6_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
         f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -8235,21 +9187,27 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
@@ -8457,8 +9415,7 @@ def _d_DC_CableCheckReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -8468,18 +9425,24 @@ def _d_DC_CableCheckReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -8607,8 +9570,7 @@ def _d_DC_CableCheckResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -8618,18 +9580,24 @@ def _d_DC_CableCheckResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -8786,8 +9754,7 @@ def _d_DC_ChargeLoopReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -8797,18 +9764,24 @@ def _d_DC_ChargeLoopReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -8874,21 +9847,27 @@ def _d_DC_ChargeLoopReqType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c2_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('DC_ChargeLoopReqType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopReqType', p)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
             f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -9160,8 +10139,7 @@ def _d_DC_ChargeLoopResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -9171,18 +10149,24 @@ def _d_DC_ChargeLoopResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -9228,18 +10212,24 @@ def _d_DC_ChargeLoopResType(r):
             if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 8
@@ -9276,21 +10266,27 @@ def _d_DC_ChargeLoopResType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -9324,21 +10320,27 @@ def _d_DC_ChargeLoopResType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -9366,21 +10368,27 @@ def _d_DC_ChargeLoopResType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -9398,21 +10406,27 @@ def _d_DC_ChargeLoopResType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c6_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('DC_ChargeLoopResType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
             if _neg: _c6_Value = -_c6_Value - 1
             if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
             f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -9428,15 +10442,22 @@ def _d_DC_ChargeLoopResType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c7_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 14
@@ -9881,8 +10902,7 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -9892,18 +10912,24 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10082,8 +11108,7 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -10093,18 +11118,24 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10300,8 +11331,7 @@ def _d_DC_PreChargeReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -10311,18 +11341,24 @@ def _d_DC_PreChargeReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10364,15 +11400,22 @@ def _d_DC_PreChargeReqType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -10388,21 +11431,27 @@ def _d_DC_PreChargeReqType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('DC_PreChargeReqType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('DC_PreChargeReqType', p)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
         f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -10552,8 +11601,7 @@ def _d_DC_PreChargeResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -10563,18 +11611,24 @@ def _d_DC_PreChargeResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10616,21 +11670,27 @@ def _d_DC_PreChargeResType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('DC_PreChargeResType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('DC_PreChargeResType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
         f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -10758,8 +11818,7 @@ def _d_DC_WeldingDetectionReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -10769,18 +11828,24 @@ def _d_DC_WeldingDetectionReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10920,8 +11985,7 @@ def _d_DC_WeldingDetectionResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -10931,18 +11995,24 @@ def _d_DC_WeldingDetectionResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10984,21 +12054,27 @@ def _d_DC_WeldingDetectionResType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('DC_WeldingDetectionResType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('DC_WeldingDetectionResType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
         f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -11132,15 +12208,22 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_DepartureTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 16
@@ -11152,21 +12235,27 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11182,21 +12271,27 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c2_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -11214,15 +12309,22 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -11238,15 +12340,22 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c4_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -11262,15 +12371,22 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c5_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -11286,15 +12402,22 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c6_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -11310,15 +12433,22 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c7_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -11334,15 +12464,22 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c8_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c8_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -11358,21 +12495,27 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c9_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c9_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 3
             if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
             if _neg: _c9_Value = -_c9_Value - 1
             if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
             f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -11633,15 +12776,22 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_DepartureTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -11672,15 +12822,22 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
             el = 'AckMaxDelay'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_AckMaxDelay = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_AckMaxDelay = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -11697,21 +12854,27 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -11747,15 +12910,22 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_AckMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -11772,21 +12942,27 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -11813,15 +12989,22 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_AckMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -11838,21 +13021,27 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -11870,15 +13059,22 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_AckMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -11895,21 +13091,27 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -11927,21 +13129,27 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c5_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -11957,15 +13165,22 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c6_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -11981,15 +13196,22 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c7_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -12005,21 +13227,27 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c8_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c8_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 3
             if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
             if _neg: _c8_Value = -_c8_Value - 1
             if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -12376,21 +13604,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -12406,21 +13640,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c2_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
             f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -12436,21 +13676,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
             f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -12466,21 +13712,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c4_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -12502,21 +13754,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -12532,21 +13790,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -12562,21 +13826,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -12598,21 +13868,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
@@ -12628,21 +13904,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -12660,21 +13942,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c10_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c10_Value = -_c10_Value - 1
             if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
             f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -12690,21 +13978,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c11_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
             f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -12724,21 +14018,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c12_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c12_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
                 f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -12754,21 +14054,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c13_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c13_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -12784,21 +14090,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c14_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c14_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -12814,21 +14126,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c15_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c15_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(p))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -12844,21 +14162,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c16_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c16_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c16_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c16_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(p))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -12883,21 +14207,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c17_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c17_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c17_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c17_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c17_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(p))
                 f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -12913,21 +14243,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c18_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c18_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c18_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c18_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c18_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(p))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -12943,21 +14279,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c19_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c19_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c19_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c19_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c19_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(p))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -12973,21 +14315,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c20_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c20_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c20_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c20_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(p))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -13012,21 +14360,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c21_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c21_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c21_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c21_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(p))
                 f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -13042,21 +14396,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c22_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c22_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c22_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c22_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c22_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(p))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -13072,21 +14432,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c23_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c23_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c23_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c23_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(p))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -13111,21 +14477,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c24_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c24_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c24_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c24_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c24_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(p))
                 f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -13141,21 +14513,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c25_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c25_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c25_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c25_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c25_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(p))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -13180,21 +14558,27 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c26_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c26_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c26_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c26_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c26_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLReqControlModeType', p)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(p))
                 f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -13893,21 +15277,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -13923,21 +15313,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c2_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
             f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -13953,21 +15349,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
             f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -13983,21 +15385,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c4_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
             f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -14022,21 +15430,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
@@ -14052,21 +15466,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -14082,21 +15502,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -14121,21 +15547,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -14151,21 +15583,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -14190,21 +15628,27 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c10_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c10_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('Scheduled_DC_CLResControlModeType', p)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
                 f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
@@ -14769,15 +16213,22 @@ def _de11(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -14809,15 +16260,22 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -14849,15 +16307,22 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -14889,15 +16354,22 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -14929,15 +16401,22 @@ def _de15(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -14990,15 +16469,22 @@ def _de17(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -15260,15 +16746,22 @@ def _de27(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -15479,15 +16972,22 @@ def _de34(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -15521,15 +17021,22 @@ def _de35(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -15619,15 +17126,22 @@ def _de38(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -15861,15 +17375,22 @@ def _de45(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -15901,15 +17422,22 @@ def _de46(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -15941,15 +17469,22 @@ def _de47(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -16154,15 +17689,22 @@ def _de54(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -16194,15 +17736,22 @@ def _de55(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -16234,15 +17783,22 @@ def _de56(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -16276,15 +17832,22 @@ def _de57(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -16464,15 +18027,22 @@ def _de62(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1

@@ -205,15 +205,22 @@ def _d_AlternativeSECCType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
             el = 'Port'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_Port = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_Port = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -271,15 +278,22 @@ def _d_AlternativeSECCType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
                 el = 'Port'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_Port = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_Port = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -319,15 +333,22 @@ def _d_AlternativeSECCType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
                 el = 'Port'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_Port = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_Port = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -349,15 +370,22 @@ def _d_AlternativeSECCType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
                 el = 'Port'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_Port = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_Port = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -692,8 +720,7 @@ def _d_WPT_AlignmentCheckReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -703,18 +730,24 @@ def _d_WPT_AlignmentCheckReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -766,15 +799,22 @@ def _d_WPT_AlignmentCheckReqType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'TargetCoilCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 7
@@ -1027,8 +1067,7 @@ def _d_WPT_AlignmentCheckResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -1038,18 +1077,24 @@ def _d_WPT_AlignmentCheckResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -1105,21 +1150,27 @@ def _d_WPT_AlignmentCheckResType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'PowerTransmitted/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
                 f_PowerTransmitted = _new(iso20_commontypes.RationalNumberType)
@@ -1135,21 +1186,27 @@ def _d_WPT_AlignmentCheckResType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'SupplyDeviceCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -1197,21 +1254,27 @@ def _d_WPT_AlignmentCheckResType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'SupplyDeviceCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -1594,8 +1657,7 @@ def _d_WPT_ChargeLoopReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -1605,18 +1667,24 @@ def _d_WPT_ChargeLoopReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -1682,15 +1750,22 @@ def _d_WPT_ChargeLoopReqType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c2_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -1706,15 +1781,22 @@ def _d_WPT_ChargeLoopReqType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerOutput/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 7
@@ -1742,21 +1824,27 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCOperatingFrequency/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeLoopReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopReqType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
@@ -1772,15 +1860,22 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
@@ -1796,15 +1891,22 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
@@ -1820,15 +1922,22 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
@@ -1844,21 +1953,27 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
                 if _neg: _c5_c4_Value = -_c5_c4_Value - 1
                 if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(p))
                 _c5_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
@@ -1911,15 +2026,22 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
@@ -1935,15 +2057,22 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
@@ -1959,15 +2088,22 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
@@ -1983,21 +2119,27 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
                 if _neg: _c6_c4_Value = -_c6_c4_Value - 1
                 if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c4_Value, r.at(p))
                 _c6_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
@@ -2579,8 +2721,7 @@ def _d_WPT_ChargeLoopResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -2590,18 +2731,24 @@ def _d_WPT_ChargeLoopResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -2647,18 +2794,24 @@ def _d_WPT_ChargeLoopResType(r):
             if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 8
@@ -2695,21 +2848,27 @@ def _d_WPT_ChargeLoopResType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
@@ -2743,21 +2902,27 @@ def _d_WPT_ChargeLoopResType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
@@ -2785,21 +2950,27 @@ def _d_WPT_ChargeLoopResType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
@@ -2817,21 +2988,27 @@ def _d_WPT_ChargeLoopResType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c6_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
             if _neg: _c6_Value = -_c6_Value - 1
             if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
             f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
@@ -2851,15 +3028,22 @@ def _d_WPT_ChargeLoopResType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'SDPowerInput/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
@@ -2875,21 +3059,27 @@ def _d_WPT_ChargeLoopResType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
@@ -2905,21 +3095,27 @@ def _d_WPT_ChargeLoopResType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
@@ -2937,15 +3133,22 @@ def _d_WPT_ChargeLoopResType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'SPCMinOutputPowerLimit/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c10_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 8
@@ -2975,21 +3178,27 @@ def _d_WPT_ChargeLoopResType(r):
                 _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCOperatingFrequency/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c11_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c11_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
                 f_SPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
@@ -3005,21 +3214,27 @@ def _d_WPT_ChargeLoopResType(r):
                 _c12_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c12_c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c12_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c12_c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c12_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_ChargeLoopResType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c12_c1_Value = -_c12_c1_Value - 1
                 if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(p))
                 _c12_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
@@ -3069,21 +3284,27 @@ def _d_WPT_ChargeLoopResType(r):
                 _c13_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c13_c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c13_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c13_c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c13_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_ChargeLoopResType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeLoopResType', p)
                 if _neg: _c13_c1_Value = -_c13_c1_Value - 1
                 if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(p))
                 _c13_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
@@ -3746,8 +3967,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -3757,18 +3977,24 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -3806,53 +4032,72 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCMaxReceivablePower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
         if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 15: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+        if (V >> (E - p)) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
         f_EVPCMaxReceivablePower = _new(iso20_commontypes.RationalNumberType)
         f_EVPCMaxReceivablePower.Exponent = _c2_Exponent
         f_EVPCMaxReceivablePower.Value = _c2_Value
         el = 'SDMaxGroundClearence'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_SDMaxGroundClearence = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_SDMaxGroundClearence = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SDMaxGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_SDMaxGroundClearence = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_SDMaxGroundClearence = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_SDMaxGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
         if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(p))
         el = 'SDMinGroundClearence'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_SDMinGroundClearence = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_SDMinGroundClearence = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SDMinGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_SDMinGroundClearence = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_SDMinGroundClearence = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_SDMinGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -3864,15 +4109,22 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCNaturalFrequency/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -4138,8 +4390,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -4149,18 +4400,24 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -4204,15 +4461,22 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'SDMinOutputPower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -4228,53 +4492,72 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'SDMaxOutputPower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
         if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 15: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+        if (V >> (E - p)) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
         f_SDMaxOutputPower = _new(iso20_commontypes.RationalNumberType)
         f_SDMaxOutputPower.Exponent = _c3_Exponent
         f_SDMaxOutputPower.Value = _c3_Value
         el = 'SDMaxGroundClearanceSupport'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_SDMaxGroundClearanceSupport = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_SDMaxGroundClearanceSupport = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_SDMaxGroundClearanceSupport = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_SDMaxGroundClearanceSupport = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
         if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(p))
         el = 'SDMinGroundClearanceSupport'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_SDMinGroundClearanceSupport = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_SDMinGroundClearanceSupport = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_SDMinGroundClearanceSupport = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_SDMinGroundClearanceSupport = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -4286,15 +4569,22 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'PDMinCoilCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c4_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c4_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -4310,21 +4600,27 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'PDMaxCoilCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c5_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c5_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
         if _neg: _c5_Value = -_c5_Value - 1
         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
         f_PDMaxCoilCurrent = _new(iso20_commontypes.RationalNumberType)
@@ -4622,15 +4918,22 @@ def _d_WPT_CoordinateXYZType(r):
         if x & 6: raise r.deviation('WPT_CoordinateXYZType', p)
         el = 'Coord_X'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_Coord_X = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_Coord_X = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -4641,15 +4944,22 @@ def _d_WPT_CoordinateXYZType(r):
         if f_Coord_X < -32768 or f_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', f_Coord_X, r.at(p))
         el = 'Coord_Y'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_Coord_Y = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_Coord_Y = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -4660,21 +4970,27 @@ def _d_WPT_CoordinateXYZType(r):
         if f_Coord_Y < -32768 or f_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', f_Coord_Y, r.at(p))
         el = 'Coord_Z'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_Coord_Z = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_Coord_Z = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_CoordinateXYZType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('WPT_CoordinateXYZType', p)
         if _neg: f_Coord_Z = -f_Coord_Z - 1
         if f_Coord_Z < -32768 or f_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', f_Coord_Z, r.at(p))
         r.pos = p
@@ -4757,15 +5073,22 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCCoilCurrentRequest/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -4781,15 +5104,22 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCCoilCurrentInformation/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -4805,15 +5135,22 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCCurrentOutputInformation/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -4829,21 +5166,27 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCVoltageOutputInformation/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c4_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c4_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
         if _neg: _c4_Value = -_c4_Value - 1
         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
         f_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
@@ -5085,8 +5428,7 @@ def _d_WPT_FinePositioningReqType(r):
                 _c1_Signature = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MessageHeaderType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/SessionID'
                 if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                     p += 8 + (_l << 3)
@@ -5096,18 +5438,24 @@ def _d_WPT_FinePositioningReqType(r):
                 if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('MessageHeaderType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/TimeStamp'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_TimeStamp = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_TimeStamp = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -5437,8 +5785,7 @@ def _d_WPT_FinePositioningResType(r):
                 _c1_Signature = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MessageHeaderType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/SessionID'
                 if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                     p += 8 + (_l << 3)
@@ -5448,18 +5795,24 @@ def _d_WPT_FinePositioningResType(r):
                 if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('MessageHeaderType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/TimeStamp'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_TimeStamp = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_TimeStamp = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -5792,8 +6145,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 _c1_Signature = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MessageHeaderType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/SessionID'
                 if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                     p += 8 + (_l << 3)
@@ -5803,18 +6155,24 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('MessageHeaderType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/TimeStamp'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_TimeStamp = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_TimeStamp = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -5872,18 +6230,24 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_FinePositioningSetupReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_FinePositioningSetupReqType', p)
                 el = 'NaturalOffset'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_NaturalOffset = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_NaturalOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_NaturalOffset = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_NaturalOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -6268,8 +6632,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                 _c1_Signature = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MessageHeaderType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/SessionID'
                 if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                     p += 8 + (_l << 3)
@@ -6279,18 +6642,24 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('MessageHeaderType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/TimeStamp'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_TimeStamp = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_TimeStamp = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -6348,18 +6717,24 @@ def _d_WPT_FinePositioningSetupResType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_FinePositioningSetupResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_FinePositioningSetupResType', p)
                 el = 'NaturalOffset'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_NaturalOffset = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_NaturalOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_NaturalOffset = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_NaturalOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -6801,18 +7176,24 @@ def _d_WPT_LF_DataPackageType(r):
             if ec == 0:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_LF_DataPackageType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_DataPackageType', p)
                 el = 'LF_TxData/WPT_LF_TxDataList/TxIdentifier'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_c1_TxIdentifier = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_c1_TxIdentifier = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 16
@@ -6824,21 +7205,27 @@ def _d_WPT_LF_DataPackageType(r):
                 _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_c1_c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_c1_c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 5
                 if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 31: raise r.deviation('WPT_LF_DataPackageType', p)
+                if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_DataPackageType', p)
                 if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
                 if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(p))
                 _c1_c1_EIRP = _new(iso20_commontypes.RationalNumberType)
@@ -6853,35 +7240,47 @@ def _d_WPT_LF_DataPackageType(r):
             elif ec == 1:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_LF_DataPackageType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_DataPackageType', p)
                 el = 'LF_RxData/WPT_LF_RxDataList/RxIdentifier'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c1_RxIdentifier = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c1_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c1_RxIdentifier = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c1_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 5
                 if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 31: raise r.deviation('WPT_LF_DataPackageType', p)
+                if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_DataPackageType', p)
                 if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c2_c1_RxIdentifier, r.at(p))
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c1_c1_c1_TxIdentifier = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c1_c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c1_c1_c1_TxIdentifier = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c1_c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 16
@@ -6893,21 +7292,27 @@ def _d_WPT_LF_DataPackageType(r):
                 _c2_c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c1_c1_c1_c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c1_c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c1_c1_c1_c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c1_c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 7
                 if p > E: V, E, p = r.slide(p, 7)
-                x = (V >> (E - p)) & 127
-                if x & 127: raise r.deviation('WPT_LF_DataPackageType', p)
+                if (V >> (E - p)) & 127: raise r.deviation('WPT_LF_DataPackageType', p)
                 if _neg: _c2_c1_c1_c1_c1_Value = -_c2_c1_c1_c1_c1_Value - 1
                 if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_c1_c1_c1_Value, r.at(p))
                 _c2_c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
@@ -7077,15 +7482,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'NumberOfReceivers'
         f_NumberOfReceivers = ((x >> 4) & 255)
         el = 'RxSpecData/TxRxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TxRxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TxRxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 5
@@ -7095,15 +7507,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c1_TxRxIdentifier, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_X'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_Coord_X = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_Coord_X = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -7114,15 +7533,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c1_Coord_X, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_Coord_Y = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_Coord_Y = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -7133,15 +7559,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c1_Coord_Y, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_Coord_Z = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_Coord_Z = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -7156,15 +7589,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         _c1_TxRxPosition.Coord_Z = _c1_c1_Coord_Z
         el = 'RxSpecData/TxRxOrientation/Coord_X'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c2_Coord_X = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c2_Coord_X = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -7175,15 +7615,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c2_Coord_X, r.at(p))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c2_Coord_Y = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c2_Coord_Y = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -7194,21 +7641,27 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c2_Coord_Y, r.at(p))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c2_Coord_Z = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c2_Coord_Z = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
         if _neg: _c1_c2_Coord_Z = -_c1_c2_Coord_Z - 1
         if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c2_Coord_Z, r.at(p))
         _c1_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
@@ -7222,18 +7675,24 @@ def _d_WPT_LF_ReceiverDataType(r):
         f_RxSpecData.append(_v)
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
         el = 'RxSpecData/TxRxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_TxRxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_TxRxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 5
@@ -7243,15 +7702,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_X'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_c1_Coord_X = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_c1_Coord_X = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -7262,15 +7728,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_c1_Coord_Y = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_c1_Coord_Y = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -7281,15 +7754,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_c1_Coord_Z = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_c1_Coord_Z = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -7304,15 +7784,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
         el = 'RxSpecData/TxRxOrientation/Coord_X'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_c2_Coord_X = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_c2_Coord_X = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -7323,15 +7810,22 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(p))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_c2_Coord_Y = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_c2_Coord_Y = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -7342,21 +7836,27 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(p))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_c2_Coord_Z = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_c2_Coord_Z = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
         if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
         if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(p))
         _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
@@ -7378,18 +7878,24 @@ def _d_WPT_LF_ReceiverDataType(r):
                 if ec == 0:
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_ReceiverDataType', p)
                     el = 'RxSpecData/TxRxIdentifier'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c3_TxRxIdentifier = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c3_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c3_TxRxIdentifier = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 5
@@ -7399,15 +7905,22 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(p))
                     el = 'RxSpecData/TxRxPosition/Coord_X'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c3_c1_Coord_X = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c3_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c3_c1_Coord_X = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 4
@@ -7418,15 +7931,22 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(p))
                     el = 'RxSpecData/TxRxPosition/Coord_Y'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c3_c1_Coord_Y = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c3_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c3_c1_Coord_Y = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 4
@@ -7437,15 +7957,22 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(p))
                     el = 'RxSpecData/TxRxPosition/Coord_Z'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c3_c1_Coord_Z = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c3_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c3_c1_Coord_Z = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 6
@@ -7460,15 +7987,22 @@ def _d_WPT_LF_ReceiverDataType(r):
                     _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
                     el = 'RxSpecData/TxRxOrientation/Coord_X'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c3_c2_Coord_X = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c3_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c3_c2_Coord_X = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 4
@@ -7479,15 +8013,22 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(p))
                     el = 'RxSpecData/TxRxOrientation/Coord_Y'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c3_c2_Coord_Y = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c3_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c3_c2_Coord_Y = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 4
@@ -7498,21 +8039,27 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(p))
                     el = 'RxSpecData/TxRxOrientation/Coord_Z'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c3_c2_Coord_Z = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c3_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c3_c2_Coord_Z = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
                     if p > E: V, E, p = r.slide(p, 3)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                    if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
                     if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
                     if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(p))
                     _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
@@ -7868,35 +8415,47 @@ def _d_WPT_LF_RxDataListType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_LF_RxDataListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_RxDataListType', p)
         el = 'WPT_LF_RxDataList/RxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_RxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_RxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 5
         if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 31: raise r.deviation('WPT_LF_RxDataListType', p)
+        if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_RxDataListType', p)
         if _c1_RxIdentifier < 1 or _c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c1_RxIdentifier, r.at(p))
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_c1_TxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_c1_TxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -7908,21 +8467,27 @@ def _d_WPT_LF_RxDataListType(r):
         _c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_c1_c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_c1_c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
         if p > E: V, E, p = r.slide(p, 6)
-        x = (V >> (E - p)) & 63
-        if x & 63: raise r.deviation('WPT_LF_RxDataListType', p)
+        if (V >> (E - p)) & 63: raise r.deviation('WPT_LF_RxDataListType', p)
         if _neg: _c1_c1_c1_c1_Value = -_c1_c1_c1_c1_Value - 1
         if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_c1_Value, r.at(p))
         _c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
@@ -8022,35 +8587,47 @@ def _d_WPT_LF_RxDataType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_LF_RxDataType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_RxDataType', p)
         el = 'RxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_RxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_RxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 5
         if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 31: raise r.deviation('WPT_LF_RxDataType', p)
+        if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_RxDataType', p)
         if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', f_RxIdentifier, r.at(p))
         el = 'RSSIData/RSSIDataList/TxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_TxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_TxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -8062,21 +8639,27 @@ def _d_WPT_LF_RxDataType(r):
         _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 5
         if p > E: V, E, p = r.slide(p, 5)
-        x = (V >> (E - p)) & 31
-        if x & 31: raise r.deviation('WPT_LF_RxDataType', p)
+        if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_RxDataType', p)
         if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
         if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(p))
         _c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
@@ -8170,18 +8753,24 @@ def _d_WPT_LF_RxRSSIListType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_LF_RxRSSIListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_RxRSSIListType', p)
         el = 'RSSIDataList/TxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -8193,21 +8782,27 @@ def _d_WPT_LF_RxRSSIListType(r):
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'RSSIDataList/RSSI/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
         if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 15: raise r.deviation('WPT_LF_RxRSSIListType', p)
+        if (V >> (E - p)) & 15: raise r.deviation('WPT_LF_RxRSSIListType', p)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
         _c1_RSSI = _new(iso20_commontypes.RationalNumberType)
@@ -8284,18 +8879,24 @@ def _d_WPT_LF_RxRSSIType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_LF_RxRSSIType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_RxRSSIType', p)
         el = 'TxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -8307,21 +8908,27 @@ def _d_WPT_LF_RxRSSIType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'RSSI/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_LF_RxRSSIType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_RxRSSIType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
         f_RSSI = _new(iso20_commontypes.RationalNumberType)
@@ -8481,36 +9088,49 @@ def _d_WPT_LF_TransmitterDataType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SignalFrequency/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 5
                 if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 31: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_SignalFrequency = _new(iso20_commontypes.RationalNumberType)
                 f_SignalFrequency.Exponent = _c1_Exponent
                 f_SignalFrequency.Value = _c1_Value
                 el = 'TxSpecData/TxRxIdentifier'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_TxRxIdentifier = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_TxRxIdentifier = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 5
@@ -8520,15 +9140,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c1_Coord_X = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c1_Coord_X = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
@@ -8539,15 +9166,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c1_Coord_Y = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c1_Coord_Y = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
@@ -8558,15 +9192,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c1_Coord_Z = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c1_Coord_Z = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 6
@@ -8581,15 +9222,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c2_Coord_X = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c2_Coord_X = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
@@ -8600,15 +9248,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c2_Coord_Y = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c2_Coord_Y = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
@@ -8619,21 +9274,27 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c2_Coord_Z = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c2_Coord_Z = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
                 if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(p))
                 _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
@@ -8647,18 +9308,24 @@ def _d_WPT_LF_TransmitterDataType(r):
                 f_TxSpecData.append(_v)
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 el = 'TxSpecData/TxRxIdentifier'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_TxRxIdentifier = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_TxRxIdentifier = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 5
@@ -8668,15 +9335,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_c1_Coord_X = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_c1_Coord_X = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
@@ -8687,15 +9361,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_c1_Coord_Y = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_c1_Coord_Y = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
@@ -8706,15 +9387,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_c1_Coord_Z = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_c1_Coord_Z = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 6
@@ -8729,15 +9417,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_c2_Coord_X = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_c2_Coord_X = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
@@ -8748,15 +9443,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_c2_Coord_Y = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_c2_Coord_Y = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
@@ -8767,21 +9469,27 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_c2_Coord_Z = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_c2_Coord_Z = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
                 if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(p))
                 _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
@@ -8803,18 +9511,24 @@ def _d_WPT_LF_TransmitterDataType(r):
                     if ec == 0:
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         el = 'TxSpecData/TxRxIdentifier'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c4_TxRxIdentifier = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c4_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c4_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c4_TxRxIdentifier = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c4_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 5
@@ -8824,15 +9538,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_TxRxIdentifier < 1 or _c4_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c4_TxRxIdentifier, r.at(p))
                         el = 'TxSpecData/TxRxPosition/Coord_X'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c4_c1_Coord_X = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c4_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c4_c1_Coord_X = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c4_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 4
@@ -8843,15 +9564,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c1_Coord_X, r.at(p))
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c4_c1_Coord_Y = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c4_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c4_c1_Coord_Y = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c4_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 4
@@ -8862,15 +9590,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c1_Coord_Y, r.at(p))
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c4_c1_Coord_Z = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c4_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c4_c1_Coord_Z = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c4_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 6
@@ -8885,15 +9620,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c4_TxRxPosition.Coord_Z = _c4_c1_Coord_Z
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c4_c2_Coord_X = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c4_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c4_c2_Coord_X = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c4_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 4
@@ -8904,15 +9646,22 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c2_Coord_X, r.at(p))
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c4_c2_Coord_Y = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c4_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c4_c2_Coord_Y = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c4_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 4
@@ -8923,21 +9672,27 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c2_Coord_Y, r.at(p))
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c4_c2_Coord_Z = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c4_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c4_c2_Coord_Z = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c4_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c4_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         if _neg: _c4_c2_Coord_Z = -_c4_c2_Coord_Z - 1
                         if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c2_Coord_Z, r.at(p))
                         _c4_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
@@ -9366,18 +10121,24 @@ def _d_WPT_LF_TxDataListType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_LF_TxDataListType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TxDataListType', p)
         el = 'WPT_LF_TxDataList/TxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -9389,21 +10150,27 @@ def _d_WPT_LF_TxDataListType(r):
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'WPT_LF_TxDataList/EIRP/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
         if p > E: V, E, p = r.slide(p, 4)
-        x = (V >> (E - p)) & 15
-        if x & 15: raise r.deviation('WPT_LF_TxDataListType', p)
+        if (V >> (E - p)) & 15: raise r.deviation('WPT_LF_TxDataListType', p)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
         _c1_EIRP = _new(iso20_commontypes.RationalNumberType)
@@ -9480,18 +10247,24 @@ def _d_WPT_LF_TxDataType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_LF_TxDataType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_TxDataType', p)
         el = 'TxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
@@ -9503,21 +10276,27 @@ def _d_WPT_LF_TxDataType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EIRP/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_LF_TxDataType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TxDataType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
         f_EIRP = _new(iso20_commontypes.RationalNumberType)
@@ -9705,8 +10484,7 @@ def _d_WPT_PairingReqType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -9716,18 +10494,24 @@ def _d_WPT_PairingReqType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -9775,15 +10559,22 @@ def _d_WPT_PairingReqType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingReqType', p)
                 el = 'ObservedIDCode'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_ObservedIDCode = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_ObservedIDCode = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_ObservedIDCode = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ObservedIDCode = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 6
@@ -10023,8 +10814,7 @@ def _d_WPT_PairingResType(r):
         _c1_Signature = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('MessageHeaderType', p)
         el = 'Header/SessionID'
         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
             p += 8 + (_l << 3)
@@ -10034,18 +10824,24 @@ def _d_WPT_PairingResType(r):
         if len(_c1_SessionID) < 8 or len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [8, 8]', _c1_SessionID, r.at(p))
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('MessageHeaderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_TimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10097,15 +10893,22 @@ def _d_WPT_PairingResType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingResType', p)
                 el = 'ObservedIDCode'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_ObservedIDCode = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_ObservedIDCode = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_ObservedIDCode = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ObservedIDCode = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -10489,21 +11292,27 @@ def _d_WPT_SPCPowerControlParameterType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'SPCPrimaryDeviceCoilCurrentInformation/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_SPCPowerControlParameterType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_SPCPowerControlParameterType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
         f_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
@@ -10568,41 +11377,52 @@ def _d_WPT_TxRxPackageSpecDataType(r):
             if s == 0:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseSequenceOrder/IndexNumber'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_IndexNumber = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_IndexNumber = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(p))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_TxRxIdentifier = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_TxRxIdentifier = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c1_TxRxIdentifier, r.at(p))
                 _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
                 _v.IndexNumber = _c1_IndexNumber
@@ -10612,41 +11432,52 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseSequenceOrder/IndexNumber'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_IndexNumber = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_IndexNumber = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(p))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_TxRxIdentifier = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_TxRxIdentifier = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(p))
                 _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
                 _v.IndexNumber = _c2_IndexNumber
@@ -10664,41 +11495,52 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     if ec == 0:
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                         el = 'PulseSequenceOrder/IndexNumber'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c3_IndexNumber = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c3_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c3_IndexNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c3_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                        if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                         if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(p))
                         el = 'PulseSequenceOrder/TxRxIdentifier'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c3_TxRxIdentifier = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c3_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c3_TxRxIdentifier = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c3_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                         if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(p))
                         _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
                         _v.IndexNumber = _c3_IndexNumber
@@ -10715,15 +11557,22 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                         el = 'PulseSeparationTime'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                f_PulseSeparationTime = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                f_PulseSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             f_PulseSeparationTime = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            f_PulseSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 1
@@ -10737,58 +11586,75 @@ def _d_WPT_TxRxPackageSpecDataType(r):
             if s == 4:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseDuration'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_PulseDuration = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_PulseDuration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_PulseDuration = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_PulseDuration = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_PulseDuration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_PulseDuration = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(p))
                 el = 'PackageSeparationTime'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_PackageSeparationTime = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_PackageSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_PackageSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_PackageSeparationTime = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_PackageSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_PackageSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 if f_PackageSeparationTime > 65535: r.facet('WPT_TxRxPackageSpecDataType/PackageSeparationTime', 'range [0, 65535]', f_PackageSeparationTime, r.at(p))
                 s = -1
             if s == 258:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseSeparationTime'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_PulseSeparationTime = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_PulseSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_PulseSeparationTime = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_PulseSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -10984,41 +11850,52 @@ def _d_WPT_TxRxPulseOrderType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_TxRxPulseOrderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPulseOrderType', p)
         el = 'IndexNumber'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_IndexNumber = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_IndexNumber = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_TxRxPulseOrderType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPulseOrderType', p)
         if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(p))
         el = 'TxRxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TxRxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TxRxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_TxRxPulseOrderType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPulseOrderType', p)
         if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(p))
         r.pos = p
     except Exception as e:
@@ -11078,18 +11955,24 @@ def _d_WPT_TxRxSpecDataType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_TxRxSpecDataType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxSpecDataType', p)
         el = 'TxRxIdentifier'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_TxRxIdentifier = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_TxRxIdentifier = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 5
@@ -11099,15 +11982,22 @@ def _d_WPT_TxRxSpecDataType(r):
         if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(p))
         el = 'TxRxPosition/Coord_X'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Coord_X = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Coord_X = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -11118,15 +12008,22 @@ def _d_WPT_TxRxSpecDataType(r):
         if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_Coord_X, r.at(p))
         el = 'TxRxPosition/Coord_Y'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Coord_Y = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Coord_Y = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -11137,15 +12034,22 @@ def _d_WPT_TxRxSpecDataType(r):
         if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_Coord_Y, r.at(p))
         el = 'TxRxPosition/Coord_Z'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Coord_Z = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Coord_Z = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -11160,15 +12064,22 @@ def _d_WPT_TxRxSpecDataType(r):
         f_TxRxPosition.Coord_Z = _c1_Coord_Z
         el = 'TxRxOrientation/Coord_X'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Coord_X = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Coord_X = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -11179,15 +12090,22 @@ def _d_WPT_TxRxSpecDataType(r):
         if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_Coord_X, r.at(p))
         el = 'TxRxOrientation/Coord_Y'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Coord_Y = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Coord_Y = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
@@ -11198,21 +12116,27 @@ def _d_WPT_TxRxSpecDataType(r):
         if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_Coord_Y, r.at(p))
         el = 'TxRxOrientation/Coord_Z'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Coord_Z = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Coord_Z = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WPT_TxRxSpecDataType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxSpecDataType', p)
         if _neg: _c2_Coord_Z = -_c2_Coord_Z - 1
         if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_Coord_Z, r.at(p))
         f_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
@@ -11619,15 +12543,22 @@ def _de11(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -11659,15 +12590,22 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -11699,15 +12637,22 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -11777,15 +12722,22 @@ def _de15(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -11817,15 +12769,22 @@ def _de16(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -11880,15 +12839,22 @@ def _de18(r):  # Coord_X
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Coord_X', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -11924,15 +12890,22 @@ def _de19(r):  # Coord_Y
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Coord_Y', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -11968,15 +12941,22 @@ def _de20(r):  # Coord_Z
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Coord_Z', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -12010,15 +12990,22 @@ def _de21(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -12284,15 +13271,22 @@ def _de31(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -12363,15 +13357,22 @@ def _de33(r):  # IndexNumber
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('IndexNumber', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -12619,15 +13620,22 @@ def _de41(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -12661,15 +13669,22 @@ def _de42(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -12759,15 +13774,22 @@ def _de45(r):  # NaturalOffset
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NaturalOffset', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -12799,15 +13821,22 @@ def _de46(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -12902,15 +13931,22 @@ def _de50(r):  # ObservedIDCode
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ObservedIDCode', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13093,15 +14129,22 @@ def _de56(r):  # PackageSeparationTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PackageSeparationTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13169,15 +14212,22 @@ def _de58(r):  # Port
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Port', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13231,15 +14281,22 @@ def _de60(r):  # PulseDuration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PulseDuration', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13271,15 +14328,22 @@ def _de61(r):  # PulseSeparationTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PulseSeparationTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13347,15 +14411,22 @@ def _de63(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13387,15 +14458,22 @@ def _de64(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13427,15 +14505,22 @@ def _de65(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13491,15 +14576,22 @@ def _de67(r):  # RxIdentifier
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RxIdentifier', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13569,15 +14661,22 @@ def _de69(r):  # SDMaxGroundClearanceSupport
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearanceSupport', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13609,15 +14708,22 @@ def _de70(r):  # SDMaxGroundClearence
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearence', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13649,15 +14755,22 @@ def _de71(r):  # SDMinGroundClearanceSupport
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearanceSupport', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13689,15 +14802,22 @@ def _de72(r):  # SDMinGroundClearence
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearence', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13918,15 +15038,22 @@ def _de79(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13958,15 +15085,22 @@ def _de80(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -13998,15 +15132,22 @@ def _de81(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -14038,15 +15179,22 @@ def _de82(r):  # TxIdentifier
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TxIdentifier', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -14078,15 +15226,22 @@ def _de83(r):  # TxRxIdentifier
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TxRxIdentifier', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -14120,15 +15275,22 @@ def _de84(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -14418,15 +15580,22 @@ def _de93(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1

@@ -264,41 +264,8 @@ def _d_BodyType(r):
     E = r.end
     p = r.pos
     el = ''
-    f_AuthorizationReq = None
-    f_AuthorizationRes = None
-    f_BodyElement = None
-    f_CableCheckReq = None
-    f_CableCheckRes = None
-    f_CertificateInstallationReq = None
-    f_CertificateInstallationRes = None
-    f_CertificateUpdateReq = None
-    f_CertificateUpdateRes = None
-    f_ChargeParameterDiscoveryReq = None
-    f_ChargeParameterDiscoveryRes = None
-    f_ChargingStatusReq = None
-    f_ChargingStatusRes = None
-    f_CurrentDemandReq = None
-    f_CurrentDemandRes = None
-    f_MeteringReceiptReq = None
-    f_MeteringReceiptRes = None
-    f_PaymentDetailsReq = None
-    f_PaymentDetailsRes = None
-    f_PaymentServiceSelectionReq = None
-    f_PaymentServiceSelectionRes = None
-    f_PowerDeliveryReq = None
-    f_PowerDeliveryRes = None
-    f_PreChargeReq = None
-    f_PreChargeRes = None
-    f_ServiceDetailReq = None
-    f_ServiceDetailRes = None
-    f_ServiceDiscoveryReq = None
-    f_ServiceDiscoveryRes = None
-    f_SessionSetupReq = None
-    f_SessionSetupRes = None
-    f_SessionStopReq = None
-    f_SessionStopRes = None
-    f_WeldingDetectionReq = None
-    f_WeldingDetectionRes = None
+    _cf = None
+    _cv = None
     try:
         p += 6
         if p > E: V, E, p = r.slide(p, 6)
@@ -308,6 +275,7 @@ def _d_BodyType(r):
                 if ec < 4:
                     if ec == 0:
                         el = 'AuthorizationReq'
+                        _cf = 'AuthorizationReq'
                         _c1_Id = None
                         _c1_GenChallenge = None
                         p += 2
@@ -368,15 +336,17 @@ def _d_BodyType(r):
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
                             _c1_s = -1
-                        f_AuthorizationReq = _new(iso2_msgbody.AuthorizationReqType)
-                        f_AuthorizationReq.Id = _c1_Id
-                        f_AuthorizationReq.GenChallenge = _c1_GenChallenge
+                        _cv = _new(iso2_msgbody.AuthorizationReqType)
+                        _cv.Id = _c1_Id
+                        _cv.GenChallenge = _c1_GenChallenge
                         s = 1
                     elif ec == 1:
                         p += 14
                         if p > E: V, E, p = r.slide(p, 14)
                         x = (V >> (E - p)) & 16383
                         if x & 12403: raise r.deviation('BodyType', p)
+                        el = 'AuthorizationRes'
+                        _cf = 'AuthorizationRes'
                         el = 'AuthorizationRes/ResponseCode'
                         _c2_ResponseCode = ((x >> 7) & 31)
                         if _c2_ResponseCode >= 26: _c2_ResponseCode = r.enum_index('AuthorizationResType/ResponseCode', _c2_ResponseCode, 26, r.at(p))
@@ -385,22 +355,25 @@ def _d_BodyType(r):
                         _c2_EVSEProcessing = ((x >> 2) & 3)
                         if _c2_EVSEProcessing >= 3: _c2_EVSEProcessing = r.enum_index('AuthorizationResType/EVSEProcessing', _c2_EVSEProcessing, 3, r.at(p))
                         else: _c2_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c2_EVSEProcessing]
-                        f_AuthorizationRes = _new(iso2_msgbody.AuthorizationResType)
-                        f_AuthorizationRes.ResponseCode = _c2_ResponseCode
-                        f_AuthorizationRes.EVSEProcessing = _c2_EVSEProcessing
+                        _cv = _new(iso2_msgbody.AuthorizationResType)
+                        _cv.ResponseCode = _c2_ResponseCode
+                        _cv.EVSEProcessing = _c2_EVSEProcessing
                         s = 1
                     elif ec == 2:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'BodyElement'
-                        f_BodyElement = _new(iso2_msgbody.BodyBaseType)
+                        _cf = 'BodyElement'
+                        _cv = _new(iso2_msgbody.BodyBaseType)
                         s = 1
                     elif ec == 3:
                         p += 24
                         if p > E: V, E, p = r.slide(p, 24)
                         x = (V >> (E - p)) & 16777215
                         if x & 15604743: raise r.deviation('BodyType', p)
+                        el = 'CableCheckReq'
+                        _cf = 'CableCheckReq'
                         el = 'CableCheckReq/DC_EVStatus/EVReady'
                         _c4_c1_EVReady = ((x >> 20) & 1) == 1
                         el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
@@ -414,8 +387,8 @@ def _d_BodyType(r):
                         _c4_DC_EVStatus.EVReady = _c4_c1_EVReady
                         _c4_DC_EVStatus.EVErrorCode = _c4_c1_EVErrorCode
                         _c4_DC_EVStatus.EVRESSSOC = _c4_c1_EVRESSSOC
-                        f_CableCheckReq = _new(iso2_msgbody.CableCheckReqType)
-                        f_CableCheckReq.DC_EVStatus = _c4_DC_EVStatus
+                        _cv = _new(iso2_msgbody.CableCheckReqType)
+                        _cv.DC_EVStatus = _c4_DC_EVStatus
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -425,6 +398,8 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'CableCheckRes'
+                        _cf = 'CableCheckRes'
                         el = 'CableCheckRes/ResponseCode'
                         _c5_ResponseCode = ((x >> 2) & 31)
                         if _c5_ResponseCode >= 26: _c5_ResponseCode = r.enum_index('CableCheckResType/ResponseCode', _c5_ResponseCode, 26, r.at(p))
@@ -436,18 +411,24 @@ def _d_BodyType(r):
                         _c5_c1_EVSEStatusCode = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                         el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c5_c1_NotificationMaxDelay = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c5_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c5_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c5_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 6
@@ -508,15 +489,17 @@ def _d_BodyType(r):
                         _c5_EVSEProcessing = ((x >> 2) & 3)
                         if _c5_EVSEProcessing >= 3: _c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c5_EVSEProcessing, 3, r.at(p))
                         else: _c5_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c5_EVSEProcessing]
-                        f_CableCheckRes = _new(iso2_msgbody.CableCheckResType)
-                        f_CableCheckRes.ResponseCode = _c5_ResponseCode
-                        f_CableCheckRes.DC_EVSEStatus = _c5_DC_EVSEStatus
-                        f_CableCheckRes.EVSEProcessing = _c5_EVSEProcessing
+                        _cv = _new(iso2_msgbody.CableCheckResType)
+                        _cv.ResponseCode = _c5_ResponseCode
+                        _cv.DC_EVSEStatus = _c5_DC_EVSEStatus
+                        _cv.EVSEProcessing = _c5_EVSEProcessing
                         s = 1
                     elif ec == 5:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationReq'
+                        _cf = 'CertificateInstallationReq'
                         el = 'CertificateInstallationReq/@Id'
                         r.pos = p
                         _c6_Id = r.string('iso2_msgbody:Id')
@@ -552,16 +535,18 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_CertificateInstallationReq = _new(iso2_msgbody.CertificateInstallationReqType)
-                        f_CertificateInstallationReq.Id = _c6_Id
-                        f_CertificateInstallationReq.OEMProvisioningCert = _c6_OEMProvisioningCert
-                        f_CertificateInstallationReq.ListOfRootCertificateIDs = _c6_ListOfRootCertificateIDs
+                        _cv = _new(iso2_msgbody.CertificateInstallationReqType)
+                        _cv.Id = _c6_Id
+                        _cv.OEMProvisioningCert = _c6_OEMProvisioningCert
+                        _cv.ListOfRootCertificateIDs = _c6_ListOfRootCertificateIDs
                         s = 1
                     elif ec == 6:
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes'
+                        _cf = 'CertificateInstallationRes'
                         el = 'CertificateInstallationRes/ResponseCode'
                         _c7_ResponseCode = ((x >> 2) & 31)
                         if _c7_ResponseCode >= 26: _c7_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c7_ResponseCode, 26, r.at(p))
@@ -815,18 +800,20 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_CertificateInstallationRes = _new(iso2_msgbody.CertificateInstallationResType)
-                        f_CertificateInstallationRes.ResponseCode = _c7_ResponseCode
-                        f_CertificateInstallationRes.SAProvisioningCertificateChain = _c7_SAProvisioningCertificateChain
-                        f_CertificateInstallationRes.ContractSignatureCertChain = _c7_ContractSignatureCertChain
-                        f_CertificateInstallationRes.ContractSignatureEncryptedPrivateKey = _c7_ContractSignatureEncryptedPrivateKey
-                        f_CertificateInstallationRes.DHpublickey = _c7_DHpublickey
-                        f_CertificateInstallationRes.eMAID = _c7_eMAID
+                        _cv = _new(iso2_msgbody.CertificateInstallationResType)
+                        _cv.ResponseCode = _c7_ResponseCode
+                        _cv.SAProvisioningCertificateChain = _c7_SAProvisioningCertificateChain
+                        _cv.ContractSignatureCertChain = _c7_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c7_ContractSignatureEncryptedPrivateKey
+                        _cv.DHpublickey = _c7_DHpublickey
+                        _cv.eMAID = _c7_eMAID
                         s = 1
                     elif ec == 7:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateReq'
+                        _cf = 'CertificateUpdateReq'
                         el = 'CertificateUpdateReq/@Id'
                         r.pos = p
                         _c8_Id = r.string('iso2_msgbody:Id')
@@ -914,8 +901,7 @@ def _d_BodyType(r):
                         _c8_ContractSignatureCertChain.SubCertificates = _c8_c1_SubCertificates
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
                         el = 'CertificateUpdateReq/eMAID'
                         r.pos = p
                         _c8_eMAID = r.string('iso2_msgbody:eMAID')
@@ -923,8 +909,7 @@ def _d_BodyType(r):
                         V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
                         el = 'CertificateUpdateReq/ListOfRootCertificateIDs'
                         r.pos = p
                         _c8_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
@@ -932,16 +917,17 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_CertificateUpdateReq = _new(iso2_msgbody.CertificateUpdateReqType)
-                        f_CertificateUpdateReq.Id = _c8_Id
-                        f_CertificateUpdateReq.ContractSignatureCertChain = _c8_ContractSignatureCertChain
-                        f_CertificateUpdateReq.eMAID = _c8_eMAID
-                        f_CertificateUpdateReq.ListOfRootCertificateIDs = _c8_ListOfRootCertificateIDs
+                        _cv = _new(iso2_msgbody.CertificateUpdateReqType)
+                        _cv.Id = _c8_Id
+                        _cv.ContractSignatureCertChain = _c8_ContractSignatureCertChain
+                        _cv.eMAID = _c8_eMAID
+                        _cv.ListOfRootCertificateIDs = _c8_ListOfRootCertificateIDs
                         s = 1
                     elif ec == 8:
                         el = 'CertificateUpdateRes'
+                        _cf = 'CertificateUpdateRes'
                         r.pos = p
-                        f_CertificateUpdateRes = _d_CertificateUpdateResType(r)
+                        _cv = _d_CertificateUpdateResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     else:
@@ -950,14 +936,16 @@ def _d_BodyType(r):
                 if ec < 13:
                     if ec == 9:
                         el = 'ChargeParameterDiscoveryReq'
+                        _cf = 'ChargeParameterDiscoveryReq'
                         r.pos = p
-                        f_ChargeParameterDiscoveryReq = _d_ChargeParameterDiscoveryReqType(r)
+                        _cv = _d_ChargeParameterDiscoveryReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 10:
                         el = 'ChargeParameterDiscoveryRes'
+                        _cf = 'ChargeParameterDiscoveryRes'
                         r.pos = p
-                        f_ChargeParameterDiscoveryRes = _d_ChargeParameterDiscoveryResType(r)
+                        _cv = _d_ChargeParameterDiscoveryResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 11:
@@ -965,12 +953,14 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'ChargingStatusReq'
-                        f_ChargingStatusReq = _new(iso2_msgbody.ChargingStatusReqType)
+                        _cf = 'ChargingStatusReq'
+                        _cv = _new(iso2_msgbody.ChargingStatusReqType)
                         s = 1
                     elif ec == 12:
                         el = 'ChargingStatusRes'
+                        _cf = 'ChargingStatusRes'
                         r.pos = p
-                        f_ChargingStatusRes = _d_ChargingStatusResType(r)
+                        _cv = _d_ChargingStatusResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     else:
@@ -978,33 +968,38 @@ def _d_BodyType(r):
                 else:
                     if ec == 13:
                         el = 'CurrentDemandReq'
+                        _cf = 'CurrentDemandReq'
                         r.pos = p
-                        f_CurrentDemandReq = _d_CurrentDemandReqType(r)
+                        _cv = _d_CurrentDemandReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 14:
                         el = 'CurrentDemandRes'
+                        _cf = 'CurrentDemandRes'
                         r.pos = p
-                        f_CurrentDemandRes = _d_CurrentDemandResType(r)
+                        _cv = _d_CurrentDemandResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 15:
                         el = 'MeteringReceiptReq'
+                        _cf = 'MeteringReceiptReq'
                         r.pos = p
-                        f_MeteringReceiptReq = _d_MeteringReceiptReqType(r)
+                        _cv = _d_MeteringReceiptReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 16:
                         el = 'MeteringReceiptRes'
+                        _cf = 'MeteringReceiptRes'
                         r.pos = p
-                        f_MeteringReceiptRes = _d_MeteringReceiptResType(r)
+                        _cv = _d_MeteringReceiptResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 17:
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsReq'
+                        _cf = 'PaymentDetailsReq'
                         el = 'PaymentDetailsReq/eMAID'
                         r.pos = p
                         _c10_eMAID = r.string('iso2_msgbody:eMAID')
@@ -1012,8 +1007,7 @@ def _d_BodyType(r):
                         V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
                         _c10_c1_Id = None
                         _c10_c1_Certificate = None
@@ -1095,9 +1089,9 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_PaymentDetailsReq = _new(iso2_msgbody.PaymentDetailsReqType)
-                        f_PaymentDetailsReq.eMAID = _c10_eMAID
-                        f_PaymentDetailsReq.ContractSignatureCertChain = _c10_ContractSignatureCertChain
+                        _cv = _new(iso2_msgbody.PaymentDetailsReqType)
+                        _cv.eMAID = _c10_eMAID
+                        _cv.ContractSignatureCertChain = _c10_ContractSignatureCertChain
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1109,6 +1103,8 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 10)
                         x = (V >> (E - p)) & 1023
                         if x & 775: raise r.deviation('BodyType', p)
+                        el = 'PaymentDetailsRes'
+                        _cf = 'PaymentDetailsRes'
                         el = 'PaymentDetailsRes/ResponseCode'
                         _c11_ResponseCode = ((x >> 3) & 31)
                         if _c11_ResponseCode >= 26: _c11_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c11_ResponseCode, 26, r.at(p))
@@ -1126,33 +1122,41 @@ def _d_BodyType(r):
                         if x & 14: raise r.deviation('BodyType', p)
                         el = 'PaymentDetailsRes/EVSETimeStamp'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c11_EVSETimeStamp = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c11_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c11_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c11_EVSETimeStamp = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c11_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c11_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c11_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
                         if _neg: _c11_EVSETimeStamp = -_c11_EVSETimeStamp - 1
                         if _c11_EVSETimeStamp < -9223372036854775808 or _c11_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c11_EVSETimeStamp, r.at(p))
-                        f_PaymentDetailsRes = _new(iso2_msgbody.PaymentDetailsResType)
-                        f_PaymentDetailsRes.ResponseCode = _c11_ResponseCode
-                        f_PaymentDetailsRes.GenChallenge = _c11_GenChallenge
-                        f_PaymentDetailsRes.EVSETimeStamp = _c11_EVSETimeStamp
+                        _cv = _new(iso2_msgbody.PaymentDetailsResType)
+                        _cv.ResponseCode = _c11_ResponseCode
+                        _cv.GenChallenge = _c11_GenChallenge
+                        _cv.EVSETimeStamp = _c11_EVSETimeStamp
                         s = 1
                     elif ec == 19:
                         p += 5
                         if p > E: V, E, p = r.slide(p, 5)
                         x = (V >> (E - p)) & 31
                         if x & 27: raise r.deviation('BodyType', p)
+                        el = 'PaymentServiceSelectionReq'
+                        _cf = 'PaymentServiceSelectionReq'
                         el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
                         _c12_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
                         el = 'PaymentServiceSelectionReq/SelectedServiceList'
@@ -1162,26 +1166,29 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_PaymentServiceSelectionReq = _new(iso2_msgbody.PaymentServiceSelectionReqType)
-                        f_PaymentServiceSelectionReq.SelectedPaymentOption = _c12_SelectedPaymentOption
-                        f_PaymentServiceSelectionReq.SelectedServiceList = _c12_SelectedServiceList
+                        _cv = _new(iso2_msgbody.PaymentServiceSelectionReqType)
+                        _cv.SelectedPaymentOption = _c12_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c12_SelectedServiceList
                         s = 1
                     elif ec == 20:
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'PaymentServiceSelectionRes'
+                        _cf = 'PaymentServiceSelectionRes'
                         el = 'PaymentServiceSelectionRes/ResponseCode'
                         _c13_ResponseCode = ((x >> 2) & 31)
                         if _c13_ResponseCode >= 26: _c13_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c13_ResponseCode, 26, r.at(p))
                         else: _c13_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c13_ResponseCode]
-                        f_PaymentServiceSelectionRes = _new(iso2_msgbody.PaymentServiceSelectionResType)
-                        f_PaymentServiceSelectionRes.ResponseCode = _c13_ResponseCode
+                        _cv = _new(iso2_msgbody.PaymentServiceSelectionResType)
+                        _cv.ResponseCode = _c13_ResponseCode
                         s = 1
                     elif ec == 21:
                         el = 'PowerDeliveryReq'
+                        _cf = 'PowerDeliveryReq'
                         r.pos = p
-                        f_PowerDeliveryReq = _d_PowerDeliveryReqType(r)
+                        _cv = _d_PowerDeliveryReqType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     else:
@@ -1189,8 +1196,9 @@ def _d_BodyType(r):
                 else:
                     if ec == 22:
                         el = 'PowerDeliveryRes'
+                        _cf = 'PowerDeliveryRes'
                         r.pos = p
-                        f_PowerDeliveryRes = _d_PowerDeliveryResType(r)
+                        _cv = _d_PowerDeliveryResType(r)
                         V = r.v; E = r.end; p = r.pos
                         s = 1
                     elif ec == 23:
@@ -1198,6 +1206,8 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 39)
                         x = (V >> (E - p)) & 549755813887
                         if x & 511336244110: raise r.deviation('BodyType', p)
+                        el = 'PreChargeReq'
+                        _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus/EVReady'
                         _c14_c1_EVReady = ((x >> 35) & 1) == 1
                         el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
@@ -1220,15 +1230,22 @@ def _d_BodyType(r):
                         else: _c14_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_c2_Unit]
                         el = 'PreChargeReq/EVTargetVoltage/Value'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c14_c2_Value = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c14_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c14_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c14_c2_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c14_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c14_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 18
@@ -1250,37 +1267,45 @@ def _d_BodyType(r):
                         else: _c14_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_c3_Unit]
                         el = 'PreChargeReq/EVTargetCurrent/Value'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c14_c3_Value = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c14_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c14_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c14_c3_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c14_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c14_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 7: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
                         if _neg: _c14_c3_Value = -_c14_c3_Value - 1
                         if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(p))
                         _c14_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c14_EVTargetCurrent.Multiplier = _c14_c3_Multiplier
                         _c14_EVTargetCurrent.Unit = _c14_c3_Unit
                         _c14_EVTargetCurrent.Value = _c14_c3_Value
-                        f_PreChargeReq = _new(iso2_msgbody.PreChargeReqType)
-                        f_PreChargeReq.DC_EVStatus = _c14_DC_EVStatus
-                        f_PreChargeReq.EVTargetVoltage = _c14_EVTargetVoltage
-                        f_PreChargeReq.EVTargetCurrent = _c14_EVTargetCurrent
+                        _cv = _new(iso2_msgbody.PreChargeReqType)
+                        _cv.DC_EVStatus = _c14_DC_EVStatus
+                        _cv.EVTargetVoltage = _c14_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c14_EVTargetCurrent
                         s = 1
                     elif ec == 24:
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'PreChargeRes'
+                        _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
                         _c15_ResponseCode = ((x >> 2) & 31)
                         if _c15_ResponseCode >= 26: _c15_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c15_ResponseCode, 26, r.at(p))
@@ -1292,18 +1317,24 @@ def _d_BodyType(r):
                         _c15_c1_EVSEStatusCode = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                         el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c15_c1_NotificationMaxDelay = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c15_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c15_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c15_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c15_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c15_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 6
@@ -1369,59 +1400,73 @@ def _d_BodyType(r):
                         else: _c15_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c15_c2_Unit]
                         el = 'PreChargeRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c15_c2_Value = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c15_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c15_c2_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c15_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 7: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
                         if _neg: _c15_c2_Value = -_c15_c2_Value - 1
                         if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(p))
                         _c15_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c15_EVSEPresentVoltage.Multiplier = _c15_c2_Multiplier
                         _c15_EVSEPresentVoltage.Unit = _c15_c2_Unit
                         _c15_EVSEPresentVoltage.Value = _c15_c2_Value
-                        f_PreChargeRes = _new(iso2_msgbody.PreChargeResType)
-                        f_PreChargeRes.ResponseCode = _c15_ResponseCode
-                        f_PreChargeRes.DC_EVSEStatus = _c15_DC_EVSEStatus
-                        f_PreChargeRes.EVSEPresentVoltage = _c15_EVSEPresentVoltage
+                        _cv = _new(iso2_msgbody.PreChargeResType)
+                        _cv.ResponseCode = _c15_ResponseCode
+                        _cv.DC_EVSEStatus = _c15_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c15_EVSEPresentVoltage
                         s = 1
                     elif ec == 25:
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
+                        el = 'ServiceDetailReq'
+                        _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c16_ServiceID = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c16_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c16_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c16_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c16_ServiceID = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c16_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c16_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c16_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
                         if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(p))
-                        f_ServiceDetailReq = _new(iso2_msgbody.ServiceDetailReqType)
-                        f_ServiceDetailReq.ServiceID = _c16_ServiceID
+                        _cv = _new(iso2_msgbody.ServiceDetailReqType)
+                        _cv.ServiceID = _c16_ServiceID
                         s = 1
                     elif ec == 26:
                         el = 'ServiceDetailRes'
+                        _cf = 'ServiceDetailRes'
                         _c17_ResponseCode = None
                         _c17_ServiceID = None
                         _c17_ServiceParameterList = None
@@ -1434,15 +1479,22 @@ def _d_BodyType(r):
                         if _c17_ResponseCode >= 26: _c17_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c17_ResponseCode, 26, r.at(p))
                         else: _c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c17_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c17_ServiceID = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c17_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c17_ServiceID = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c17_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 1
@@ -1468,10 +1520,10 @@ def _d_BodyType(r):
                                 _c17_s = -1
                             else:
                                 raise r.deviation('ServiceDetailResType', p)
-                        f_ServiceDetailRes = _new(iso2_msgbody.ServiceDetailResType)
-                        f_ServiceDetailRes.ResponseCode = _c17_ResponseCode
-                        f_ServiceDetailRes.ServiceID = _c17_ServiceID
-                        f_ServiceDetailRes.ServiceParameterList = _c17_ServiceParameterList
+                        _cv = _new(iso2_msgbody.ServiceDetailResType)
+                        _cv.ResponseCode = _c17_ResponseCode
+                        _cv.ServiceID = _c17_ServiceID
+                        _cv.ServiceParameterList = _c17_ServiceParameterList
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1479,6 +1531,7 @@ def _d_BodyType(r):
                 if ec < 31:
                     if ec == 27:
                         el = 'ServiceDiscoveryReq'
+                        _cf = 'ServiceDiscoveryReq'
                         _c18_ServiceScope = None
                         _c18_ServiceCategory = None
                         p += 2
@@ -1537,12 +1590,13 @@ def _d_BodyType(r):
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
                             _c18_s = -1
-                        f_ServiceDiscoveryReq = _new(iso2_msgbody.ServiceDiscoveryReqType)
-                        f_ServiceDiscoveryReq.ServiceScope = _c18_ServiceScope
-                        f_ServiceDiscoveryReq.ServiceCategory = _c18_ServiceCategory
+                        _cv = _new(iso2_msgbody.ServiceDiscoveryReqType)
+                        _cv.ServiceScope = _c18_ServiceScope
+                        _cv.ServiceCategory = _c18_ServiceCategory
                         s = 1
                     elif ec == 28:
                         el = 'ServiceDiscoveryRes'
+                        _cf = 'ServiceDiscoveryRes'
                         _c19_ResponseCode = None
                         _c19_PaymentOptionList = None
                         _c19_ChargeService = None
@@ -1585,16 +1639,18 @@ def _d_BodyType(r):
                                 _c19_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryResType', p)
-                        f_ServiceDiscoveryRes = _new(iso2_msgbody.ServiceDiscoveryResType)
-                        f_ServiceDiscoveryRes.ResponseCode = _c19_ResponseCode
-                        f_ServiceDiscoveryRes.PaymentOptionList = _c19_PaymentOptionList
-                        f_ServiceDiscoveryRes.ChargeService = _c19_ChargeService
-                        f_ServiceDiscoveryRes.ServiceList = _c19_ServiceList
+                        _cv = _new(iso2_msgbody.ServiceDiscoveryResType)
+                        _cv.ResponseCode = _c19_ResponseCode
+                        _cv.PaymentOptionList = _c19_PaymentOptionList
+                        _cv.ChargeService = _c19_ChargeService
+                        _cv.ServiceList = _c19_ServiceList
                         s = 1
                     elif ec == 29:
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'SessionSetupReq'
+                        _cf = 'SessionSetupReq'
                         el = 'SessionSetupReq/EVCCID'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -1616,11 +1672,12 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        f_SessionSetupReq = _new(iso2_msgbody.SessionSetupReqType)
-                        f_SessionSetupReq.EVCCID = _c20_EVCCID
+                        _cv = _new(iso2_msgbody.SessionSetupReqType)
+                        _cv.EVCCID = _c20_EVCCID
                         s = 1
                     elif ec == 30:
                         el = 'SessionSetupRes'
+                        _cf = 'SessionSetupRes'
                         _c21_ResponseCode = None
                         _c21_EVSEID = None
                         _c21_EVSETimeStamp = None
@@ -1652,21 +1709,27 @@ def _d_BodyType(r):
                                 if x & 2: raise r.deviation('SessionSetupResType', p)
                                 el = 'SessionSetupRes/EVSETimeStamp'
                                 _neg = (x & 1)
-                                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                                if p + 16 <= E:
+                                    _y = (V >> (E - p - 16)) & 65535
+                                    if _y < 32768:
+                                        p += 8
+                                        _c21_EVSETimeStamp = _y >> 8
+                                    elif not _y & 128:
+                                        p += 16
+                                        _c21_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                        p += 24
+                                        _c21_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c21_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                                     p += 8
                                     _c21_EVSETimeStamp = (V >> (E - p)) & 127
-                                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                    p += 16
-                                    _c21_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                    p += 24
-                                    _c21_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
                                     r.pos = p; _c21_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                                 p += 2
                                 if p > E: V, E, p = r.slide(p, 2)
-                                x = (V >> (E - p)) & 3
-                                if x & 3: raise r.deviation('SessionSetupResType', p)
+                                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
                                 if _neg: _c21_EVSETimeStamp = -_c21_EVSETimeStamp - 1
                                 if _c21_EVSETimeStamp < -9223372036854775808 or _c21_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c21_EVSETimeStamp, r.at(p))
                                 _c21_s = -1
@@ -1675,10 +1738,10 @@ def _d_BodyType(r):
                                 _c21_s = -1
                             else:
                                 raise r.deviation('SessionSetupResType', p)
-                        f_SessionSetupRes = _new(iso2_msgbody.SessionSetupResType)
-                        f_SessionSetupRes.ResponseCode = _c21_ResponseCode
-                        f_SessionSetupRes.EVSEID = _c21_EVSEID
-                        f_SessionSetupRes.EVSETimeStamp = _c21_EVSETimeStamp
+                        _cv = _new(iso2_msgbody.SessionSetupResType)
+                        _cv.ResponseCode = _c21_ResponseCode
+                        _cv.EVSEID = _c21_EVSEID
+                        _cv.EVSETimeStamp = _c21_EVSETimeStamp
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1688,28 +1751,34 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 5)
                         x = (V >> (E - p)) & 31
                         if x & 27: raise r.deviation('BodyType', p)
+                        el = 'SessionStopReq'
+                        _cf = 'SessionStopReq'
                         el = 'SessionStopReq/ChargingSession'
                         _c22_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
-                        f_SessionStopReq = _new(iso2_msgbody.SessionStopReqType)
-                        f_SessionStopReq.ChargingSession = _c22_ChargingSession
+                        _cv = _new(iso2_msgbody.SessionStopReqType)
+                        _cv.ChargingSession = _c22_ChargingSession
                         s = 1
                     elif ec == 32:
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'SessionStopRes'
+                        _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
                         _c23_ResponseCode = ((x >> 2) & 31)
                         if _c23_ResponseCode >= 26: _c23_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c23_ResponseCode, 26, r.at(p))
                         else: _c23_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c23_ResponseCode]
-                        f_SessionStopRes = _new(iso2_msgbody.SessionStopResType)
-                        f_SessionStopRes.ResponseCode = _c23_ResponseCode
+                        _cv = _new(iso2_msgbody.SessionStopResType)
+                        _cv.ResponseCode = _c23_ResponseCode
                         s = 1
                     elif ec == 33:
                         p += 24
                         if p > E: V, E, p = r.slide(p, 24)
                         x = (V >> (E - p)) & 16777215
                         if x & 15604743: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionReq'
+                        _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
                         _c24_c1_EVReady = ((x >> 20) & 1) == 1
                         el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
@@ -1723,14 +1792,16 @@ def _d_BodyType(r):
                         _c24_DC_EVStatus.EVReady = _c24_c1_EVReady
                         _c24_DC_EVStatus.EVErrorCode = _c24_c1_EVErrorCode
                         _c24_DC_EVStatus.EVRESSSOC = _c24_c1_EVRESSSOC
-                        f_WeldingDetectionReq = _new(iso2_msgbody.WeldingDetectionReqType)
-                        f_WeldingDetectionReq.DC_EVStatus = _c24_DC_EVStatus
+                        _cv = _new(iso2_msgbody.WeldingDetectionReqType)
+                        _cv.DC_EVStatus = _c24_DC_EVStatus
                         s = 1
                     elif ec == 34:
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
+                        el = 'WeldingDetectionRes'
+                        _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
                         _c25_ResponseCode = ((x >> 2) & 31)
                         if _c25_ResponseCode >= 26: _c25_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c25_ResponseCode, 26, r.at(p))
@@ -1742,18 +1813,24 @@ def _d_BodyType(r):
                         _c25_c1_EVSEStatusCode = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                         el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c25_c1_NotificationMaxDelay = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c25_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c25_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c25_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c25_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c25_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c25_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c25_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 6
@@ -1819,31 +1896,37 @@ def _d_BodyType(r):
                         else: _c25_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c25_c2_Unit]
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c25_c2_Value = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c25_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c25_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c25_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c25_c2_Value = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c25_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c25_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c25_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 7: raise r.deviation('BodyType', p)
+                        if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
                         if _neg: _c25_c2_Value = -_c25_c2_Value - 1
                         if _c25_c2_Value < -32768 or _c25_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c25_c2_Value, r.at(p))
                         _c25_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
                         _c25_EVSEPresentVoltage.Multiplier = _c25_c2_Multiplier
                         _c25_EVSEPresentVoltage.Unit = _c25_c2_Unit
                         _c25_EVSEPresentVoltage.Value = _c25_c2_Value
-                        f_WeldingDetectionRes = _new(iso2_msgbody.WeldingDetectionResType)
-                        f_WeldingDetectionRes.ResponseCode = _c25_ResponseCode
-                        f_WeldingDetectionRes.DC_EVSEStatus = _c25_DC_EVSEStatus
-                        f_WeldingDetectionRes.EVSEPresentVoltage = _c25_EVSEPresentVoltage
+                        _cv = _new(iso2_msgbody.WeldingDetectionResType)
+                        _cv.ResponseCode = _c25_ResponseCode
+                        _cv.DC_EVSEStatus = _c25_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c25_EVSEPresentVoltage
                         s = 1
                     elif ec == 35:
                         pass
@@ -1859,41 +1942,8 @@ def _d_BodyType(r):
     except Exception as e:
         raise _ctx(e, el, r) from None
     _obj = _new(iso2_msgbody.BodyType)
-    _obj.AuthorizationReq = f_AuthorizationReq
-    _obj.AuthorizationRes = f_AuthorizationRes
-    _obj.BodyElement = f_BodyElement
-    _obj.CableCheckReq = f_CableCheckReq
-    _obj.CableCheckRes = f_CableCheckRes
-    _obj.CertificateInstallationReq = f_CertificateInstallationReq
-    _obj.CertificateInstallationRes = f_CertificateInstallationRes
-    _obj.CertificateUpdateReq = f_CertificateUpdateReq
-    _obj.CertificateUpdateRes = f_CertificateUpdateRes
-    _obj.ChargeParameterDiscoveryReq = f_ChargeParameterDiscoveryReq
-    _obj.ChargeParameterDiscoveryRes = f_ChargeParameterDiscoveryRes
-    _obj.ChargingStatusReq = f_ChargingStatusReq
-    _obj.ChargingStatusRes = f_ChargingStatusRes
-    _obj.CurrentDemandReq = f_CurrentDemandReq
-    _obj.CurrentDemandRes = f_CurrentDemandRes
-    _obj.MeteringReceiptReq = f_MeteringReceiptReq
-    _obj.MeteringReceiptRes = f_MeteringReceiptRes
-    _obj.PaymentDetailsReq = f_PaymentDetailsReq
-    _obj.PaymentDetailsRes = f_PaymentDetailsRes
-    _obj.PaymentServiceSelectionReq = f_PaymentServiceSelectionReq
-    _obj.PaymentServiceSelectionRes = f_PaymentServiceSelectionRes
-    _obj.PowerDeliveryReq = f_PowerDeliveryReq
-    _obj.PowerDeliveryRes = f_PowerDeliveryRes
-    _obj.PreChargeReq = f_PreChargeReq
-    _obj.PreChargeRes = f_PreChargeRes
-    _obj.ServiceDetailReq = f_ServiceDetailReq
-    _obj.ServiceDetailRes = f_ServiceDetailRes
-    _obj.ServiceDiscoveryReq = f_ServiceDiscoveryReq
-    _obj.ServiceDiscoveryRes = f_ServiceDiscoveryRes
-    _obj.SessionSetupReq = f_SessionSetupReq
-    _obj.SessionSetupRes = f_SessionSetupRes
-    _obj.SessionStopReq = f_SessionStopReq
-    _obj.SessionStopRes = f_SessionStopRes
-    _obj.WeldingDetectionReq = f_WeldingDetectionReq
-    _obj.WeldingDetectionRes = f_WeldingDetectionRes
+    _obj.AuthorizationReq = _obj.AuthorizationRes = _obj.BodyElement = _obj.CableCheckReq = _obj.CableCheckRes = _obj.CertificateInstallationReq = _obj.CertificateInstallationRes = _obj.CertificateUpdateReq = _obj.CertificateUpdateRes = _obj.ChargeParameterDiscoveryReq = _obj.ChargeParameterDiscoveryRes = _obj.ChargingStatusReq = _obj.ChargingStatusRes = _obj.CurrentDemandReq = _obj.CurrentDemandRes = _obj.MeteringReceiptReq = _obj.MeteringReceiptRes = _obj.PaymentDetailsReq = _obj.PaymentDetailsRes = _obj.PaymentServiceSelectionReq = _obj.PaymentServiceSelectionRes = _obj.PowerDeliveryReq = _obj.PowerDeliveryRes = _obj.PreChargeReq = _obj.PreChargeRes = _obj.ServiceDetailReq = _obj.ServiceDetailRes = _obj.ServiceDiscoveryReq = _obj.ServiceDiscoveryRes = _obj.SessionSetupReq = _obj.SessionSetupRes = _obj.SessionStopReq = _obj.SessionStopRes = _obj.WeldingDetectionReq = _obj.WeldingDetectionRes = None
+    if _cf is not None: setattr(_obj, _cf, _cv)
     return _obj
 
 def _e_BodyType(w, o):
@@ -3391,18 +3441,24 @@ def _d_CableCheckResType(r):
         _c1_EVSEStatusCode = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -4285,8 +4341,7 @@ def _d_CertificateUpdateReqType(r):
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateUpdateReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateReqType', p)
         el = 'eMAID'
         r.pos = p
         f_eMAID = r.string('iso2_msgbody:eMAID')
@@ -4294,8 +4349,7 @@ def _d_CertificateUpdateReqType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateUpdateReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateReqType', p)
         el = 'ListOfRootCertificateIDs'
         r.pos = p
         f_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
@@ -4706,21 +4760,27 @@ def _d_CertificateUpdateResType(r):
                 if x & 2: raise r.deviation('CertificateUpdateResType', p)
                 el = 'RetryCounter'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_RetryCounter = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_RetryCounter = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateUpdateResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CertificateUpdateResType', p)
                 if _neg: f_RetryCounter = -f_RetryCounter - 1
                 if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(p))
                 s = -1
@@ -5019,15 +5079,22 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
             el = 'MaxEntriesSAScheduleTuple'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_MaxEntriesSAScheduleTuple = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_MaxEntriesSAScheduleTuple = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_MaxEntriesSAScheduleTuple = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_MaxEntriesSAScheduleTuple = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 7
@@ -5079,21 +5146,27 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
                     el = 'EVChargeParameter/DepartureTime'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c1_DepartureTime = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c1_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c1_DepartureTime = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('EVChargeParameterType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('EVChargeParameterType', p)
                     if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(p))
                 elif ec == 1:
                     pass
@@ -5264,18 +5337,24 @@ def _d_ChargeParameterDiscoveryResType(r):
             elif ec == 2:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c1_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 27
@@ -5302,15 +5381,22 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else: _c2_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c2_Unit]
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
@@ -5332,21 +5418,27 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 if _neg: _c2_c3_Value = -_c2_c3_Value - 1
                 if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
                 _c2_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -5380,18 +5472,24 @@ def _d_ChargeParameterDiscoveryResType(r):
             if ec == 0:
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_c1_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 27
@@ -5418,15 +5516,22 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else: _c4_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c2_Unit]
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_c2_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_c2_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
@@ -5448,21 +5553,27 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else: _c4_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c3_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 if _neg: _c4_c3_Value = -_c4_c3_Value - 1
                 if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c3_Value, r.at(p))
                 _c4_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -5839,21 +5950,27 @@ def _d_ChargingStatusResType(r):
                 else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
                 el = 'EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ChargingStatusResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -5878,18 +5995,24 @@ def _d_ChargingStatusResType(r):
             elif ec == 3:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ChargingStatusResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 11
@@ -5931,18 +6054,24 @@ def _d_ChargingStatusResType(r):
             elif ec == 2:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ChargingStatusResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 11
@@ -5978,18 +6107,24 @@ def _d_ChargingStatusResType(r):
             elif ec == 1:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ChargingStatusResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 11
@@ -6013,18 +6148,24 @@ def _d_ChargingStatusResType(r):
         if s == 6:
             p += 3
             if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 7: raise r.deviation('ChargingStatusResType', p)
+            if (V >> (E - p)) & 7: raise r.deviation('ChargingStatusResType', p)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c5_NotificationMaxDelay = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c5_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c5_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c5_NotificationMaxDelay = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c5_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 11
@@ -6335,21 +6476,27 @@ def _d_CurrentDemandReqType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CurrentDemandReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
         f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6375,21 +6522,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6411,21 +6564,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6447,21 +6606,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6505,21 +6670,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6541,21 +6712,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6599,21 +6776,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6687,21 +6870,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'RemainingTimeToFullSoC/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_RemainingTimeToFullSoC = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6723,21 +6912,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c10_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c10_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
                 f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6759,21 +6954,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c11_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c11_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c11_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c11_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
                 f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6801,21 +7002,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c12_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c12_Unit]
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c12_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c12_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
                 f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6837,21 +7044,27 @@ def _d_CurrentDemandReqType(r):
                 else: _c13_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c13_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c13_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
                 f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6875,21 +7088,27 @@ def _d_CurrentDemandReqType(r):
             else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c14_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c14_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('CurrentDemandReqType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandReqType', p)
             if _neg: _c14_Value = -_c14_Value - 1
             if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
             f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7438,18 +7657,24 @@ def _d_CurrentDemandResType(r):
         _c1_EVSEStatusCode = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -7515,15 +7740,22 @@ def _d_CurrentDemandResType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
@@ -7545,15 +7777,22 @@ def _d_CurrentDemandResType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEPresentCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 14
@@ -7591,21 +7830,27 @@ def _d_CurrentDemandResType(r):
                 else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
                 f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7627,21 +7872,27 @@ def _d_CurrentDemandResType(r):
                 else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7663,21 +7914,27 @@ def _d_CurrentDemandResType(r):
                 else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7718,21 +7975,27 @@ def _d_CurrentDemandResType(r):
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7754,21 +8017,27 @@ def _d_CurrentDemandResType(r):
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7809,21 +8078,27 @@ def _d_CurrentDemandResType(r):
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CurrentDemandResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -7849,8 +8124,7 @@ def _d_CurrentDemandResType(r):
         if s == 10:
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('CurrentDemandResType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('CurrentDemandResType', p)
             el = 'EVSEID'
             r.pos = p
             f_EVSEID = r.string('iso2_msgbody:EVSEID')
@@ -8583,18 +8857,24 @@ def _d_MeteringReceiptResType(r):
             if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MeteringReceiptResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 11
@@ -8621,18 +8901,24 @@ def _d_MeteringReceiptResType(r):
                 _c2_EVSEStatusCode = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                 el = 'DC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 6
@@ -8689,18 +8975,24 @@ def _d_MeteringReceiptResType(r):
             elif ec == 2:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MeteringReceiptResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 7
@@ -8888,8 +9180,7 @@ def _d_PaymentDetailsReqType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'eMAID'
         r.pos = p
         f_eMAID = r.string('iso2_msgbody:eMAID')
@@ -8897,8 +9188,7 @@ def _d_PaymentDetailsReqType(r):
         V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractSignatureCertChain'
         _c1_Id = None
         _c1_Certificate = None
@@ -9112,21 +9402,27 @@ def _d_PaymentDetailsResType(r):
         if x & 14: raise r.deviation('PaymentDetailsResType', p)
         el = 'EVSETimeStamp'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_EVSETimeStamp = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_EVSETimeStamp = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsResType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PaymentDetailsResType', p)
         if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
         if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(p))
         r.pos = p
@@ -9698,18 +9994,24 @@ def _d_PowerDeliveryResType(r):
             if ec == 0:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PowerDeliveryResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerDeliveryResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 11
@@ -9736,18 +10038,24 @@ def _d_PowerDeliveryResType(r):
                 _c2_EVSEStatusCode = None
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                 el = 'DC_EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c2_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 6
@@ -9804,18 +10112,24 @@ def _d_PowerDeliveryResType(r):
             elif ec == 2:
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('PowerDeliveryResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('PowerDeliveryResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_NotificationMaxDelay = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_NotificationMaxDelay = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 7
@@ -10028,15 +10342,22 @@ def _d_PreChargeReqType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
@@ -10058,21 +10379,27 @@ def _d_PreChargeReqType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('PreChargeReqType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('PreChargeReqType', p)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
         f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -10197,18 +10524,24 @@ def _d_PreChargeResType(r):
         _c1_EVSEStatusCode = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -10274,21 +10607,27 @@ def _d_PreChargeResType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('PreChargeResType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('PreChargeResType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
         f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -10423,24 +10762,29 @@ def _d_ServiceDetailReqType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceDetailReqType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         if f_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(p))
         r.pos = p
     except Exception as e:
@@ -10495,15 +10839,22 @@ def _d_ServiceDetailResType(r):
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 26, r.at(p))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -10942,21 +11293,27 @@ def _d_SessionSetupResType(r):
                 if x & 2: raise r.deviation('SessionSetupResType', p)
                 el = 'EVSETimeStamp'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_EVSETimeStamp = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_EVSETimeStamp = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SessionSetupResType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
                 if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
                 if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(p))
                 s = -1
@@ -11209,18 +11566,24 @@ def _d_WeldingDetectionResType(r):
         _c1_EVSEStatusCode = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -11286,21 +11649,27 @@ def _d_WeldingDetectionResType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('WeldingDetectionResType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('WeldingDetectionResType', p)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
         f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)

@@ -46,15 +46,22 @@ def _d_AC_EVChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_DepartureTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 17
@@ -71,21 +78,27 @@ def _d_AC_EVChargeParameterType(r):
             else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
             el = 'EAmount/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
             f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -107,21 +120,27 @@ def _d_AC_EVChargeParameterType(r):
             else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
             el = 'EAmount/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c2_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
             f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -145,15 +164,22 @@ def _d_AC_EVChargeParameterType(r):
             else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'EVMaxVoltage/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 18
@@ -175,15 +201,22 @@ def _d_AC_EVChargeParameterType(r):
             else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
             el = 'EVMaxCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c4_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 18
@@ -205,21 +238,27 @@ def _d_AC_EVChargeParameterType(r):
             else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
             el = 'EVMinCurrent/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c5_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 3
             if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 7: raise r.deviation('AC_EVChargeParameterType', p)
+            if (V >> (E - p)) & 7: raise r.deviation('AC_EVChargeParameterType', p)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
             f_EVMinCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -411,18 +450,24 @@ def _d_AC_EVSEChargeParameterType(r):
     try:
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 27
@@ -449,15 +494,22 @@ def _d_AC_EVSEChargeParameterType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSENominalVoltage/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
@@ -479,21 +531,27 @@ def _d_AC_EVSEChargeParameterType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEMaxCurrent/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
         f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -611,18 +669,24 @@ def _d_AC_EVSEStatusType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('AC_EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('AC_EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 11
@@ -855,18 +919,24 @@ def _d_ChargeServiceType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ChargeServiceType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ChargeServiceType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -1091,83 +1161,9 @@ def _d_ChargingProfileType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
         el = 'ProfileEntry'
-        _c1_ChargingProfileEntryStart = None
-        _c1_ChargingProfileEntryMaxPower = None
-        _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ProfileEntryType', p)
-        el = 'ProfileEntry/ChargingProfileEntryStart'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-            p += 8
-            _c1_ChargingProfileEntryStart = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-        else:
-            r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 17
-        if p > E: V, E, p = r.slide(p, 17)
-        x = (V >> (E - p)) & 131071
-        if x & 123790: raise r.deviation('ProfileEntryType', p)
-        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(p))
-        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
-        _c1_c1_Multiplier = ((x >> 10) & 7) + -3
-        if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(p))
-        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-        _c1_c1_Unit = ((x >> 4) & 7)
-        if _c1_c1_Unit >= 7: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 7, r.at(p))
-        else: _c1_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c1_Unit]
-        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
-        _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-            p += 8
-            _c1_c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-        else:
-            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        p += 2
-        if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ProfileEntryType', p)
-        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
-        _c1_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
-        _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c1_Multiplier
-        _c1_ChargingProfileEntryMaxPower.Unit = _c1_c1_Unit
-        _c1_ChargingProfileEntryMaxPower.Value = _c1_c1_Value
-        _c1_s = 2
-        if _c1_s == 2:
-            p += 2
-            if p > E: V, E, p = r.slide(p, 2)
-            ec = (V >> (E - p)) & 3
-            if ec == 0:
-                p += 5
-                if p > E: V, E, p = r.slide(p, 5)
-                x = (V >> (E - p)) & 31
-                if x & 19: raise r.deviation('ProfileEntryType', p)
-                el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c1_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('ProfileEntryType', p)
-        _v = _new(iso2_msgdatatypes.ProfileEntryType)
-        _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
-        _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
-        _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c1_ChargingProfileEntryMaxNumberOfPhasesInUse
+        r.pos = p
+        _v = _d_ProfileEntryType(r)
+        V = r.v; E = r.end; p = r.pos
         f_ProfileEntry.append(_v)
         s = 1
         if s == 1:
@@ -1178,83 +1174,9 @@ def _d_ChargingProfileType(r):
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ProfileEntry'
-                    _c2_ChargingProfileEntryStart = None
-                    _c2_ChargingProfileEntryMaxPower = None
-                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ProfileEntryType', p)
-                    el = 'ProfileEntry/ChargingProfileEntryStart'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_ChargingProfileEntryStart = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 17
-                    if p > E: V, E, p = r.slide(p, 17)
-                    x = (V >> (E - p)) & 131071
-                    if x & 123790: raise r.deviation('ProfileEntryType', p)
-                    if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(p))
-                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
-                    _c2_c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c1_Multiplier, r.at(p))
-                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-                    _c2_c1_Unit = ((x >> 4) & 7)
-                    if _c2_c1_Unit >= 7: _c2_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c1_Unit, 7, r.at(p))
-                    else: _c2_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c1_Unit]
-                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c2_c1_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
-                    else:
-                        r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ProfileEntryType', p)
-                    if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(p))
-                    _c2_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
-                    _c2_ChargingProfileEntryMaxPower.Multiplier = _c2_c1_Multiplier
-                    _c2_ChargingProfileEntryMaxPower.Unit = _c2_c1_Unit
-                    _c2_ChargingProfileEntryMaxPower.Value = _c2_c1_Value
-                    _c2_s = 2
-                    if _c2_s == 2:
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        ec = (V >> (E - p)) & 3
-                        if ec == 0:
-                            p += 5
-                            if p > E: V, E, p = r.slide(p, 5)
-                            x = (V >> (E - p)) & 31
-                            if x & 19: raise r.deviation('ProfileEntryType', p)
-                            el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                            _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                            if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c2_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
-                            _c2_s = -1
-                        elif ec == 1:
-                            pass
-                            _c2_s = -1
-                        else:
-                            raise r.deviation('ProfileEntryType', p)
-                    _v = _new(iso2_msgdatatypes.ProfileEntryType)
-                    _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
-                    _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
-                    _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_ChargingProfileEntryMaxNumberOfPhasesInUse
+                    r.pos = p
+                    _v = _d_ProfileEntryType(r)
+                    V = r.v; E = r.end; p = r.pos
                     f_ProfileEntry.append(_v)
                     _k += 1
                     if _k == 23:
@@ -1291,64 +1213,9 @@ def _e_ChargingProfileType(w, o):
             el = 'ProfileEntry'
             v <<= 1
             n += 1
-            _c1_o = v_ProfileEntry[i_ProfileEntry]
-            _c1_ChargingProfileEntryStart = _c1_o.ChargingProfileEntryStart
-            _c1_ChargingProfileEntryMaxPower = _c1_o.ChargingProfileEntryMaxPower
-            _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = _c1_o.ChargingProfileEntryMaxNumberOfPhasesInUse
-            if _c1_ChargingProfileEntryStart is not None:
-                el = 'ProfileEntry/ChargingProfileEntryStart'
-                if _c1_ChargingProfileEntryStart < 0 or _c1_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c1_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-                v <<= 2
-                n += 2
-                if _c1_ChargingProfileEntryStart < 128: v = (v << 8) | _c1_ChargingProfileEntryStart; n += 8
-                elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c1_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c1_ChargingProfileEntryStart >> 7); n += 16
-                elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c1_ChargingProfileEntryStart & 127) << 16) | (((_c1_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c1_ChargingProfileEntryStart >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
-                if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                _o = _c1_ChargingProfileEntryMaxPower
-                _c1_c1_Multiplier = _o.Multiplier
-                _c1_c1_Unit = _o.Unit
-                _c1_c1_Value = _o.Value
-                if not (_c1_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
-                if not -3 <= _c1_c1_Multiplier <= 3: raise EncodeError(f'value {_c1_c1_Multiplier!r} outside [-3, 3]')
-                if not (_c1_c1_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-                _c1_c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_c1_Unit)
-                if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c1_c1_Multiplier - -3) << 10) | (_c1_c1_i1 << 4) | (_c1_c1_Value < 0)
-                n += 17
-                _c1_ChargingProfileEntryStart = None
-                _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                _c1_ChargingProfileEntryMaxPower = None
-                _c1_s = 2
-            else:
-                raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
-            if _c1_s == 2:
-                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
-                    el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                    if not 1 <= _c1_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
-                    v = (v << 7) | ((_c1_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
-                    n += 7
-                    _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                    if _c1_ChargingProfileEntryStart is not None or _c1_ChargingProfileEntryMaxPower is not None or _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if _c1_ChargingProfileEntryStart is not None or _c1_ChargingProfileEntryMaxPower is not None or _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
+            v = w.v; n = w.n
             i_ProfileEntry += 1
             s = 1
         else:
@@ -1360,64 +1227,9 @@ def _e_ChargingProfileType(w, o):
                     el = 'ProfileEntry'
                     v <<= 2
                     n += 2
-                    _c2_o = v_ProfileEntry[i_ProfileEntry]
-                    _c2_ChargingProfileEntryStart = _c2_o.ChargingProfileEntryStart
-                    _c2_ChargingProfileEntryMaxPower = _c2_o.ChargingProfileEntryMaxPower
-                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_o.ChargingProfileEntryMaxNumberOfPhasesInUse
-                    if _c2_ChargingProfileEntryStart is not None:
-                        el = 'ProfileEntry/ChargingProfileEntryStart'
-                        if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-                        v <<= 2
-                        n += 2
-                        if _c2_ChargingProfileEntryStart < 128: v = (v << 8) | _c2_ChargingProfileEntryStart; n += 8
-                        elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c2_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c2_ChargingProfileEntryStart >> 7); n += 16
-                        elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c2_ChargingProfileEntryStart & 127) << 16) | (((_c2_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c2_ChargingProfileEntryStart >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
-                        if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                        _o = _c2_ChargingProfileEntryMaxPower
-                        _c2_c1_Multiplier = _o.Multiplier
-                        _c2_c1_Unit = _o.Unit
-                        _c2_c1_Value = _o.Value
-                        if not (_c2_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
-                        if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
-                        if not (_c2_c1_Unit is not None): raise EncodeError('missing content: Unit')
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-                        _c2_c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
-                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 17) | ((_c2_c1_Multiplier - -3) << 10) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
-                        n += 17
-                        _c2_ChargingProfileEntryStart = None
-                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c2_ChargingProfileEntryMaxPower = None
-                        _c2_s = 2
-                    else:
-                        raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
-                    if _c2_s == 2:
-                        if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
-                            el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                            if not 1 <= _c2_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
-                            v = (v << 7) | ((_c2_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
-                            n += 7
-                            _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                            if _c2_ChargingProfileEntryStart is not None or _c2_ChargingProfileEntryMaxPower is not None or _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c2_o)
-                            _c2_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            if _c2_ChargingProfileEntryStart is not None or _c2_ChargingProfileEntryMaxPower is not None or _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c2_o)
-                            _c2_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    w.v = v; w.n = n
+                    _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
+                    v = w.v; n = w.n
                     i_ProfileEntry += 1
                     _k += 1
                     if _k == 23:
@@ -1462,21 +1274,27 @@ def _d_ConsumptionCostType(r):
         else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
         el = 'startValue/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
         if p > E: V, E, p = r.slide(p, 3)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('ConsumptionCostType', p)
+        if (V >> (E - p)) & 7: raise r.deviation('ConsumptionCostType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
         f_startValue = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -1496,15 +1314,22 @@ def _d_ConsumptionCostType(r):
         if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(p))
         else: _c2_costKind = _E_iso2_msgdatatypes_costKindType[_c2_costKind]
         el = 'Cost/amount'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_amount = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_amount = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -1554,15 +1379,22 @@ def _d_ConsumptionCostType(r):
                 if _c3_costKind >= 3: _c3_costKind = r.enum_index('CostType/costKind', _c3_costKind, 3, r.at(p))
                 else: _c3_costKind = _E_iso2_msgdatatypes_costKindType[_c3_costKind]
                 el = 'Cost/amount'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c3_amount = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c3_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c3_amount = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c3_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_amount = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -1617,15 +1449,22 @@ def _d_ConsumptionCostType(r):
                 if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(p))
                 else: _c4_costKind = _E_iso2_msgdatatypes_costKindType[_c4_costKind]
                 el = 'Cost/amount'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_amount = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_amount = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_amount = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -1972,15 +1811,22 @@ def _d_CostType(r):
         if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
         else: f_costKind = _E_iso2_msgdatatypes_costKindType[f_costKind]
         el = 'amount'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_amount = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_amount = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -2087,15 +1933,22 @@ def _d_DC_EVChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_DepartureTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 24
@@ -2152,21 +2005,27 @@ def _d_DC_EVChargeParameterType(r):
             else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'EVMaximumCurrentLimit/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
             f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -2192,15 +2051,22 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c4_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
@@ -2222,21 +2088,27 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c5_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -2258,21 +2130,27 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c6_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
                 f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -2300,21 +2178,27 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
                 f_EVEnergyCapacity = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -2336,21 +2220,27 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -2399,21 +2289,27 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVChargeParameterType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -3007,18 +2903,24 @@ def _d_DC_EVSEChargeParameterType(r):
         _c1_EVSEStatusCode = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -3084,15 +2986,22 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEMaximumCurrentLimit/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c2_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c2_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
@@ -3114,15 +3023,22 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEMaximumPowerLimit/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c3_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c3_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
@@ -3144,15 +3060,22 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
         el = 'EVSEMaximumVoltageLimit/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c4_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c4_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
@@ -3174,15 +3097,22 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
         el = 'EVSEMinimumCurrentLimit/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c5_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c5_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
@@ -3204,21 +3134,27 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
         el = 'EVSEMinimumVoltageLimit/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c6_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c6_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
         f_EVSEMinimumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -3244,15 +3180,22 @@ def _d_DC_EVSEChargeParameterType(r):
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVSECurrentRegulationTolerance/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c7_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
@@ -3274,21 +3217,27 @@ def _d_DC_EVSEChargeParameterType(r):
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c8_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
                 f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -3310,21 +3259,27 @@ def _d_DC_EVSEChargeParameterType(r):
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c9_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
                 f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -3352,21 +3307,27 @@ def _d_DC_EVSEChargeParameterType(r):
                 else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'EVSEEnergyToBeDelivered/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c10_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c10_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
                 f_EVSEEnergyToBeDelivered = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -3728,18 +3689,24 @@ def _d_DC_EVSEStatusType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DC_EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
@@ -4103,21 +4070,27 @@ def _d_EVChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
             el = 'DepartureTime'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    f_DepartureTime = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('EVChargeParameterType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('EVChargeParameterType', p)
             if f_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
         elif ec == 1:
             pass
@@ -4230,18 +4203,24 @@ def _d_EVSEStatusType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVSEStatusType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_NotificationMaxDelay = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 7
@@ -4342,18 +4321,24 @@ def _d_EntryType(r):
             _c1_duration = None
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
             el = 'RelativeTimeInterval/start'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_start = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_start = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -4370,21 +4355,27 @@ def _d_EntryType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c1_duration = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c1_duration = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
                     if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(p))
                     _c1_s = -1
                 elif ec == 1:
@@ -4531,8 +4522,7 @@ def _d_ListOfRootCertificateIDsType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
         el = 'RootCertificateID/X509IssuerName'
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
@@ -4554,21 +4544,27 @@ def _d_ListOfRootCertificateIDsType(r):
         if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
         el = 'RootCertificateID/X509SerialNumber'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_X509SerialNumber = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_X509SerialNumber = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
         if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
         _v = _new(xmldsig.X509IssuerSerialType)
         _v.X509IssuerName = _c1_X509IssuerName
@@ -4606,21 +4602,27 @@ def _d_ListOfRootCertificateIDsType(r):
                     if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                     el = 'RootCertificateID/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_X509SerialNumber = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                     if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c2_X509IssuerName
@@ -4779,15 +4781,22 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterReading'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_MeterReading = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_MeterReading = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterReading = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_MeterReading = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_MeterReading = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_MeterReading = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -4822,15 +4831,22 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_MeterStatus = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -4846,15 +4862,22 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_TMeter = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -4899,15 +4922,22 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_MeterStatus = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -4923,15 +4953,22 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_TMeter = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -4956,15 +4993,22 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_MeterStatus = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -4980,15 +5024,22 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_TMeter = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -5013,15 +5064,22 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_TMeter = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
@@ -5367,18 +5425,24 @@ def _d_PMaxScheduleEntryType(r):
             _c1_duration = None
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
             el = 'RelativeTimeInterval/start'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_start = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_start = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -5395,21 +5459,27 @@ def _d_PMaxScheduleEntryType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c1_duration = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c1_duration = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
                     if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(p))
                     _c1_s = -1
                 elif ec == 1:
@@ -5444,21 +5514,27 @@ def _d_PMaxScheduleEntryType(r):
             else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'PMax/Value'
             _neg = (x & 1)
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c3_Value = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 3
             if p > E: V, E, p = r.slide(p, 3)
-            x = (V >> (E - p)) & 7
-            if x & 7: raise r.deviation('PMaxScheduleEntryType', p)
+            if (V >> (E - p)) & 7: raise r.deviation('PMaxScheduleEntryType', p)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
             f_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -5692,21 +5768,27 @@ def _d_ParameterSetType(r):
         if x & 6: raise r.deviation('ParameterSetType', p)
         el = 'ParameterSetID'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ParameterSetID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ParameterSetID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ParameterSetType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ParameterSetType', p)
         if _neg: f_ParameterSetID = -f_ParameterSetID - 1
         if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('ParameterSetType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
         el = 'Parameter'
@@ -5867,21 +5949,27 @@ def _d_ParameterType(r):
                 if x & 2: raise r.deviation('ParameterType', p)
                 el = 'shortValue'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_shortValue = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_shortValue = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
                 if _neg: f_shortValue = -f_shortValue - 1
                 if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(p))
                 s = -1
@@ -5892,21 +5980,27 @@ def _d_ParameterType(r):
                 if x & 2: raise r.deviation('ParameterType', p)
                 el = 'intValue'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_intValue = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_intValue = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ParameterType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('ParameterType', p)
                 if _neg: f_intValue = -f_intValue - 1
                 if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(p))
                 s = -1
@@ -5924,21 +6018,27 @@ def _d_ParameterType(r):
                 else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
                 el = 'physicalValue/Value'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_Value = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
                 if p > E: V, E, p = r.slide(p, 3)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ParameterType', p)
+                if (V >> (E - p)) & 7: raise r.deviation('ParameterType', p)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
                 f_physicalValue = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6211,21 +6311,27 @@ def _d_PhysicalValueType(r):
         else: f_Unit = _E_iso2_msgdatatypes_unitSymbolType[f_Unit]
         el = 'Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PhysicalValueType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('PhysicalValueType', p)
         if _neg: f_Value = -f_Value - 1
         if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(p))
         r.pos = p
@@ -6288,18 +6394,24 @@ def _d_ProfileEntryType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ProfileEntryType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
         el = 'ChargingProfileEntryStart'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ChargingProfileEntryStart = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ChargingProfileEntryStart = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
@@ -6316,21 +6428,27 @@ def _d_ProfileEntryType(r):
         else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
         el = 'ChargingProfileEntryMaxPower/Value'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_Value = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_Value = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ProfileEntryType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
         f_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
@@ -6443,18 +6561,24 @@ def _d_RelativeTimeIntervalType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
         el = 'start'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_start = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_start = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -6471,21 +6595,27 @@ def _d_RelativeTimeIntervalType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                 el = 'duration'
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_duration = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_duration = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
                 if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(p))
                 s = -1
             elif ec == 1:
@@ -7019,18 +7149,24 @@ def _d_SalesTariffEntryType(r):
             _c1_duration = None
             p += 2
             if p > E: V, E, p = r.slide(p, 2)
-            x = (V >> (E - p)) & 3
-            if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
             el = 'RelativeTimeInterval/start'
-            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            if p + 16 <= E:
+                _y = (V >> (E - p - 16)) & 65535
+                if _y < 32768:
+                    p += 8
+                    _c1_start = _y >> 8
+                elif not _y & 128:
+                    p += 16
+                    _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    p += 24
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                 p += 8
                 _c1_start = (V >> (E - p)) & 127
-            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                p += 16
-                _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                p += 24
-                _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 1
@@ -7047,21 +7183,27 @@ def _d_SalesTariffEntryType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c1_duration = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c1_duration = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
                     if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(p))
                     _c1_s = -1
                 elif ec == 1:
@@ -7606,18 +7748,24 @@ def _d_SelectedServiceListType(r):
         _c1_ParameterSetID = None
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SelectedServiceType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
         el = 'SelectedService/ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                _c1_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                _c1_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             _c1_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            _c1_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -7636,21 +7784,27 @@ def _d_SelectedServiceListType(r):
                 if x & 2: raise r.deviation('SelectedServiceType', p)
                 el = 'SelectedService/ParameterSetID'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        _c1_ParameterSetID = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        _c1_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     _c1_ParameterSetID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    _c1_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SelectedServiceType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
                 if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
                 if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(p))
                 _c1_s = -1
@@ -7676,18 +7830,24 @@ def _d_SelectedServiceListType(r):
                     _c2_ParameterSetID = None
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('SelectedServiceType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
                     el = 'SelectedService/ServiceID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_ServiceID = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_ServiceID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -7706,21 +7866,27 @@ def _d_SelectedServiceListType(r):
                             if x & 2: raise r.deviation('SelectedServiceType', p)
                             el = 'SelectedService/ParameterSetID'
                             _neg = (x & 1)
-                            if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            if p + 16 <= E:
+                                _y = (V >> (E - p - 16)) & 65535
+                                if _y < 32768:
+                                    p += 8
+                                    _c2_ParameterSetID = _y >> 8
+                                elif not _y & 128:
+                                    p += 16
+                                    _c2_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                    p += 24
+                                    _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                                 p += 8
                                 _c2_ParameterSetID = (V >> (E - p)) & 127
-                            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                                p += 16
-                                _c2_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                                p += 24
-                                _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
-                            x = (V >> (E - p)) & 3
-                            if x & 3: raise r.deviation('SelectedServiceType', p)
+                            if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
                             if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
                             if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(p))
                             _c2_s = -1
@@ -7892,18 +8058,24 @@ def _d_SelectedServiceType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SelectedServiceType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1
@@ -7922,21 +8094,27 @@ def _d_SelectedServiceType(r):
                 if x & 2: raise r.deviation('SelectedServiceType', p)
                 el = 'ParameterSetID'
                 _neg = (x & 1)
-                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                if p + 16 <= E:
+                    _y = (V >> (E - p - 16)) & 65535
+                    if _y < 32768:
+                        p += 8
+                        f_ParameterSetID = _y >> 8
+                    elif not _y & 128:
+                        p += 16
+                        f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        p += 24
+                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                     p += 8
                     f_ParameterSetID = (V >> (E - p)) & 127
-                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                    p += 16
-                    f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                    p += 24
-                    f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
                 if p > E: V, E, p = r.slide(p, 2)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SelectedServiceType', p)
+                if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
                 if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(p))
                 s = -1
@@ -8222,18 +8400,24 @@ def _d_ServiceType(r):
     try:
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('ServiceType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
         el = 'ServiceID'
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_ServiceID = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 1

@@ -799,15 +799,22 @@ def _de19(r):  # ChargingProfileEntryStart
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -861,15 +868,22 @@ def _de21(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1200,15 +1214,22 @@ def _de34(r):  # EVSETimeStamp
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('EVSETimeStamp', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1499,15 +1520,22 @@ def _de44(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1576,15 +1604,22 @@ def _de46(r):  # MaxEntriesSAScheduleTuple
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1654,15 +1689,22 @@ def _de48(r):  # MeterReading
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterReading', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1696,15 +1738,22 @@ def _de49(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -1796,15 +1845,22 @@ def _de52(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2005,15 +2061,22 @@ def _de58(r):  # ParameterSetID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ParameterSetID', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2233,15 +2296,22 @@ def _de66(r):  # RetryCounter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('RetryCounter', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2517,15 +2587,22 @@ def _de76(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2557,15 +2634,22 @@ def _de77(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2827,15 +2911,22 @@ def _de84(r):  # TMeter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('TMeter', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -2895,15 +2986,22 @@ def _de86(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3083,15 +3181,22 @@ def _de91(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3232,15 +3337,22 @@ def _de95(r):  # amount
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3360,15 +3472,22 @@ def _de100(r):  # duration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3402,15 +3521,22 @@ def _de101(r):  # intValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('intValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3446,15 +3572,22 @@ def _de102(r):  # shortValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('shortValue', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -3488,15 +3621,22 @@ def _de103(r):  # start
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1

@@ -6001,15 +6001,22 @@ def _d_SignatureMethodType(r, key):
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            f_HMACOutputLength = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -6043,15 +6050,22 @@ def _d_SignatureMethodType(r, key):
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            f_HMACOutputLength = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
@@ -7593,21 +7607,27 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c1_X509SerialNumber = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c1_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c1_X509IssuerName
@@ -7728,21 +7748,27 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c2_X509SerialNumber = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c2_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c2_X509IssuerName
@@ -7866,21 +7892,27 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c3_X509SerialNumber = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c3_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c3_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c3_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c3_X509SerialNumber = -_c3_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c3_X509IssuerName
@@ -8004,21 +8036,27 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c4_X509SerialNumber = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c4_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c4_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c4_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c4_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c4_X509SerialNumber = -_c4_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c4_X509IssuerName
@@ -8142,21 +8180,27 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c5_X509SerialNumber = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c5_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c5_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c5_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c5_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c5_X509SerialNumber = -_c5_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c5_X509IssuerName
@@ -8280,21 +8324,27 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c6_X509SerialNumber = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c6_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c6_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c6_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c6_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c6_X509IssuerName
@@ -8418,21 +8468,27 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c7_X509SerialNumber = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c7_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c7_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c7_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c7_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c7_X509IssuerName
@@ -8557,21 +8613,27 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c8_X509SerialNumber = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c8_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c8_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c8_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c8_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c8_X509IssuerName
@@ -8701,21 +8763,27 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c9_X509SerialNumber = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c9_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c9_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c9_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c9_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c9_X509IssuerName
@@ -8845,21 +8913,27 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c10_X509SerialNumber = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c10_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c10_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c10_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c10_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c10_X509IssuerName
@@ -8989,21 +9063,27 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c11_X509SerialNumber = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c11_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c11_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c11_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c11_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c11_X509IssuerName
@@ -9133,21 +9213,27 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        if p + 16 <= E:
+                            _y = (V >> (E - p - 16)) & 65535
+                            if _y < 32768:
+                                p += 8
+                                _c12_X509SerialNumber = _y >> 8
+                            elif not _y & 128:
+                                p += 16
+                                _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                p += 24
+                                _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c12_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                             p += 8
                             _c12_X509SerialNumber = (V >> (E - p)) & 127
-                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                            p += 16
-                            _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                            p += 24
-                            _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c12_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
                         _v = _new(xmldsig.X509IssuerSerialType)
                         _v.X509IssuerName = _c12_X509IssuerName
@@ -9276,21 +9362,27 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    if p + 16 <= E:
+                        _y = (V >> (E - p - 16)) & 65535
+                        if _y < 32768:
+                            p += 8
+                            _c13_X509SerialNumber = _y >> 8
+                        elif not _y & 128:
+                            p += 16
+                            _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            p += 24
+                            _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c13_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
                         p += 8
                         _c13_X509SerialNumber = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-                        p += 24
-                        _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
                     if p > E: V, E, p = r.slide(p, 2)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
                     _v = _new(xmldsig.X509IssuerSerialType)
                     _v.X509IssuerName = _c13_X509IssuerName
@@ -10519,21 +10611,27 @@ def _d_X509IssuerSerialType(r):
         if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
-        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+        if p + 16 <= E:
+            _y = (V >> (E - p - 16)) & 65535
+            if _y < 32768:
+                p += 8
+                f_X509SerialNumber = _y >> 8
+            elif not _y & 128:
+                p += 16
+                f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                p += 24
+                f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
             p += 8
             f_X509SerialNumber = (V >> (E - p)) & 127
-        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-            p += 16
-            f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-            p += 24
-            f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
         if p > E: V, E, p = r.slide(p, 2)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 3: raise r.deviation('X509IssuerSerialType', p)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
         r.pos = p
     except Exception as e:
@@ -10906,15 +11004,22 @@ def _de13(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
@@ -11417,15 +11522,22 @@ def _de27(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+    if p + 16 <= E:
+        _y = (V >> (E - p - 16)) & 65535
+        if _y < 32768:
+            p += 8
+            val = _y >> 8
+        elif not _y & 128:
+            p += 16
+            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            p += 24
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+        else:
+            r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
         p += 8
         val = (V >> (E - p)) & 127
-    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-        p += 16
-        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
-        p += 24
-        val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
     else:
         r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1

@@ -606,18 +606,25 @@ class CodecWriter:
                     L.extend(lines)
                 i += 1
                 continue
-            if kind == "uint":  # one octet is the common case: read it inline
+            if kind == "uint":  # one or two octets are the common case: read them inline from one 16-bit piece
                 t = ops[i][1]
-                L.append("if p + 8 <= E and not (V >> (E - p - 8)) & 128:")
+                L.append("if p + 16 <= E:")
+                L.append("    _y = (V >> (E - p - 16)) & 65535")
+                L.append("    if _y < 32768:")
+                L.append("        p += 8")
+                L.append(f"        {t} = _y >> 8")
+                L.append("    elif not _y & 128:")
+                L.append("        p += 16")
+                L.append(f"        {t} = ((_y >> 8) & 127) | ((_y & 127) << 7)")
+                # three octets: times in seconds past 4.5 hours, energies, meter readings
+                L.append("    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:")
+                L.append("        p += 24")
+                L.append(f"        {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)")
+                L.append("    else:")
+                L.append(f"        r.pos = p; {t} = r.uint(); V = r.v; E = r.end; p = r.pos")
+                L.append("elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet")
                 L.append("    p += 8")
                 L.append(f"    {t} = (V >> (E - p)) & 127")
-                L.append("elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:")
-                L.append("    p += 16")
-                L.append(f"    {t} = ((_y >> 8) & 127) | ((_y & 127) << 7)")
-                # three octets: times in seconds past 4.5 hours, energies, meter readings
-                L.append("elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:")
-                L.append("    p += 24")
-                L.append(f"    {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)")
                 L.append("else:")
                 L.append(f"    r.pos = p; {t} = r.uint(); V = r.v; E = r.end; p = r.pos")
                 i += 1
@@ -633,7 +640,7 @@ class CodecWriter:
                         L.extend(op[1])
                 continue
             fixes = [op for op in run if op[0] == "fix" and op[1]]
-            if all(op[2] == "code" for op in fixes) and len(fixes) == 1:
+            if all(op[2] == "code" for op in fixes):  # event codes only: one test of all their bits
                 L.append(f"p += {total}")
                 L.append(f"if p > E: V, E, p = r.slide(p, {total})")
                 L.append(f"if (V >> (E - p)) & {(1 << total) - 1}: raise r.deviation({where!r}, p)")
@@ -1066,8 +1073,13 @@ class CodecWriter:
         self._tmp_n = 0
         L = [f"def _d_{name}({sig}):", f"    # {self._desc(ct)}", "    V = r.v", "    E = r.end", "    p = r.pos",
              "    el = ''"]
-        for f in info.fields:
-            L.append(f"    f_{f.name} = {'[]' if f.many else 'None'}")
+        saved_choice = getattr(self, "_choice", None)
+        self._choice = info if self._is_choice(info) else None
+        if self._choice is not None:  # the chosen element's name and value, not one variable per field
+            L.extend(["    _cf = None", "    _cv = None"])
+        else:
+            for f in info.fields:
+                L.append(f"    f_{f.name} = {'[]' if f.many else 'None'}")
         L.append("    try:")
         chains, skip, inline = self._plan(info)
         self._inline = inline
@@ -1080,9 +1092,28 @@ class CodecWriter:
         L.append("        r.pos = p")
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, r) from None")
-        L.extend("    " + x for x in self._construct(info, "_obj", "f_"))
+        if self._choice is not None:
+            L.append(f"    _obj = _new({self.cls(ct)})")
+            L.append("    " + "".join(f"_obj.{f.name} = " for f in info.fields) + "None")
+            L.append("    if _cf is not None: setattr(_obj, _cf, _cv)")
+        else:
+            L.extend("    " + x for x in self._construct(info, "_obj", "f_"))
         L.append("    return _obj")
+        self._choice = saved_choice
         return _dead_el(L)
+
+    @staticmethod
+    def _is_choice(info: TypeInfo) -> bool:
+        """A type that is one choice of elements and nothing else (a message Body): its decoder keeps the
+        chosen element's name and value and sets every other field to None in one statement."""
+        if len(info.fields) < 8 or any(f.kind != "e" or f.many for f in info.fields):
+            return False
+        first = info.grammar[0]
+        targets = {id(p.target) for p in first.prods if p.event.kind == "SE"}
+        if len(targets) != 1 or any(p.event.kind not in ("SE", "EE") for p in first.prods):
+            return False
+        end = next(p.target for p in first.prods if p.event.kind == "SE")
+        return end is not None and len(end.prods) == 1 and end.prods[0].event.kind == "EE"
 
     def _construct(self, info: TypeInfo, target: str, prefix: str) -> list[str]:
         """Build the model object from the decoded fields: object.__new__ and one slot store per field
@@ -1099,6 +1130,8 @@ class CodecWriter:
         if ev.kind == "SE":
             f = info.by_event[("SE", ev.qname)]
             ops: list[tuple] = [("nop", [f"el = {ev.qname[1]!r}"])]
+            if info is getattr(self, "_choice", None):
+                return [*ops, ("nop", [f"_cf = {f.name!r}"]), *self.dec_element_ops(p.payload, "_cv")]
             if f.many:
                 ops.extend(self.dec_element_ops(p.payload, "_v"))
                 ops.append(("var", [f"f_{f.name}.append(_v)"]))
