@@ -6,6 +6,7 @@ from exi.model import din_msgbody, din_msgdatatypes
 from exi.codec import din_msgdatatypes as c_din_msgdatatypes
 
 _new = object.__new__
+_E_din_msgdatatypes_DC_EVErrorCodeType = tuple(din_msgdatatypes.DC_EVErrorCodeType)
 _E_din_msgdatatypes_DC_EVSEStatusCodeType = tuple(din_msgdatatypes.DC_EVSEStatusCodeType)
 _E_din_msgdatatypes_EVRequestedEnergyTransferType = tuple(din_msgdatatypes.EVRequestedEnergyTransferType)
 _E_din_msgdatatypes_EVSENotificationType = tuple(din_msgdatatypes.EVSENotificationType)
@@ -15,6 +16,8 @@ _E_din_msgdatatypes_isolationLevelType = tuple(din_msgdatatypes.isolationLevelTy
 _E_din_msgdatatypes_paymentOptionType = tuple(din_msgdatatypes.paymentOptionType)
 _E_din_msgdatatypes_responseCodeType = tuple(din_msgdatatypes.responseCodeType)
 _E_din_msgdatatypes_serviceCategoryType = tuple(din_msgdatatypes.serviceCategoryType)
+_E_din_msgdatatypes_unitSymbolType = tuple(din_msgdatatypes.unitSymbolType)
+_I_din_msgdatatypes_DC_EVErrorCodeType = {v: i for i, v in enumerate(din_msgdatatypes.DC_EVErrorCodeType)}
 _I_din_msgdatatypes_DC_EVSEStatusCodeType = {v: i for i, v in enumerate(din_msgdatatypes.DC_EVSEStatusCodeType)}
 _I_din_msgdatatypes_EVRequestedEnergyTransferType = {v: i for i, v in enumerate(din_msgdatatypes.EVRequestedEnergyTransferType)}
 _I_din_msgdatatypes_EVSENotificationType = {v: i for i, v in enumerate(din_msgdatatypes.EVSENotificationType)}
@@ -24,6 +27,7 @@ _I_din_msgdatatypes_isolationLevelType = {v: i for i, v in enumerate(din_msgdata
 _I_din_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(din_msgdatatypes.paymentOptionType)}
 _I_din_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(din_msgdatatypes.responseCodeType)}
 _I_din_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(din_msgdatatypes.serviceCategoryType)}
+_I_din_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(din_msgdatatypes.unitSymbolType)}
 
 def _d_CableCheckReqType(r):
     # {urn:din:70121:2012:MsgBody}CableCheckReqType
@@ -37,9 +41,99 @@ def _d_CableCheckReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
@@ -61,9 +155,87 @@ def _e_CableCheckReqType(w, o):
             el = 'DC_EVStatus'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_DC_EVStatus = None
@@ -130,20 +302,20 @@ def _d_CableCheckResType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_NotificationMaxDelay = _y >> 8
-                elif not _y & 128:
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_NotificationMaxDelay = (V >> (E - p)) & 127
             else:
@@ -1173,20 +1345,20 @@ def _d_CertificateUpdateResType(r):
         if x & 6: raise r.deviation('CertificateUpdateResType', p)
         el = 'RetryCounter'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_RetryCounter = _y >> 8
-            elif not _y & 128:
+                f_RetryCounter = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_RetryCounter = (V >> (E - p)) & 127
         else:
@@ -1357,20 +1529,20 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'AC_EVChargeParameter/DepartureTime'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_DepartureTime = _y >> 8
-                    elif not _y & 128:
+                        _c1_DepartureTime = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_DepartureTime = (V >> (E - p)) & 127
                 else:
@@ -1380,30 +1552,386 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 if (V >> (E - p)) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(p))
                 el = 'AC_EVChargeParameter/EAmount'
-                r.pos = p
-                _c1_EAmount = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c1_c1_Multiplier = None
+                _c1_c1_Unit = None
+                _c1_c1_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVChargeParameter/EAmount/Multiplier'
+                _c1_c1_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(p))
+                _c1_c1_s = 1
+                if _c1_c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EAmount/Unit'
+                        _c1_c1_Unit = ((x >> 4) & 15)
+                        if _c1_c1_Unit >= 10: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 10, r.at(p))
+                        else: _c1_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c1_Unit]
+                        el = 'AC_EVChargeParameter/EAmount/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+                        _c1_c1_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EAmount/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+                        _c1_c1_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_c1_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_c1_s = -1
+                _c1_EAmount = _new(din_msgdatatypes.PhysicalValueType)
+                _c1_EAmount.Multiplier = _c1_c1_Multiplier
+                _c1_EAmount.Unit = _c1_c1_Unit
+                _c1_EAmount.Value = _c1_c1_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'AC_EVChargeParameter/EVMaxVoltage'
-                r.pos = p
-                _c1_EVMaxVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c1_c2_Multiplier = None
+                _c1_c2_Unit = None
+                _c1_c2_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
+                _c1_c2_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(p))
+                _c1_c2_s = 1
+                if _c1_c2_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
+                        _c1_c2_Unit = ((x >> 4) & 15)
+                        if _c1_c2_Unit >= 10: _c1_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c2_Unit, 10, r.at(p))
+                        else: _c1_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c2_Unit]
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
+                        _c1_c2_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(p))
+                        _c1_c2_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_c2_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_c2_s = -1
+                _c1_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                _c1_EVMaxVoltage.Multiplier = _c1_c2_Multiplier
+                _c1_EVMaxVoltage.Unit = _c1_c2_Unit
+                _c1_EVMaxVoltage.Value = _c1_c2_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'AC_EVChargeParameter/EVMaxCurrent'
-                r.pos = p
-                _c1_EVMaxCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c1_c3_Multiplier = None
+                _c1_c3_Unit = None
+                _c1_c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
+                _c1_c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(p))
+                _c1_c3_s = 1
+                if _c1_c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
+                        _c1_c3_Unit = ((x >> 4) & 15)
+                        if _c1_c3_Unit >= 10: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 10, r.at(p))
+                        else: _c1_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c3_Unit]
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(p))
+                        _c1_c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(p))
+                        _c1_c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_c3_s = -1
+                _c1_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                _c1_EVMaxCurrent.Multiplier = _c1_c3_Multiplier
+                _c1_EVMaxCurrent.Unit = _c1_c3_Unit
+                _c1_EVMaxCurrent.Value = _c1_c3_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'AC_EVChargeParameter/EVMinCurrent'
-                r.pos = p
-                _c1_EVMinCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c1_c4_Multiplier = None
+                _c1_c4_Unit = None
+                _c1_c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
+                _c1_c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c4_Multiplier, r.at(p))
+                _c1_c4_s = 1
+                if _c1_c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
+                        _c1_c4_Unit = ((x >> 4) & 15)
+                        if _c1_c4_Unit >= 10: _c1_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c4_Unit, 10, r.at(p))
+                        else: _c1_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c4_Unit]
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c4_Value = -_c1_c4_Value - 1
+                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(p))
+                        _c1_c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_c4_Value = -_c1_c4_Value - 1
+                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(p))
+                        _c1_c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_c4_s = -1
+                _c1_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                _c1_EVMinCurrent.Multiplier = _c1_c4_Multiplier
+                _c1_EVMinCurrent.Unit = _c1_c4_Unit
+                _c1_EVMinCurrent.Value = _c1_c4_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
@@ -1486,30 +2014,242 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 el = 'AC_EVChargeParameter/EAmount'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EAmount)
-                v = w.v; n = w.n
+                _c2_c1_o = _c2_EAmount
+                _c2_c1_Multiplier = _c2_c1_o.Multiplier
+                _c2_c1_Unit = _c2_c1_o.Unit
+                _c2_c1_Value = _c2_c1_o.Value
+                if _c2_c1_Multiplier is not None:
+                    el = 'AC_EVChargeParameter/EAmount/Multiplier'
+                    if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c1_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c1_Multiplier = None
+                    _c2_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c1_s == 1:
+                    if _c2_c1_Unit is not None:
+                        el = 'AC_EVChargeParameter/EAmount/Unit'
+                        _c2_c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
+                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVChargeParameter/EAmount/Value'
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
+                        n += 11
+                        _c2_c1_Unit = None
+                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c1_Value = None
+                        _c2_c1_s = 3
+                    elif _c2_c1_Value is not None:
+                        el = 'AC_EVChargeParameter/EAmount/Value'
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c1_Value < 0)
+                        n += 4
+                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c1_Value = None
+                        _c2_c1_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c1_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c1_Multiplier is not None or _c2_c1_Unit is not None or _c2_c1_Value is not None: raise _leftover(_c2_c1_o)
+                        _c2_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
                 el = 'AC_EVChargeParameter/EVMaxVoltage'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EVMaxVoltage)
-                v = w.v; n = w.n
+                _c2_c2_o = _c2_EVMaxVoltage
+                _c2_c2_Multiplier = _c2_c2_o.Multiplier
+                _c2_c2_Unit = _c2_c2_o.Unit
+                _c2_c2_Value = _c2_c2_o.Value
+                if _c2_c2_Multiplier is not None:
+                    el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
+                    if not -3 <= _c2_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c2_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c2_Multiplier = None
+                    _c2_c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c2_s == 1:
+                    if _c2_c2_Unit is not None:
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
+                        _c2_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c2_Unit)
+                        if _c2_c2_i1 is None: raise EncodeError(f'{_c2_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c2_i1 << 4) | (_c2_c2_Value < 0)
+                        n += 11
+                        _c2_c2_Unit = None
+                        _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c2_Value = None
+                        _c2_c2_s = 3
+                    elif _c2_c2_Value is not None:
+                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c2_Value < 0)
+                        n += 4
+                        _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c2_Value = None
+                        _c2_c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c2_Multiplier is not None or _c2_c2_Unit is not None or _c2_c2_Value is not None: raise _leftover(_c2_c2_o)
+                        _c2_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
                 el = 'AC_EVChargeParameter/EVMaxCurrent'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EVMaxCurrent)
-                v = w.v; n = w.n
+                _c2_c3_o = _c2_EVMaxCurrent
+                _c2_c3_Multiplier = _c2_c3_o.Multiplier
+                _c2_c3_Unit = _c2_c3_o.Unit
+                _c2_c3_Value = _c2_c3_o.Value
+                if _c2_c3_Multiplier is not None:
+                    el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
+                    if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c3_Multiplier = None
+                    _c2_c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c3_s == 1:
+                    if _c2_c3_Unit is not None:
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
+                        _c2_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c3_Unit)
+                        if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
+                        n += 11
+                        _c2_c3_Unit = None
+                        _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c3_Value = None
+                        _c2_c3_s = 3
+                    elif _c2_c3_Value is not None:
+                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c3_Value < 0)
+                        n += 4
+                        _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c3_Value = None
+                        _c2_c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c3_Multiplier is not None or _c2_c3_Unit is not None or _c2_c3_Value is not None: raise _leftover(_c2_c3_o)
+                        _c2_c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
                 el = 'AC_EVChargeParameter/EVMinCurrent'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, _c2_EVMinCurrent)
-                v = w.v; n = w.n
+                _c2_c4_o = _c2_EVMinCurrent
+                _c2_c4_Multiplier = _c2_c4_o.Multiplier
+                _c2_c4_Unit = _c2_c4_o.Unit
+                _c2_c4_Value = _c2_c4_o.Value
+                if _c2_c4_Multiplier is not None:
+                    el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
+                    if not -3 <= _c2_c4_Multiplier <= 3: raise EncodeError(f'value {_c2_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_c4_Multiplier = None
+                    _c2_c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_c4_s == 1:
+                    if _c2_c4_Unit is not None:
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
+                        _c2_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c4_Unit)
+                        if _c2_c4_i1 is None: raise EncodeError(f'{_c2_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_c4_i1 << 4) | (_c2_c4_Value < 0)
+                        n += 11
+                        _c2_c4_Unit = None
+                        _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c4_Value = None
+                        _c2_c4_s = 3
+                    elif _c2_c4_Value is not None:
+                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_c4_Value < 0)
+                        n += 4
+                        _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c4_Value = None
+                        _c2_c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_c4_Multiplier is not None or _c2_c4_Unit is not None or _c2_c4_Value is not None: raise _leftover(_c2_c4_o)
+                        _c2_c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_AC_EVChargeParameter = None
@@ -1601,20 +2341,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                 _c2_c1_RCD = ((x >> 3) & 1) == 1
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c2_c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -1634,23 +2374,290 @@ def _d_ChargeParameterDiscoveryResType(r):
                 _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
                 _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
-                r.pos = p
-                _c2_EVSEMaxVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c2_c2_Multiplier = None
+                _c2_c2_Unit = None
+                _c2_c2_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
+                _c2_c2_Multiplier = ((x >> 1) & 7) + -3
+                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(p))
+                _c2_c2_s = 1
+                if _c2_c2_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
+                        _c2_c2_Unit = ((x >> 4) & 15)
+                        if _c2_c2_Unit >= 10: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 10, r.at(p))
+                        else: _c2_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c2_Unit]
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                        _c2_c2_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c2_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c2_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(p))
+                        _c2_c2_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c2_c2_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c2_c2_s = -1
+                _c2_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                _c2_EVSEMaxVoltage.Multiplier = _c2_c2_Multiplier
+                _c2_EVSEMaxVoltage.Unit = _c2_c2_Unit
+                _c2_EVSEMaxVoltage.Value = _c2_c2_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                r.pos = p
-                _c2_EVSEMaxCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c2_c3_Multiplier = None
+                _c2_c3_Unit = None
+                _c2_c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                _c2_c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(p))
+                _c2_c3_s = 1
+                if _c2_c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                        _c2_c3_Unit = ((x >> 4) & 15)
+                        if _c2_c3_Unit >= 10: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 10, r.at(p))
+                        else: _c2_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
+                        _c2_c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(p))
+                        _c2_c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c2_c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c2_c3_s = -1
+                _c2_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
+                _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
+                _c2_EVSEMaxCurrent.Value = _c2_c3_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
-                r.pos = p
-                _c2_EVSEMinCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c2_c4_Multiplier = None
+                _c2_c4_Unit = None
+                _c2_c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
+                _c2_c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c2_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c4_Multiplier, r.at(p))
+                _c2_c4_s = 1
+                if _c2_c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
+                        _c2_c4_Unit = ((x >> 4) & 15)
+                        if _c2_c4_Unit >= 10: _c2_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c4_Unit, 10, r.at(p))
+                        else: _c2_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c4_Unit]
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c4_Value = -_c2_c4_Value - 1
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(p))
+                        _c2_c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c2_c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c2_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c2_c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c2_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c2_c4_Value = -_c2_c4_Value - 1
+                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(p))
+                        _c2_c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c2_c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c2_c4_s = -1
+                _c2_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                _c2_EVSEMinCurrent.Multiplier = _c2_c4_Multiplier
+                _c2_EVSEMinCurrent.Unit = _c2_c4_Unit
+                _c2_EVSEMinCurrent.Value = _c2_c4_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
@@ -1778,23 +2785,182 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
                 v = (v << 8) | (_c4_c1_i1 << 3)
                 n += 8
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, _c4_EVSEMaxVoltage)
-                v = w.v; n = w.n
+                _c4_c2_o = _c4_EVSEMaxVoltage
+                _c4_c2_Multiplier = _c4_c2_o.Multiplier
+                _c4_c2_Unit = _c4_c2_o.Unit
+                _c4_c2_Value = _c4_c2_o.Value
+                if _c4_c2_Multiplier is not None:
+                    el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
+                    if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_c2_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_c2_Multiplier = None
+                    _c4_c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_c2_s == 1:
+                    if _c4_c2_Unit is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
+                        _c4_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c2_Unit)
+                        if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
+                        n += 11
+                        _c4_c2_Unit = None
+                        _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c2_Value = None
+                        _c4_c2_s = 3
+                    elif _c4_c2_Value is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_c2_Value < 0)
+                        n += 4
+                        _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c2_Value = None
+                        _c4_c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_c2_Multiplier is not None or _c4_c2_Unit is not None or _c4_c2_Value is not None: raise _leftover(_c4_c2_o)
+                        _c4_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, _c4_EVSEMaxCurrent)
-                v = w.v; n = w.n
+                _c4_c3_o = _c4_EVSEMaxCurrent
+                _c4_c3_Multiplier = _c4_c3_o.Multiplier
+                _c4_c3_Unit = _c4_c3_o.Unit
+                _c4_c3_Value = _c4_c3_o.Value
+                if _c4_c3_Multiplier is not None:
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                    if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_c3_Multiplier = None
+                    _c4_c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_c3_s == 1:
+                    if _c4_c3_Unit is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                        _c4_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c3_Unit)
+                        if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
+                        n += 11
+                        _c4_c3_Unit = None
+                        _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c3_Value = None
+                        _c4_c3_s = 3
+                    elif _c4_c3_Value is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_c3_Value < 0)
+                        n += 4
+                        _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c3_Value = None
+                        _c4_c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_c3_Multiplier is not None or _c4_c3_Unit is not None or _c4_c3_Value is not None: raise _leftover(_c4_c3_o)
+                        _c4_c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c4_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, _c4_EVSEMinCurrent)
-                v = w.v; n = w.n
+                _c4_c4_o = _c4_EVSEMinCurrent
+                _c4_c4_Multiplier = _c4_c4_o.Multiplier
+                _c4_c4_Unit = _c4_c4_o.Unit
+                _c4_c4_Value = _c4_c4_o.Value
+                if _c4_c4_Multiplier is not None:
+                    el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
+                    if not -3 <= _c4_c4_Multiplier <= 3: raise EncodeError(f'value {_c4_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_c4_Multiplier = None
+                    _c4_c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_c4_s == 1:
+                    if _c4_c4_Unit is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
+                        _c4_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c4_Unit)
+                        if _c4_c4_i1 is None: raise EncodeError(f'{_c4_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_c4_i1 << 4) | (_c4_c4_Value < 0)
+                        n += 11
+                        _c4_c4_Unit = None
+                        _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c4_Value = None
+                        _c4_c4_s = 3
+                    elif _c4_c4_Value is not None:
+                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_c4_Value < 0)
+                        n += 4
+                        _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_c4_Value = None
+                        _c4_c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_c4_Multiplier is not None or _c4_c4_Unit is not None or _c4_c4_Value is not None: raise _leftover(_c4_c4_o)
+                        _c4_c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_AC_EVSEChargeParameter = None
@@ -1904,20 +3070,20 @@ def _d_ChargingStatusResType(r):
         if x & 6: raise r.deviation('ChargingStatusResType', p)
         el = 'SAScheduleTupleID'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_SAScheduleTupleID = _y >> 8
-            elif not _y & 128:
+                f_SAScheduleTupleID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_SAScheduleTupleID = (V >> (E - p)) & 127
         else:
@@ -1934,9 +3100,98 @@ def _d_ChargingStatusResType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVSEMaxCurrent'
-                r.pos = p
-                f_EVSEMaxCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c1_Multiplier = None
+                _c1_Unit = None
+                _c1_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxCurrent/Multiplier'
+                _c1_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                _c1_s = 1
+                if _c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaxCurrent/Unit'
+                        _c1_Unit = ((x >> 4) & 15)
+                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                        el = 'EVSEMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaxCurrent/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_s = -1
+                f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
+                f_EVSEMaxCurrent.Unit = _c1_Unit
+                f_EVSEMaxCurrent.Value = _c1_Value
                 s = 4
             elif ec == 1:
                 el = 'MeterInfo'
@@ -1988,42 +3243,42 @@ def _d_ChargingStatusResType(r):
             x = (V >> (E - p)) & 2047
             if x & 1911: raise r.deviation('ChargingStatusResType', p)
             el = 'AC_EVSEStatus/PowerSwitchClosed'
-            _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+            _c2_PowerSwitchClosed = ((x >> 7) & 1) == 1
             el = 'AC_EVSEStatus/RCD'
-            _c1_RCD = ((x >> 3) & 1) == 1
+            _c2_RCD = ((x >> 3) & 1) == 1
             el = 'AC_EVSEStatus/NotificationMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_NotificationMaxDelay = _y >> 8
-                elif not _y & 128:
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
-                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
-                    r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
-                _c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                _c2_NotificationMaxDelay = (V >> (E - p)) & 127
             else:
-                r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 8
             if p > E: V, E, p = r.slide(p, 8)
             x = (V >> (E - p)) & 255
             if x & 231: raise r.deviation('ChargingStatusResType', p)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(p))
+            if _c2_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(p))
             el = 'AC_EVSEStatus/EVSENotification'
-            _c1_EVSENotification = ((x >> 3) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(p))
-            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+            _c2_EVSENotification = ((x >> 3) & 3)
+            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(p))
+            else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
             f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
-            f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
-            f_AC_EVSEStatus.RCD = _c1_RCD
-            f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-            f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
+            f_AC_EVSEStatus.PowerSwitchClosed = _c2_PowerSwitchClosed
+            f_AC_EVSEStatus.RCD = _c2_RCD
+            f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c2_EVSENotification
             s = -1
         r.pos = p
     except Exception as e:
@@ -2086,9 +3341,62 @@ def _e_ChargingStatusResType(w, o):
                 el = 'EVSEMaxCurrent'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaxCurrent)
-                v = w.v; n = w.n
+                _c2_o = v_EVSEMaxCurrent
+                _c2_Multiplier = _c2_o.Multiplier
+                _c2_Unit = _c2_o.Unit
+                _c2_Value = _c2_o.Value
+                if _c2_Multiplier is not None:
+                    el = 'EVSEMaxCurrent/Multiplier'
+                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_Multiplier = None
+                    _c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_s == 1:
+                    if _c2_Unit is not None:
+                        el = 'EVSEMaxCurrent/Unit'
+                        _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                        if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaxCurrent/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                        n += 11
+                        _c2_Unit = None
+                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_Value = None
+                        _c2_s = 3
+                    elif _c2_Value is not None:
+                        el = 'EVSEMaxCurrent/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                        n += 4
+                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_Value = None
+                        _c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMaxCurrent = None
                 s = 4
             elif v_MeterInfo is not None:
@@ -2142,30 +3450,30 @@ def _e_ChargingStatusResType(w, o):
             if v_AC_EVSEStatus is not None:
                 el = 'AC_EVSEStatus'
                 _o = v_AC_EVSEStatus
-                _c2_PowerSwitchClosed = _o.PowerSwitchClosed
-                _c2_RCD = _o.RCD
-                _c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c2_EVSENotification = _o.EVSENotification
-                if not (_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                _c3_PowerSwitchClosed = _o.PowerSwitchClosed
+                _c3_RCD = _o.RCD
+                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+                _c3_EVSENotification = _o.EVSENotification
+                if not (_c3_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
                 el = 'AC_EVSEStatus/PowerSwitchClosed'
-                if _c2_PowerSwitchClosed is not True and _c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c2_PowerSwitchClosed!r}')
-                if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
+                if _c3_PowerSwitchClosed is not True and _c3_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c3_PowerSwitchClosed!r}')
+                if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
                 el = 'AC_EVSEStatus/RCD'
-                if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
+                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                v = (v << 11) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
+                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v = (v << 11) | (_c3_PowerSwitchClosed << 7) | (_c3_RCD << 3)
                 n += 11
-                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c2_NotificationMaxDelay & 127) << 16) | (((_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
-                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c3_NotificationMaxDelay & 127) << 16) | (((_c3_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c3_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
-                _c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 8) | (_c2_i1 << 3)
+                _c3_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 8) | (_c3_i1 << 3)
                 n += 8
                 v_AC_EVSEStatus = None
                 if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
@@ -2399,16 +3707,195 @@ def _d_CurrentDemandReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
         el = 'EVTargetCurrent'
-        r.pos = p
-        f_EVTargetCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVTargetCurrent/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetCurrent/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVTargetCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVTargetCurrent.Multiplier = _c2_Multiplier
+        f_EVTargetCurrent.Unit = _c2_Unit
+        f_EVTargetCurrent.Value = _c2_Value
         s = 2
         if s == 2:
             p += 3
@@ -2416,21 +3903,288 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 7
             if ec == 0:
                 el = 'EVMaximumVoltageLimit'
-                r.pos = p
-                f_EVMaximumVoltageLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c3_Multiplier = None
+                _c3_Unit = None
+                _c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                _c3_s = 1
+                if _c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c3_Unit = ((x >> 4) & 15)
+                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c3_s = -1
+                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
+                f_EVMaximumVoltageLimit.Unit = _c3_Unit
+                f_EVMaximumVoltageLimit.Value = _c3_Value
                 s = 3
             elif ec == 1:
                 el = 'EVMaximumCurrentLimit'
-                r.pos = p
-                f_EVMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c4_Multiplier = None
+                _c4_Unit = None
+                _c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                _c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                _c4_s = 1
+                if _c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumCurrentLimit/Unit'
+                        _c4_Unit = ((x >> 4) & 15)
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                        el = 'EVMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c4_s = -1
+                f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
+                f_EVMaximumCurrentLimit.Unit = _c4_Unit
+                f_EVMaximumCurrentLimit.Value = _c4_Value
                 s = 4
             elif ec == 2:
                 el = 'EVMaximumPowerLimit'
-                r.pos = p
-                f_EVMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c5_Multiplier = None
+                _c5_Unit = None
+                _c5_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c5_Multiplier = ((x >> 1) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                _c5_s = 1
+                if _c5_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c5_Unit = ((x >> 4) & 15)
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c5_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c5_s = -1
+                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c5_Unit
+                f_EVMaximumPowerLimit.Value = _c5_Value
                 s = 5
             elif ec == 3:
                 p += 3
@@ -2456,15 +4210,193 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 7
             if ec == 0:
                 el = 'EVMaximumCurrentLimit'
-                r.pos = p
-                f_EVMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c6_Multiplier = None
+                _c6_Unit = None
+                _c6_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                _c6_Multiplier = ((x >> 1) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                _c6_s = 1
+                if _c6_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumCurrentLimit/Unit'
+                        _c6_Unit = ((x >> 4) & 15)
+                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                        el = 'EVMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c6_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c6_s = -1
+                f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
+                f_EVMaximumCurrentLimit.Unit = _c6_Unit
+                f_EVMaximumCurrentLimit.Value = _c6_Value
                 s = 4
             elif ec == 1:
                 el = 'EVMaximumPowerLimit'
-                r.pos = p
-                f_EVMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c7_Multiplier = None
+                _c7_Unit = None
+                _c7_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c7_Multiplier = ((x >> 1) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                _c7_s = 1
+                if _c7_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c7_Unit = ((x >> 4) & 15)
+                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c7_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c7_s = -1
+                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c7_Unit
+                f_EVMaximumPowerLimit.Value = _c7_Value
                 s = 5
             elif ec == 2:
                 p += 3
@@ -2490,9 +4422,98 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVMaximumPowerLimit'
-                r.pos = p
-                f_EVMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c8_Multiplier = None
+                _c8_Unit = None
+                _c8_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c8_Multiplier = ((x >> 1) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                _c8_s = 1
+                if _c8_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c8_Unit = ((x >> 4) & 15)
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c8_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c8_s = -1
+                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c8_Unit
+                f_EVMaximumPowerLimit.Value = _c8_Value
                 s = 5
             elif ec == 1:
                 p += 3
@@ -2548,21 +4569,288 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'RemainingTimeToFullSoC'
-                r.pos = p
-                f_RemainingTimeToFullSoC = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c9_Multiplier = None
+                _c9_Unit = None
+                _c9_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'RemainingTimeToFullSoC/Multiplier'
+                _c9_Multiplier = ((x >> 1) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                _c9_s = 1
+                if _c9_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToFullSoC/Unit'
+                        _c9_Unit = ((x >> 4) & 15)
+                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
+                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                        el = 'RemainingTimeToFullSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToFullSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c9_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c9_s = -1
+                f_RemainingTimeToFullSoC = _new(din_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
+                f_RemainingTimeToFullSoC.Unit = _c9_Unit
+                f_RemainingTimeToFullSoC.Value = _c9_Value
                 s = 8
             elif ec == 1:
                 el = 'RemainingTimeToBulkSoC'
-                r.pos = p
-                f_RemainingTimeToBulkSoC = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c10_Multiplier = None
+                _c10_Unit = None
+                _c10_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'RemainingTimeToBulkSoC/Multiplier'
+                _c10_Multiplier = ((x >> 1) & 7) + -3
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                _c10_s = 1
+                if _c10_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToBulkSoC/Unit'
+                        _c10_Unit = ((x >> 4) & 15)
+                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(p))
+                        else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c10_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c10_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        _c10_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c10_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c10_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        _c10_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c10_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c10_s = -1
+                f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c10_Unit
+                f_RemainingTimeToBulkSoC.Value = _c10_Value
                 s = 9
             elif ec == 2:
                 el = 'EVTargetVoltage'
-                r.pos = p
-                f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c11_Multiplier = None
+                _c11_Unit = None
+                _c11_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetVoltage/Multiplier'
+                _c11_Multiplier = ((x >> 1) & 7) + -3
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
+                _c11_s = 1
+                if _c11_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVTargetVoltage/Unit'
+                        _c11_Unit = ((x >> 4) & 15)
+                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(p))
+                        else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
+                        el = 'EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c11_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        _c11_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c11_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        _c11_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c11_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c11_s = -1
+                f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVTargetVoltage.Multiplier = _c11_Multiplier
+                f_EVTargetVoltage.Unit = _c11_Unit
+                f_EVTargetVoltage.Value = _c11_Value
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', p)
@@ -2572,15 +4860,193 @@ def _d_CurrentDemandReqType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'RemainingTimeToBulkSoC'
-                r.pos = p
-                f_RemainingTimeToBulkSoC = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c12_Multiplier = None
+                _c12_Unit = None
+                _c12_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'RemainingTimeToBulkSoC/Multiplier'
+                _c12_Multiplier = ((x >> 1) & 7) + -3
+                if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(p))
+                _c12_s = 1
+                if _c12_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToBulkSoC/Unit'
+                        _c12_Unit = ((x >> 4) & 15)
+                        if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(p))
+                        else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c12_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c12_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c12_Value = -_c12_Value - 1
+                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                        _c12_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c12_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c12_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c12_Value = -_c12_Value - 1
+                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(p))
+                        _c12_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c12_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c12_s = -1
+                f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
+                f_RemainingTimeToBulkSoC.Unit = _c12_Unit
+                f_RemainingTimeToBulkSoC.Value = _c12_Value
                 s = 9
             elif ec == 1:
                 el = 'EVTargetVoltage'
-                r.pos = p
-                f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c13_Multiplier = None
+                _c13_Unit = None
+                _c13_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetVoltage/Multiplier'
+                _c13_Multiplier = ((x >> 1) & 7) + -3
+                if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(p))
+                _c13_s = 1
+                if _c13_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVTargetVoltage/Unit'
+                        _c13_Unit = ((x >> 4) & 15)
+                        if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(p))
+                        else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
+                        el = 'EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c13_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c13_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c13_Value = -_c13_Value - 1
+                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                        _c13_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVTargetVoltage/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c13_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c13_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c13_Value = -_c13_Value - 1
+                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(p))
+                        _c13_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c13_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c13_s = -1
+                f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVTargetVoltage.Multiplier = _c13_Multiplier
+                f_EVTargetVoltage.Unit = _c13_Unit
+                f_EVTargetVoltage.Value = _c13_Value
                 s = 10
             else:
                 raise r.deviation('CurrentDemandReqType', p)
@@ -2589,9 +5055,98 @@ def _d_CurrentDemandReqType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
             el = 'EVTargetVoltage'
-            r.pos = p
-            f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-            V = r.v; E = r.end; p = r.pos
+            _c14_Multiplier = None
+            _c14_Unit = None
+            _c14_Value = None
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 49: raise r.deviation('PhysicalValueType', p)
+            el = 'EVTargetVoltage/Multiplier'
+            _c14_Multiplier = ((x >> 1) & 7) + -3
+            if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(p))
+            _c14_s = 1
+            if _c14_s == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    p += 9
+                    if p > E: V, E, p = r.slide(p, 9)
+                    x = (V >> (E - p)) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVTargetVoltage/Unit'
+                    _c14_Unit = ((x >> 4) & 15)
+                    if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(p))
+                    else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
+                    el = 'EVTargetVoltage/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c14_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c14_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                    _c14_s = 3
+                elif ec == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVTargetVoltage/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c14_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c14_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c14_Value = -_c14_Value - 1
+                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(p))
+                    _c14_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', p)
+            if _c14_s == 3:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                _c14_s = -1
+            f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+            f_EVTargetVoltage.Multiplier = _c14_Multiplier
+            f_EVTargetVoltage.Unit = _c14_Unit
+            f_EVTargetVoltage.Value = _c14_Value
             s = 10
         if s == 10:
             p += 1
@@ -2634,17 +5189,148 @@ def _e_CurrentDemandReqType(w, o):
             el = 'DC_EVStatus'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
             v <<= 1
             n += 1
             v_DC_EVStatus = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetCurrent)
-            v = w.v; n = w.n
+            _c2_o = v_EVTargetCurrent
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVTargetCurrent/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVTargetCurrent/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVTargetCurrent/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVTargetCurrent/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_EVTargetCurrent = None
             s = 2
         else:
@@ -2654,27 +5340,186 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'EVMaximumVoltageLimit'
                 v <<= 3
                 n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                v = w.v; n = w.n
+                _c3_o = v_EVMaximumVoltageLimit
+                _c3_Multiplier = _c3_o.Multiplier
+                _c3_Unit = _c3_o.Unit
+                _c3_Value = _c3_o.Value
+                if _c3_Multiplier is not None:
+                    el = 'EVMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c3_Multiplier = None
+                    _c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c3_s == 1:
+                    if _c3_Unit is not None:
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                        n += 11
+                        _c3_Unit = None
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    elif _c3_Value is not None:
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                        n += 4
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVMaximumVoltageLimit = None
                 s = 3
             elif v_EVMaximumCurrentLimit is not None:
                 el = 'EVMaximumCurrentLimit'
                 v = (v << 3) | 1
                 n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
-                v = w.v; n = w.n
+                _c4_o = v_EVMaximumCurrentLimit
+                _c4_Multiplier = _c4_o.Multiplier
+                _c4_Unit = _c4_o.Unit
+                _c4_Value = _c4_o.Value
+                if _c4_Multiplier is not None:
+                    el = 'EVMaximumCurrentLimit/Multiplier'
+                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_Multiplier = None
+                    _c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_s == 1:
+                    if _c4_Unit is not None:
+                        el = 'EVMaximumCurrentLimit/Unit'
+                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumCurrentLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                        n += 11
+                        _c4_Unit = None
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    elif _c4_Value is not None:
+                        el = 'EVMaximumCurrentLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                        n += 4
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVMaximumCurrentLimit = None
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
                 v = (v << 3) | 2
                 n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                v = w.v; n = w.n
+                _c5_o = v_EVMaximumPowerLimit
+                _c5_Multiplier = _c5_o.Multiplier
+                _c5_Unit = _c5_o.Unit
+                _c5_Value = _c5_o.Value
+                if _c5_Multiplier is not None:
+                    el = 'EVMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                    n += 6
+                    _c5_Multiplier = None
+                    _c5_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c5_s == 1:
+                    if _c5_Unit is not None:
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                        n += 11
+                        _c5_Unit = None
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    elif _c5_Value is not None:
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                        n += 4
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c5_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -2698,18 +5543,124 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'EVMaximumCurrentLimit'
                 v <<= 3
                 n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
-                v = w.v; n = w.n
+                _c6_o = v_EVMaximumCurrentLimit
+                _c6_Multiplier = _c6_o.Multiplier
+                _c6_Unit = _c6_o.Unit
+                _c6_Value = _c6_o.Value
+                if _c6_Multiplier is not None:
+                    el = 'EVMaximumCurrentLimit/Multiplier'
+                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                    n += 6
+                    _c6_Multiplier = None
+                    _c6_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c6_s == 1:
+                    if _c6_Unit is not None:
+                        el = 'EVMaximumCurrentLimit/Unit'
+                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                        n += 11
+                        _c6_Unit = None
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    elif _c6_Value is not None:
+                        el = 'EVMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                        n += 4
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c6_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVMaximumCurrentLimit = None
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
                 v = (v << 3) | 1
                 n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                v = w.v; n = w.n
+                _c7_o = v_EVMaximumPowerLimit
+                _c7_Multiplier = _c7_o.Multiplier
+                _c7_Unit = _c7_o.Unit
+                _c7_Value = _c7_o.Value
+                if _c7_Multiplier is not None:
+                    el = 'EVMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                    n += 6
+                    _c7_Multiplier = None
+                    _c7_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c7_s == 1:
+                    if _c7_Unit is not None:
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                        n += 11
+                        _c7_Unit = None
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    elif _c7_Value is not None:
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                        n += 4
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c7_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -2733,9 +5684,62 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'EVMaximumPowerLimit'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                v = w.v; n = w.n
+                _c8_o = v_EVMaximumPowerLimit
+                _c8_Multiplier = _c8_o.Multiplier
+                _c8_Unit = _c8_o.Unit
+                _c8_Value = _c8_o.Value
+                if _c8_Multiplier is not None:
+                    el = 'EVMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
+                    n += 6
+                    _c8_Multiplier = None
+                    _c8_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c8_s == 1:
+                    if _c8_Unit is not None:
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                        n += 11
+                        _c8_Unit = None
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    elif _c8_Value is not None:
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                        n += 4
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c8_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVMaximumPowerLimit = None
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -2786,27 +5790,186 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'RemainingTimeToFullSoC'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_RemainingTimeToFullSoC)
-                v = w.v; n = w.n
+                _c9_o = v_RemainingTimeToFullSoC
+                _c9_Multiplier = _c9_o.Multiplier
+                _c9_Unit = _c9_o.Unit
+                _c9_Value = _c9_o.Value
+                if _c9_Multiplier is not None:
+                    el = 'RemainingTimeToFullSoC/Multiplier'
+                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c9_Multiplier - -3) << 1)
+                    n += 6
+                    _c9_Multiplier = None
+                    _c9_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c9_s == 1:
+                    if _c9_Unit is not None:
+                        el = 'RemainingTimeToFullSoC/Unit'
+                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'RemainingTimeToFullSoC/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
+                        n += 11
+                        _c9_Unit = None
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    elif _c9_Value is not None:
+                        el = 'RemainingTimeToFullSoC/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
+                        n += 4
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c9_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
+                        _c9_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_RemainingTimeToFullSoC = None
                 s = 8
             elif v_RemainingTimeToBulkSoC is not None:
                 el = 'RemainingTimeToBulkSoC'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
-                v = w.v; n = w.n
+                _c10_o = v_RemainingTimeToBulkSoC
+                _c10_Multiplier = _c10_o.Multiplier
+                _c10_Unit = _c10_o.Unit
+                _c10_Value = _c10_o.Value
+                if _c10_Multiplier is not None:
+                    el = 'RemainingTimeToBulkSoC/Multiplier'
+                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c10_Multiplier - -3) << 1)
+                    n += 6
+                    _c10_Multiplier = None
+                    _c10_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c10_s == 1:
+                    if _c10_Unit is not None:
+                        el = 'RemainingTimeToBulkSoC/Unit'
+                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
+                        n += 11
+                        _c10_Unit = None
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    elif _c10_Value is not None:
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
+                        n += 4
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c10_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
+                        _c10_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_RemainingTimeToBulkSoC = None
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
                 v = (v << 2) | 2
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
-                v = w.v; n = w.n
+                _c11_o = v_EVTargetVoltage
+                _c11_Multiplier = _c11_o.Multiplier
+                _c11_Unit = _c11_o.Unit
+                _c11_Value = _c11_o.Value
+                if _c11_Multiplier is not None:
+                    el = 'EVTargetVoltage/Multiplier'
+                    if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c11_Multiplier - -3) << 1)
+                    n += 6
+                    _c11_Multiplier = None
+                    _c11_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c11_s == 1:
+                    if _c11_Unit is not None:
+                        el = 'EVTargetVoltage/Unit'
+                        _c11_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c11_Unit)
+                        if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVTargetVoltage/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
+                        n += 11
+                        _c11_Unit = None
+                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c11_Value = None
+                        _c11_s = 3
+                    elif _c11_Value is not None:
+                        el = 'EVTargetVoltage/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c11_Value < 0)
+                        n += 4
+                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c11_Value = None
+                        _c11_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c11_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c11_Multiplier is not None or _c11_Unit is not None or _c11_Value is not None: raise _leftover(_c11_o)
+                        _c11_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVTargetVoltage = None
                 s = 10
             else:
@@ -2816,18 +5979,124 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'RemainingTimeToBulkSoC'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
-                v = w.v; n = w.n
+                _c12_o = v_RemainingTimeToBulkSoC
+                _c12_Multiplier = _c12_o.Multiplier
+                _c12_Unit = _c12_o.Unit
+                _c12_Value = _c12_o.Value
+                if _c12_Multiplier is not None:
+                    el = 'RemainingTimeToBulkSoC/Multiplier'
+                    if not -3 <= _c12_Multiplier <= 3: raise EncodeError(f'value {_c12_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c12_Multiplier - -3) << 1)
+                    n += 6
+                    _c12_Multiplier = None
+                    _c12_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c12_s == 1:
+                    if _c12_Unit is not None:
+                        el = 'RemainingTimeToBulkSoC/Unit'
+                        _c12_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c12_Unit)
+                        if _c12_i1 is None: raise EncodeError(f'{_c12_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c12_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c12_i1 << 4) | (_c12_Value < 0)
+                        n += 11
+                        _c12_Unit = None
+                        _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c12_Value = None
+                        _c12_s = 3
+                    elif _c12_Value is not None:
+                        el = 'RemainingTimeToBulkSoC/Value'
+                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c12_Value < 0)
+                        n += 4
+                        _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c12_Value = None
+                        _c12_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c12_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c12_Multiplier is not None or _c12_Unit is not None or _c12_Value is not None: raise _leftover(_c12_o)
+                        _c12_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_RemainingTimeToBulkSoC = None
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
-                v = w.v; n = w.n
+                _c13_o = v_EVTargetVoltage
+                _c13_Multiplier = _c13_o.Multiplier
+                _c13_Unit = _c13_o.Unit
+                _c13_Value = _c13_o.Value
+                if _c13_Multiplier is not None:
+                    el = 'EVTargetVoltage/Multiplier'
+                    if not -3 <= _c13_Multiplier <= 3: raise EncodeError(f'value {_c13_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c13_Multiplier - -3) << 1)
+                    n += 6
+                    _c13_Multiplier = None
+                    _c13_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c13_s == 1:
+                    if _c13_Unit is not None:
+                        el = 'EVTargetVoltage/Unit'
+                        _c13_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c13_Unit)
+                        if _c13_i1 is None: raise EncodeError(f'{_c13_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c13_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVTargetVoltage/Value'
+                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c13_i1 << 4) | (_c13_Value < 0)
+                        n += 11
+                        _c13_Unit = None
+                        _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c13_Value = None
+                        _c13_s = 3
+                    elif _c13_Value is not None:
+                        el = 'EVTargetVoltage/Value'
+                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c13_Value < 0)
+                        n += 4
+                        _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c13_Value = None
+                        _c13_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c13_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c13_Multiplier is not None or _c13_Unit is not None or _c13_Value is not None: raise _leftover(_c13_o)
+                        _c13_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVTargetVoltage = None
                 s = 10
             else:
@@ -2837,9 +6106,62 @@ def _e_CurrentDemandReqType(w, o):
                 el = 'EVTargetVoltage'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
-                v = w.v; n = w.n
+                _c14_o = v_EVTargetVoltage
+                _c14_Multiplier = _c14_o.Multiplier
+                _c14_Unit = _c14_o.Unit
+                _c14_Value = _c14_o.Value
+                if _c14_Multiplier is not None:
+                    el = 'EVTargetVoltage/Multiplier'
+                    if not -3 <= _c14_Multiplier <= 3: raise EncodeError(f'value {_c14_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c14_Multiplier - -3) << 1)
+                    n += 6
+                    _c14_Multiplier = None
+                    _c14_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c14_s == 1:
+                    if _c14_Unit is not None:
+                        el = 'EVTargetVoltage/Unit'
+                        _c14_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_Unit)
+                        if _c14_i1 is None: raise EncodeError(f'{_c14_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c14_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVTargetVoltage/Value'
+                        if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c14_i1 << 4) | (_c14_Value < 0)
+                        n += 11
+                        _c14_Unit = None
+                        _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c14_Value = None
+                        _c14_s = 3
+                    elif _c14_Value is not None:
+                        el = 'EVTargetVoltage/Value'
+                        if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c14_Value < 0)
+                        n += 4
+                        _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c14_Value = None
+                        _c14_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c14_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c14_Multiplier is not None or _c14_Unit is not None or _c14_Value is not None: raise _leftover(_c14_o)
+                        _c14_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVTargetVoltage = None
                 s = 10
             else:
@@ -2917,20 +6239,20 @@ def _d_CurrentDemandResType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_NotificationMaxDelay = _y >> 8
-                elif not _y & 128:
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_NotificationMaxDelay = (V >> (E - p)) & 127
             else:
@@ -2954,16 +6276,194 @@ def _d_CurrentDemandResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
         el = 'EVSEPresentVoltage'
-        r.pos = p
-        f_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEPresentVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
+        f_EVSEPresentVoltage.Unit = _c2_Unit
+        f_EVSEPresentVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
         el = 'EVSEPresentCurrent'
-        r.pos = p
-        f_EVSEPresentCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c3_Multiplier = None
+        _c3_Unit = None
+        _c3_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEPresentCurrent/Multiplier'
+        _c3_Multiplier = ((x >> 1) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentCurrent/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVSEPresentCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c3_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c3_s = -1
+        f_EVSEPresentCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
+        f_EVSEPresentCurrent.Unit = _c3_Unit
+        f_EVSEPresentCurrent.Value = _c3_Value
         p += 12
         if p > E: V, E, p = r.slide(p, 12)
         x = (V >> (E - p)) & 4095
@@ -2981,21 +6481,288 @@ def _d_CurrentDemandResType(r):
             ec = (V >> (E - p)) & 7
             if ec == 0:
                 el = 'EVSEMaximumVoltageLimit'
-                r.pos = p
-                f_EVSEMaximumVoltageLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c4_Multiplier = None
+                _c4_Unit = None
+                _c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                _c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                _c4_s = 1
+                if _c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c4_Unit = ((x >> 4) & 15)
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c4_s = -1
+                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
+                f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
+                f_EVSEMaximumVoltageLimit.Value = _c4_Value
                 s = 8
             elif ec == 1:
                 el = 'EVSEMaximumCurrentLimit'
-                r.pos = p
-                f_EVSEMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c5_Multiplier = None
+                _c5_Unit = None
+                _c5_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                _c5_Multiplier = ((x >> 1) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                _c5_s = 1
+                if _c5_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumCurrentLimit/Unit'
+                        _c5_Unit = ((x >> 4) & 15)
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c5_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c5_s = -1
+                f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
+                f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
+                f_EVSEMaximumCurrentLimit.Value = _c5_Value
                 s = 9
             elif ec == 2:
                 el = 'EVSEMaximumPowerLimit'
-                r.pos = p
-                f_EVSEMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c6_Multiplier = None
+                _c6_Unit = None
+                _c6_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c6_Multiplier = ((x >> 1) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                _c6_s = 1
+                if _c6_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c6_Unit = ((x >> 4) & 15)
+                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c6_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c6_s = -1
+                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c6_Unit
+                f_EVSEMaximumPowerLimit.Value = _c6_Value
                 s = 10
             elif ec == 3:
                 pass
@@ -3008,15 +6775,193 @@ def _d_CurrentDemandResType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVSEMaximumCurrentLimit'
-                r.pos = p
-                f_EVSEMaximumCurrentLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c7_Multiplier = None
+                _c7_Unit = None
+                _c7_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                _c7_Multiplier = ((x >> 1) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                _c7_s = 1
+                if _c7_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumCurrentLimit/Unit'
+                        _c7_Unit = ((x >> 4) & 15)
+                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c7_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c7_s = -1
+                f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
+                f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
+                f_EVSEMaximumCurrentLimit.Value = _c7_Value
                 s = 9
             elif ec == 1:
                 el = 'EVSEMaximumPowerLimit'
-                r.pos = p
-                f_EVSEMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c8_Multiplier = None
+                _c8_Unit = None
+                _c8_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c8_Multiplier = ((x >> 1) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                _c8_s = 1
+                if _c8_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c8_Unit = ((x >> 4) & 15)
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c8_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c8_s = -1
+                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c8_Unit
+                f_EVSEMaximumPowerLimit.Value = _c8_Value
                 s = 10
             elif ec == 2:
                 pass
@@ -3029,9 +6974,98 @@ def _d_CurrentDemandResType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVSEMaximumPowerLimit'
-                r.pos = p
-                f_EVSEMaximumPowerLimit = c_din_msgdatatypes._d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c9_Multiplier = None
+                _c9_Unit = None
+                _c9_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c9_Multiplier = ((x >> 1) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                _c9_s = 1
+                if _c9_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c9_Unit = ((x >> 4) & 15)
+                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
+                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c9_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c9_s = -1
+                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c9_Unit
+                f_EVSEMaximumPowerLimit.Value = _c9_Value
                 s = 10
             elif ec == 1:
                 pass
@@ -3140,17 +7174,123 @@ def _e_CurrentDemandResType(w, o):
             v <<= 1
             n += 1
             v_DC_EVSEStatus = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentVoltage)
-            v = w.v; n = w.n
+            _c3_o = v_EVSEPresentVoltage
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVSEPresentVoltage/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
             el = 'EVSEPresentCurrent'
             v <<= 1
             n += 1
             v_EVSEPresentVoltage = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentCurrent)
-            v = w.v; n = w.n
+            _c4_o = v_EVSEPresentCurrent
+            _c4_Multiplier = _c4_o.Multiplier
+            _c4_Unit = _c4_o.Unit
+            _c4_Value = _c4_o.Value
+            if _c4_Multiplier is not None:
+                el = 'EVSEPresentCurrent/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_Multiplier = None
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_s == 1:
+                if _c4_Unit is not None:
+                    el = 'EVSEPresentCurrent/Unit'
+                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEPresentCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                    n += 11
+                    _c4_Unit = None
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                elif _c4_Value is not None:
+                    el = 'EVSEPresentCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                    n += 4
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c4_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
             el = 'EVSECurrentLimitAchieved'
             if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
@@ -3174,27 +7314,186 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEMaximumVoltageLimit'
                 v <<= 3
                 n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                v = w.v; n = w.n
+                _c5_o = v_EVSEMaximumVoltageLimit
+                _c5_Multiplier = _c5_o.Multiplier
+                _c5_Unit = _c5_o.Unit
+                _c5_Value = _c5_o.Value
+                if _c5_Multiplier is not None:
+                    el = 'EVSEMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                    n += 6
+                    _c5_Multiplier = None
+                    _c5_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c5_s == 1:
+                    if _c5_Unit is not None:
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                        n += 11
+                        _c5_Unit = None
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    elif _c5_Value is not None:
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                        n += 4
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c5_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMaximumVoltageLimit = None
                 s = 8
             elif v_EVSEMaximumCurrentLimit is not None:
                 el = 'EVSEMaximumCurrentLimit'
                 v = (v << 3) | 1
                 n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-                v = w.v; n = w.n
+                _c6_o = v_EVSEMaximumCurrentLimit
+                _c6_Multiplier = _c6_o.Multiplier
+                _c6_Unit = _c6_o.Unit
+                _c6_Value = _c6_o.Value
+                if _c6_Multiplier is not None:
+                    el = 'EVSEMaximumCurrentLimit/Multiplier'
+                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                    n += 6
+                    _c6_Multiplier = None
+                    _c6_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c6_s == 1:
+                    if _c6_Unit is not None:
+                        el = 'EVSEMaximumCurrentLimit/Unit'
+                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                        n += 11
+                        _c6_Unit = None
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    elif _c6_Value is not None:
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                        n += 4
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c6_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMaximumCurrentLimit = None
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
                 v = (v << 3) | 2
                 n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                v = w.v; n = w.n
+                _c7_o = v_EVSEMaximumPowerLimit
+                _c7_Multiplier = _c7_o.Multiplier
+                _c7_Unit = _c7_o.Unit
+                _c7_Value = _c7_o.Value
+                if _c7_Multiplier is not None:
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                    n += 6
+                    _c7_Multiplier = None
+                    _c7_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c7_s == 1:
+                    if _c7_Unit is not None:
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                        n += 11
+                        _c7_Unit = None
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    elif _c7_Value is not None:
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                        n += 4
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c7_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMaximumPowerLimit = None
                 s = 10
             elif True:
@@ -3207,18 +7506,124 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEMaximumCurrentLimit'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-                v = w.v; n = w.n
+                _c8_o = v_EVSEMaximumCurrentLimit
+                _c8_Multiplier = _c8_o.Multiplier
+                _c8_Unit = _c8_o.Unit
+                _c8_Value = _c8_o.Value
+                if _c8_Multiplier is not None:
+                    el = 'EVSEMaximumCurrentLimit/Multiplier'
+                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
+                    n += 6
+                    _c8_Multiplier = None
+                    _c8_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c8_s == 1:
+                    if _c8_Unit is not None:
+                        el = 'EVSEMaximumCurrentLimit/Unit'
+                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                        n += 11
+                        _c8_Unit = None
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    elif _c8_Value is not None:
+                        el = 'EVSEMaximumCurrentLimit/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                        n += 4
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c8_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMaximumCurrentLimit = None
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                v = w.v; n = w.n
+                _c9_o = v_EVSEMaximumPowerLimit
+                _c9_Multiplier = _c9_o.Multiplier
+                _c9_Unit = _c9_o.Unit
+                _c9_Value = _c9_o.Value
+                if _c9_Multiplier is not None:
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c9_Multiplier - -3) << 1)
+                    n += 6
+                    _c9_Multiplier = None
+                    _c9_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c9_s == 1:
+                    if _c9_Unit is not None:
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
+                        n += 11
+                        _c9_Unit = None
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    elif _c9_Value is not None:
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
+                        n += 4
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c9_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
+                        _c9_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMaximumPowerLimit = None
                 s = 10
             elif True:
@@ -3231,9 +7636,62 @@ def _e_CurrentDemandResType(w, o):
                 el = 'EVSEMaximumPowerLimit'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                v = w.v; n = w.n
+                _c10_o = v_EVSEMaximumPowerLimit
+                _c10_Multiplier = _c10_o.Multiplier
+                _c10_Unit = _c10_o.Unit
+                _c10_Value = _c10_o.Value
+                if _c10_Multiplier is not None:
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c10_Multiplier - -3) << 1)
+                    n += 6
+                    _c10_Multiplier = None
+                    _c10_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c10_s == 1:
+                    if _c10_Unit is not None:
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
+                        n += 11
+                        _c10_Unit = None
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    elif _c10_Value is not None:
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
+                        n += 4
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c10_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
+                        _c10_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMaximumPowerLimit = None
                 s = 10
             elif True:
@@ -3326,20 +7784,20 @@ def _d_MeteringReceiptReqType(r):
                 if x & 2: raise r.deviation('MeteringReceiptReqType', p)
                 el = 'SAScheduleTupleID'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_SAScheduleTupleID = _y >> 8
-                    elif not _y & 128:
+                        f_SAScheduleTupleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_SAScheduleTupleID = (V >> (E - p)) & 127
                 else:
@@ -3488,20 +7946,20 @@ def _d_MeteringReceiptResType(r):
         el = 'AC_EVSEStatus/RCD'
         _c1_RCD = ((x >> 3) & 1) == 1
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -3775,20 +8233,20 @@ def _d_PaymentDetailsResType(r):
         if x & 6: raise r.deviation('PaymentDetailsResType', p)
         el = 'DateTimeNow'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_DateTimeNow = _y >> 8
-            elif not _y & 128:
+                f_DateTimeNow = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_DateTimeNow = (V >> (E - p)) & 127
         else:
@@ -3882,50 +8340,9 @@ def _d_PowerDeliveryReqType(r):
                 s = 2
             elif ec == 1:
                 el = 'DC_EVPowerDeliveryParameter'
-                _c1_DC_EVStatus = None
-                _c1_BulkChargingComplete = None
-                _c1_ChargingComplete = None
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
                 r.pos = p
-                _c1_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
+                f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
                 V = r.v; E = r.end; p = r.pos
-                _c1_s = 1
-                if _c1_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 7
-                        if p > E: V, E, p = r.slide(p, 7)
-                        x = (V >> (E - p)) & 127
-                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        _c1_BulkChargingComplete = ((x >> 5) & 1) == 1
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c1_ChargingComplete = ((x >> 1) & 1) == 1
-                        _c1_s = 3
-                    elif ec == 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c1_ChargingComplete = ((x >> 1) & 1) == 1
-                        _c1_s = 3
-                    else:
-                        raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                if _c1_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                    _c1_s = -1
-                f_DC_EVPowerDeliveryParameter = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
-                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
-                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
-                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
                 s = 3
             elif ec == 2:
                 p += 1
@@ -3945,50 +8362,9 @@ def _d_PowerDeliveryReqType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'DC_EVPowerDeliveryParameter'
-                _c3_DC_EVStatus = None
-                _c3_BulkChargingComplete = None
-                _c3_ChargingComplete = None
-                p += 1
-                if p > E: V, E, p = r.slide(p, 1)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
                 r.pos = p
-                _c3_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
+                f_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
                 V = r.v; E = r.end; p = r.pos
-                _c3_s = 1
-                if _c3_s == 1:
-                    p += 2
-                    if p > E: V, E, p = r.slide(p, 2)
-                    ec = (V >> (E - p)) & 3
-                    if ec == 0:
-                        p += 7
-                        if p > E: V, E, p = r.slide(p, 7)
-                        x = (V >> (E - p)) & 127
-                        if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        _c3_BulkChargingComplete = ((x >> 5) & 1) == 1
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c3_ChargingComplete = ((x >> 1) & 1) == 1
-                        _c3_s = 3
-                    elif ec == 1:
-                        p += 3
-                        if p > E: V, E, p = r.slide(p, 3)
-                        x = (V >> (E - p)) & 7
-                        if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c3_ChargingComplete = ((x >> 1) & 1) == 1
-                        _c3_s = 3
-                    else:
-                        raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                if _c3_s == 3:
-                    p += 1
-                    if p > E: V, E, p = r.slide(p, 1)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
-                    _c3_s = -1
-                f_DC_EVPowerDeliveryParameter = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
-                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
-                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c3_BulkChargingComplete
-                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
                 s = 3
             elif ec == 1:
                 p += 1
@@ -4050,49 +8426,9 @@ def _e_PowerDeliveryReqType(w, o):
                 el = 'DC_EVPowerDeliveryParameter'
                 v = (v << 3) | 1
                 n += 3
-                _c1_o = v_DC_EVPowerDeliveryParameter
-                _c1_DC_EVStatus = _c1_o.DC_EVStatus
-                _c1_BulkChargingComplete = _c1_o.BulkChargingComplete
-                _c1_ChargingComplete = _c1_o.ChargingComplete
-                if _c1_DC_EVStatus is not None:
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVStatusType(w, _c1_DC_EVStatus)
-                    v = w.v; n = w.n
-                    _c1_DC_EVStatus = None
-                    _c1_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-                if _c1_s == 1:
-                    if _c1_BulkChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        if _c1_BulkChargingComplete is not True and _c1_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_BulkChargingComplete!r}')
-                        if not (_c1_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
-                        v = (v << 9) | (_c1_BulkChargingComplete << 5) | (_c1_ChargingComplete << 1)
-                        n += 9
-                        _c1_BulkChargingComplete = None
-                        _c1_ChargingComplete = None
-                        _c1_s = 3
-                    elif _c1_ChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
-                        v = (v << 5) | (1 << 3) | (_c1_ChargingComplete << 1)
-                        n += 5
-                        _c1_ChargingComplete = None
-                        _c1_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-                if _c1_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c1_DC_EVStatus is not None or _c1_BulkChargingComplete is not None or _c1_ChargingComplete is not None: raise _leftover(_c1_o)
-                        _c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
+                v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
                 s = 3
             elif v_EVPowerDeliveryParameter is not None:
@@ -4112,49 +8448,9 @@ def _e_PowerDeliveryReqType(w, o):
                 el = 'DC_EVPowerDeliveryParameter'
                 v <<= 2
                 n += 2
-                _c3_o = v_DC_EVPowerDeliveryParameter
-                _c3_DC_EVStatus = _c3_o.DC_EVStatus
-                _c3_BulkChargingComplete = _c3_o.BulkChargingComplete
-                _c3_ChargingComplete = _c3_o.ChargingComplete
-                if _c3_DC_EVStatus is not None:
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_DC_EVStatusType(w, _c3_DC_EVStatus)
-                    v = w.v; n = w.n
-                    _c3_DC_EVStatus = None
-                    _c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-                if _c3_s == 1:
-                    if _c3_BulkChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        if _c3_BulkChargingComplete is not True and _c3_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_BulkChargingComplete!r}')
-                        if not (_c3_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
-                        v = (v << 9) | (_c3_BulkChargingComplete << 5) | (_c3_ChargingComplete << 1)
-                        n += 9
-                        _c3_BulkChargingComplete = None
-                        _c3_ChargingComplete = None
-                        _c3_s = 3
-                    elif _c3_ChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
-                        v = (v << 5) | (1 << 3) | (_c3_ChargingComplete << 1)
-                        n += 5
-                        _c3_ChargingComplete = None
-                        _c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-                if _c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c3_DC_EVStatus is not None or _c3_BulkChargingComplete is not None or _c3_ChargingComplete is not None: raise _leftover(_c3_o)
-                        _c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, v_DC_EVPowerDeliveryParameter)
+                v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
                 s = 3
             elif v_EVPowerDeliveryParameter is not None:
@@ -4214,20 +8510,20 @@ def _d_PowerDeliveryResType(r):
                 el = 'AC_EVSEStatus/RCD'
                 _c1_RCD = ((x >> 3) & 1) == 1
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -4285,20 +8581,20 @@ def _d_PowerDeliveryResType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_NotificationMaxDelay = _y >> 8
-                        elif not _y & 128:
+                            _c2_NotificationMaxDelay = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                     else:
@@ -4485,23 +8781,291 @@ def _d_PreChargeReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetVoltage'
-        r.pos = p
-        f_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVTargetVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVTargetVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVTargetVoltage.Multiplier = _c2_Multiplier
+        f_EVTargetVoltage.Unit = _c2_Unit
+        f_EVTargetVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetCurrent'
-        r.pos = p
-        f_EVTargetCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c3_Multiplier = None
+        _c3_Unit = None
+        _c3_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVTargetCurrent/Multiplier'
+        _c3_Multiplier = ((x >> 1) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetCurrent/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVTargetCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVTargetCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c3_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c3_s = -1
+        f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVTargetCurrent.Multiplier = _c3_Multiplier
+        f_EVTargetCurrent.Unit = _c3_Unit
+        f_EVTargetCurrent.Value = _c3_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
@@ -4527,25 +9091,209 @@ def _e_PreChargeReqType(w, o):
             el = 'DC_EVStatus'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
             v <<= 1
             n += 1
             v_DC_EVStatus = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetVoltage)
-            v = w.v; n = w.n
+            _c2_o = v_EVTargetVoltage
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVTargetVoltage/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVTargetVoltage/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVTargetVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVTargetVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
             v <<= 1
             n += 1
             v_EVTargetVoltage = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVTargetCurrent)
-            v = w.v; n = w.n
+            _c3_o = v_EVTargetCurrent
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVTargetCurrent/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVTargetCurrent/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVTargetCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVTargetCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVTargetCurrent = None
@@ -4612,20 +9360,20 @@ def _d_PreChargeResType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_NotificationMaxDelay = _y >> 8
-                elif not _y & 128:
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_NotificationMaxDelay = (V >> (E - p)) & 127
             else:
@@ -4649,9 +9397,98 @@ def _d_PreChargeResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
         el = 'EVSEPresentVoltage'
-        r.pos = p
-        f_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEPresentVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
+        f_EVSEPresentVoltage.Unit = _c2_Unit
+        f_EVSEPresentVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
@@ -4738,9 +9575,62 @@ def _e_PreChargeResType(w, o):
             v <<= 1
             n += 1
             v_DC_EVSEStatus = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentVoltage)
-            v = w.v; n = w.n
+            _c3_o = v_EVSEPresentVoltage
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVSEPresentVoltage/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVSEPresentVoltage = None
@@ -4764,20 +9654,20 @@ def _d_ServiceDetailReqType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ServiceID = _y >> 8
-            elif not _y & 128:
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
         else:
@@ -4839,20 +9729,20 @@ def _d_ServiceDetailResType(r):
         if f_ResponseCode >= 23: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 23, r.at(p))
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ServiceID = _y >> 8
-            elif not _y & 128:
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
         else:
@@ -5101,9 +9991,110 @@ def _d_ServiceDiscoveryResType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ServiceDiscoveryResType', p)
         el = 'ChargeService/ServiceTag'
-        r.pos = p
-        _c1_ServiceTag = c_din_msgdatatypes._d_ServiceTagType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_c1_ServiceID = None
+        _c1_c1_ServiceName = None
+        _c1_c1_ServiceCategory = None
+        _c1_c1_ServiceScope = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        el = 'ChargeService/ServiceTag/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(p))
+        _c1_c1_s = 1
+        if _c1_c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ChargeService/ServiceTag/ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_c1_ServiceName = ''
+                else:
+                    r.pos = p
+                    _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceTagType', p)
+                el = 'ChargeService/ServiceTag/ServiceCategory'
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceTagType', p)
+                el = 'ChargeService/ServiceTag/ServiceCategory'
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_s = 3
+            else:
+                raise r.deviation('ServiceTagType', p)
+        if _c1_c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ChargeService/ServiceTag/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_c1_ServiceScope = ''
+                else:
+                    r.pos = p
+                    _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                _c1_c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_c1_s = -1
+            else:
+                raise r.deviation('ServiceTagType', p)
+        _c1_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+        _c1_ServiceTag.ServiceID = _c1_c1_ServiceID
+        _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
+        _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
+        _c1_ServiceTag.ServiceScope = _c1_c1_ServiceScope
         p += 12
         if p > E: V, E, p = r.slide(p, 12)
         x = (V >> (E - p)) & 4095
@@ -5180,17 +10171,86 @@ def _e_ServiceDiscoveryResType(w, o):
             v <<= 2
             n += 2
             v_PaymentOptions = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_ServiceTagType(w, _c2_ServiceTag)
-            v = w.v; n = w.n
+            _c2_c1_o = _c2_ServiceTag
+            _c2_c1_ServiceID = _c2_c1_o.ServiceID
+            _c2_c1_ServiceName = _c2_c1_o.ServiceName
+            _c2_c1_ServiceCategory = _c2_c1_o.ServiceCategory
+            _c2_c1_ServiceScope = _c2_c1_o.ServiceScope
+            if _c2_c1_ServiceID is not None:
+                el = 'ChargeService/ServiceTag/ServiceID'
+                if _c2_c1_ServiceID < 0 or _c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c2_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c2_c1_ServiceID < 128: v = (v << 8) | _c2_c1_ServiceID; n += 8
+                elif _c2_c1_ServiceID < 16384: v = (v << 16) | ((_c2_c1_ServiceID & 127) << 8) | 32768 | (_c2_c1_ServiceID >> 7); n += 16
+                elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_c2_c1_ServiceID & 127) << 16) | (((_c2_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_c1_ServiceID = None
+                _c2_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c2_c1_s == 1:
+                if _c2_c1_ServiceName is not None:
+                    el = 'ChargeService/ServiceTag/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c2_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c2_c1_ServiceName)
+                    if _l < 126 and _c2_c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'ChargeService/ServiceTag/ServiceCategory'
+                    _c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                    if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c2_c1_i1 << 1)
+                    n += 6
+                    _c2_c1_ServiceName = None
+                    _c2_c1_ServiceCategory = None
+                    _c2_c1_s = 3
+                elif _c2_c1_ServiceCategory is not None:
+                    el = 'ChargeService/ServiceTag/ServiceCategory'
+                    _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                    if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
+                    n += 6
+                    _c2_c1_ServiceCategory = None
+                    _c2_c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c2_c1_s == 3:
+                if _c2_c1_ServiceScope is not None:
+                    el = 'ChargeService/ServiceTag/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c2_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
+                    _l = len(_c2_c1_ServiceScope)
+                    if _l < 126 and _c2_c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c2_c1_ServiceScope = None
+                    if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
+                    _c2_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
+                    _c2_c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'ChargeService/FreeService'
             if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
             if not (_c2_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
             el = 'ChargeService/EnergyTransferType'
-            _c2_i1 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(_c2_EnergyTransferType)
-            if _c2_i1 is None: raise EncodeError(f'{_c2_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-            v = (v << 12) | (_c2_FreeService << 9) | (_c2_i1 << 2)
+            _c2_i2 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(_c2_EnergyTransferType)
+            if _c2_i2 is None: raise EncodeError(f'{_c2_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+            v = (v << 12) | (_c2_FreeService << 9) | (_c2_i2 << 2)
             n += 12
             v_ChargeService = None
             s = 3
@@ -5438,20 +10498,20 @@ def _d_SessionSetupResType(r):
                 if x & 2: raise r.deviation('SessionSetupResType', p)
                 el = 'DateTimeNow'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_DateTimeNow = _y >> 8
-                    elif not _y & 128:
+                        f_DateTimeNow = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_DateTimeNow = (V >> (E - p)) & 127
                 else:
@@ -5617,9 +10677,99 @@ def _d_WeldingDetectionReqType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
@@ -5641,9 +10791,87 @@ def _e_WeldingDetectionReqType(w, o):
             el = 'DC_EVStatus'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_DC_EVStatus = None
@@ -5710,20 +10938,20 @@ def _d_WeldingDetectionResType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_NotificationMaxDelay = _y >> 8
-                elif not _y & 128:
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_NotificationMaxDelay = (V >> (E - p)) & 127
             else:
@@ -5747,9 +10975,98 @@ def _d_WeldingDetectionResType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
         el = 'EVSEPresentVoltage'
-        r.pos = p
-        f_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEPresentVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPresentVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
+        f_EVSEPresentVoltage.Unit = _c2_Unit
+        f_EVSEPresentVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
@@ -5836,9 +11153,62 @@ def _e_WeldingDetectionResType(w, o):
             v <<= 1
             n += 1
             v_DC_EVSEStatus = None
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, v_EVSEPresentVoltage)
-            v = w.v; n = w.n
+            _c3_o = v_EVSEPresentVoltage
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVSEPresentVoltage/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVSEPresentVoltage/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVSEPresentVoltage = None

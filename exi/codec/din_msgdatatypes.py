@@ -44,20 +44,20 @@ def _d_AC_EVChargeParameterType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'DepartureTime'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_DepartureTime = _y >> 8
-            elif not _y & 128:
+                f_DepartureTime = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_DepartureTime = (V >> (E - p)) & 127
         else:
@@ -67,30 +67,386 @@ def _d_AC_EVChargeParameterType(r):
         if (V >> (E - p)) & 3: raise r.deviation('AC_EVChargeParameterType', p)
         if f_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(p))
         el = 'EAmount'
-        r.pos = p
-        f_EAmount = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_Multiplier = None
+        _c1_Unit = None
+        _c1_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EAmount/Multiplier'
+        _c1_Multiplier = ((x >> 1) & 7) + -3
+        if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EAmount/Unit'
+                _c1_Unit = ((x >> 4) & 15)
+                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                el = 'EAmount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                _c1_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EAmount/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c1_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                _c1_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c1_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c1_s = -1
+        f_EAmount = _new(din_msgdatatypes.PhysicalValueType)
+        f_EAmount.Multiplier = _c1_Multiplier
+        f_EAmount.Unit = _c1_Unit
+        f_EAmount.Value = _c1_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMaxVoltage'
-        r.pos = p
-        f_EVMaxVoltage = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVMaxVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaxVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVMaxVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaxVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVMaxVoltage.Multiplier = _c2_Multiplier
+        f_EVMaxVoltage.Unit = _c2_Unit
+        f_EVMaxVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMaxCurrent'
-        r.pos = p
-        f_EVMaxCurrent = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c3_Multiplier = None
+        _c3_Unit = None
+        _c3_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVMaxCurrent/Multiplier'
+        _c3_Multiplier = ((x >> 1) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaxCurrent/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c3_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c3_s = -1
+        f_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVMaxCurrent.Multiplier = _c3_Multiplier
+        f_EVMaxCurrent.Unit = _c3_Unit
+        f_EVMaxCurrent.Value = _c3_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMinCurrent'
-        r.pos = p
-        f_EVMinCurrent = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c4_Multiplier = None
+        _c4_Unit = None
+        _c4_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVMinCurrent/Multiplier'
+        _c4_Multiplier = ((x >> 1) & 7) + -3
+        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+        _c4_s = 1
+        if _c4_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMinCurrent/Unit'
+                _c4_Unit = ((x >> 4) & 15)
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVMinCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                _c4_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMinCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                _c4_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c4_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c4_s = -1
+        f_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVMinCurrent.Multiplier = _c4_Multiplier
+        f_EVMinCurrent.Unit = _c4_Unit
+        f_EVMinCurrent.Value = _c4_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
@@ -130,33 +486,245 @@ def _e_AC_EVChargeParameterType(w, o):
             v <<= 2
             n += 2
             v_DepartureTime = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EAmount)
-            v = w.v; n = w.n
+            _c1_o = v_EAmount
+            _c1_Multiplier = _c1_o.Multiplier
+            _c1_Unit = _c1_o.Unit
+            _c1_Value = _c1_o.Value
+            if _c1_Multiplier is not None:
+                el = 'EAmount/Multiplier'
+                if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c1_Multiplier - -3) << 1)
+                n += 6
+                _c1_Multiplier = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c1_s == 1:
+                if _c1_Unit is not None:
+                    el = 'EAmount/Unit'
+                    _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EAmount/Value'
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
+                    n += 11
+                    _c1_Unit = None
+                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Value = None
+                    _c1_s = 3
+                elif _c1_Value is not None:
+                    el = 'EAmount/Value'
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c1_Value < 0)
+                    n += 4
+                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_Value = None
+                    _c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c1_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c1_Multiplier is not None or _c1_Unit is not None or _c1_Value is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
             el = 'EVMaxVoltage'
             v <<= 1
             n += 1
             v_EAmount = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVMaxVoltage)
-            v = w.v; n = w.n
+            _c2_o = v_EVMaxVoltage
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVMaxVoltage/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVMaxVoltage/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
             el = 'EVMaxCurrent'
             v <<= 1
             n += 1
             v_EVMaxVoltage = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVMaxCurrent)
-            v = w.v; n = w.n
+            _c3_o = v_EVMaxCurrent
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVMaxCurrent/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVMaxCurrent/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
             el = 'EVMinCurrent'
             v <<= 1
             n += 1
             v_EVMaxCurrent = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVMinCurrent)
-            v = w.v; n = w.n
+            _c4_o = v_EVMinCurrent
+            _c4_Multiplier = _c4_o.Multiplier
+            _c4_Unit = _c4_o.Unit
+            _c4_Value = _c4_o.Value
+            if _c4_Multiplier is not None:
+                el = 'EVMinCurrent/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_Multiplier = None
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_s == 1:
+                if _c4_Unit is not None:
+                    el = 'EVMinCurrent/Unit'
+                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                    n += 11
+                    _c4_Unit = None
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                elif _c4_Value is not None:
+                    el = 'EVMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                    n += 4
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c4_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVMinCurrent = None
@@ -188,20 +756,20 @@ def _d_AC_EVSEChargeParameterType(r):
         el = 'AC_EVSEStatus/RCD'
         _c1_RCD = ((x >> 3) & 1) == 1
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -221,23 +789,290 @@ def _d_AC_EVSEChargeParameterType(r):
         f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
         el = 'EVSEMaxVoltage'
-        r.pos = p
-        f_EVSEMaxVoltage = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEMaxVoltage/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxVoltage/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEMaxVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxVoltage/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEMaxVoltage.Multiplier = _c2_Multiplier
+        f_EVSEMaxVoltage.Unit = _c2_Unit
+        f_EVSEMaxVoltage.Value = _c2_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'EVSEMaxCurrent'
-        r.pos = p
-        f_EVSEMaxCurrent = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c3_Multiplier = None
+        _c3_Unit = None
+        _c3_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEMaxCurrent/Multiplier'
+        _c3_Multiplier = ((x >> 1) & 7) + -3
+        if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+        _c3_s = 1
+        if _c3_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxCurrent/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                _c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c3_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c3_s = -1
+        f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
+        f_EVSEMaxCurrent.Unit = _c3_Unit
+        f_EVSEMaxCurrent.Value = _c3_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'EVSEMinCurrent'
-        r.pos = p
-        f_EVSEMinCurrent = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c4_Multiplier = None
+        _c4_Unit = None
+        _c4_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEMinCurrent/Multiplier'
+        _c4_Multiplier = ((x >> 1) & 7) + -3
+        if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+        _c4_s = 1
+        if _c4_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMinCurrent/Unit'
+                _c4_Unit = ((x >> 4) & 15)
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVSEMinCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                _c4_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMinCurrent/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                _c4_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c4_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c4_s = -1
+        f_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEMinCurrent.Multiplier = _c4_Multiplier
+        f_EVSEMinCurrent.Unit = _c4_Unit
+        f_EVSEMinCurrent.Value = _c4_Value
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
@@ -292,25 +1127,184 @@ def _e_AC_EVSEChargeParameterType(w, o):
             v = (v << 8) | (_c1_i1 << 3)
             n += 8
             v_AC_EVSEStatus = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEMaxVoltage)
-            v = w.v; n = w.n
+            _c2_o = v_EVSEMaxVoltage
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVSEMaxVoltage/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVSEMaxVoltage/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVSEMaxVoltage/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
             v <<= 1
             n += 1
             v_EVSEMaxVoltage = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEMaxCurrent)
-            v = w.v; n = w.n
+            _c3_o = v_EVSEMaxCurrent
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVSEMaxCurrent/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_Multiplier = None
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_s == 1:
+                if _c3_Unit is not None:
+                    el = 'EVSEMaxCurrent/Unit'
+                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                    n += 11
+                    _c3_Unit = None
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                elif _c3_Value is not None:
+                    el = 'EVSEMaxCurrent/Value'
+                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                    n += 4
+                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_Value = None
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                    _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
             el = 'EVSEMinCurrent'
             v <<= 1
             n += 1
             v_EVSEMaxCurrent = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEMinCurrent)
-            v = w.v; n = w.n
+            _c4_o = v_EVSEMinCurrent
+            _c4_Multiplier = _c4_o.Multiplier
+            _c4_Unit = _c4_o.Unit
+            _c4_Value = _c4_o.Value
+            if _c4_Multiplier is not None:
+                el = 'EVSEMinCurrent/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_Multiplier = None
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_s == 1:
+                if _c4_Unit is not None:
+                    el = 'EVSEMinCurrent/Unit'
+                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                    n += 11
+                    _c4_Unit = None
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                elif _c4_Value is not None:
+                    el = 'EVSEMinCurrent/Value'
+                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                    n += 4
+                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c4_Value = None
+                    _c4_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c4_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_EVSEMinCurrent = None
@@ -342,20 +1336,20 @@ def _d_AC_EVSEStatusType(r):
         el = 'RCD'
         f_RCD = ((x >> 3) & 1) == 1
         el = 'NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -539,20 +1533,20 @@ def _d_ChargingProfileType(r):
         if x & 6: raise r.deviation('ChargingProfileType', p)
         el = 'SAScheduleTupleID'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_SAScheduleTupleID = _y >> 8
-            elif not _y & 128:
+                f_SAScheduleTupleID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_SAScheduleTupleID = (V >> (E - p)) & 127
         else:
@@ -563,20 +1557,20 @@ def _d_ChargingProfileType(r):
         if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
         if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingProfileType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(p))
         el = 'ProfileEntry/ChargingProfileEntryStart'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_ChargingProfileEntryStart = _y >> 8
-            elif not _y & 128:
+                _c1_ChargingProfileEntryStart = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_ChargingProfileEntryStart = (V >> (E - p)) & 127
         else:
@@ -588,20 +1582,20 @@ def _d_ChargingProfileType(r):
         if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(p))
         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_ChargingProfileEntryMaxPower = _y >> 8
-            elif not _y & 128:
+                _c1_ChargingProfileEntryMaxPower = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
         else:
@@ -625,20 +1619,20 @@ def _d_ChargingProfileType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
                 el = 'ProfileEntry/ChargingProfileEntryStart'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_ChargingProfileEntryStart = _y >> 8
-                    elif not _y & 128:
+                        _c2_ChargingProfileEntryStart = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_ChargingProfileEntryStart = (V >> (E - p)) & 127
                 else:
@@ -650,20 +1644,20 @@ def _d_ChargingProfileType(r):
                 if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(p))
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_ChargingProfileEntryMaxPower = _y >> 8
-                    elif not _y & 128:
+                        _c2_ChargingProfileEntryMaxPower = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
                 else:
@@ -693,20 +1687,20 @@ def _d_ChargingProfileType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     if (V >> (E - p)) & 3: raise r.deviation('ChargingProfileType', p)
                     el = 'ProfileEntry/ChargingProfileEntryStart'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_ChargingProfileEntryStart = _y >> 8
-                        elif not _y & 128:
+                            _c3_ChargingProfileEntryStart = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_ChargingProfileEntryStart = (V >> (E - p)) & 127
                     else:
@@ -718,20 +1712,20 @@ def _d_ChargingProfileType(r):
                     if _c3_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c3_ChargingProfileEntryStart, r.at(p))
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_ChargingProfileEntryMaxPower = _y >> 8
-                        elif not _y & 128:
+                            _c3_ChargingProfileEntryMaxPower = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
                     else:
@@ -897,20 +1891,20 @@ def _d_ConsumptionCostType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ConsumptionCostType', p)
         el = 'startValue'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_startValue = _y >> 8
-            elif not _y & 128:
+                f_startValue = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_startValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_startValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_startValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_startValue = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_startValue = (V >> (E - p)) & 127
         else:
@@ -938,20 +1932,20 @@ def _d_ConsumptionCostType(r):
                 if _c1_costKind >= 3: _c1_costKind = r.enum_index('CostType/costKind', _c1_costKind, 3, r.at(p))
                 else: _c1_costKind = _E_din_msgdatatypes_costKindType[_c1_costKind]
                 el = 'Cost/amount'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_amount = _y >> 8
-                    elif not _y & 128:
+                        _c1_amount = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_amount = (V >> (E - p)) & 127
                 else:
@@ -1009,20 +2003,20 @@ def _d_ConsumptionCostType(r):
                     if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(p))
                     else: _c2_costKind = _E_din_msgdatatypes_costKindType[_c2_costKind]
                     el = 'Cost/amount'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_amount = _y >> 8
-                        elif not _y & 128:
+                            _c2_amount = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c2_amount = (V >> (E - p)) & 127
                     else:
@@ -1221,20 +2215,20 @@ def _d_CostType(r):
         if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
         else: f_costKind = _E_din_msgdatatypes_costKindType[f_costKind]
         el = 'amount'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_amount = _y >> 8
-            elif not _y & 128:
+                f_amount = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_amount = (V >> (E - p)) & 127
         else:
@@ -1338,16 +2332,195 @@ def _d_DC_EVChargeParameterType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = _d_DC_EVStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
         el = 'EVMaximumCurrentLimit'
-        r.pos = p
-        f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVMaximumCurrentLimit/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVMaximumCurrentLimit.Multiplier = _c2_Multiplier
+        f_EVMaximumCurrentLimit.Unit = _c2_Unit
+        f_EVMaximumCurrentLimit.Value = _c2_Value
         s = 2
         if s == 2:
             p += 2
@@ -1355,22 +2528,289 @@ def _d_DC_EVChargeParameterType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVMaximumPowerLimit'
-                r.pos = p
-                f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c3_Multiplier = None
+                _c3_Unit = None
+                _c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                _c3_s = 1
+                if _c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c3_Unit = ((x >> 4) & 15)
+                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c3_s = -1
+                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit.Multiplier = _c3_Multiplier
+                f_EVMaximumPowerLimit.Unit = _c3_Unit
+                f_EVMaximumPowerLimit.Value = _c3_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                 el = 'EVMaximumVoltageLimit'
-                r.pos = p
-                f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c4_Multiplier = None
+                _c4_Unit = None
+                _c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                _c4_s = 1
+                if _c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c4_Unit = ((x >> 4) & 15)
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c4_s = -1
+                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumVoltageLimit.Multiplier = _c4_Multiplier
+                f_EVMaximumVoltageLimit.Unit = _c4_Unit
+                f_EVMaximumVoltageLimit.Value = _c4_Value
                 s = 4
             elif ec == 1:
                 el = 'EVMaximumVoltageLimit'
-                r.pos = p
-                f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c5_Multiplier = None
+                _c5_Unit = None
+                _c5_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c5_Multiplier = ((x >> 1) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                _c5_s = 1
+                if _c5_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c5_Unit = ((x >> 4) & 15)
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c5_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c5_s = -1
+                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
+                f_EVMaximumVoltageLimit.Unit = _c5_Unit
+                f_EVMaximumVoltageLimit.Value = _c5_Value
                 s = 4
             else:
                 raise r.deviation('DC_EVChargeParameterType', p)
@@ -1380,15 +2820,193 @@ def _d_DC_EVChargeParameterType(r):
             ec = (V >> (E - p)) & 7
             if ec == 0:
                 el = 'EVEnergyCapacity'
-                r.pos = p
-                f_EVEnergyCapacity = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c6_Multiplier = None
+                _c6_Unit = None
+                _c6_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVEnergyCapacity/Multiplier'
+                _c6_Multiplier = ((x >> 1) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+                _c6_s = 1
+                if _c6_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyCapacity/Unit'
+                        _c6_Unit = ((x >> 4) & 15)
+                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                        el = 'EVEnergyCapacity/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyCapacity/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c6_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c6_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c6_Value = -_c6_Value - 1
+                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                        _c6_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c6_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c6_s = -1
+                f_EVEnergyCapacity = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVEnergyCapacity.Multiplier = _c6_Multiplier
+                f_EVEnergyCapacity.Unit = _c6_Unit
+                f_EVEnergyCapacity.Value = _c6_Value
                 s = 5
             elif ec == 1:
                 el = 'EVEnergyRequest'
-                r.pos = p
-                f_EVEnergyRequest = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c7_Multiplier = None
+                _c7_Unit = None
+                _c7_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVEnergyRequest/Multiplier'
+                _c7_Multiplier = ((x >> 1) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+                _c7_s = 1
+                if _c7_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyRequest/Unit'
+                        _c7_Unit = ((x >> 4) & 15)
+                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                        el = 'EVEnergyRequest/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyRequest/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c7_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c7_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c7_Value = -_c7_Value - 1
+                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                        _c7_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c7_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c7_s = -1
+                f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVEnergyRequest.Multiplier = _c7_Multiplier
+                f_EVEnergyRequest.Unit = _c7_Unit
+                f_EVEnergyRequest.Value = _c7_Value
                 s = 6
             elif ec == 2:
                 p += 9
@@ -1419,9 +3037,98 @@ def _d_DC_EVChargeParameterType(r):
             ec = (V >> (E - p)) & 7
             if ec == 0:
                 el = 'EVEnergyRequest'
-                r.pos = p
-                f_EVEnergyRequest = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c8_Multiplier = None
+                _c8_Unit = None
+                _c8_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVEnergyRequest/Multiplier'
+                _c8_Multiplier = ((x >> 1) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                _c8_s = 1
+                if _c8_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyRequest/Unit'
+                        _c8_Unit = ((x >> 4) & 15)
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                        el = 'EVEnergyRequest/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVEnergyRequest/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c8_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c8_s = -1
+                f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVEnergyRequest.Multiplier = _c8_Multiplier
+                f_EVEnergyRequest.Unit = _c8_Unit
+                f_EVEnergyRequest.Value = _c8_Value
                 s = 6
             elif ec == 1:
                 p += 9
@@ -1528,17 +3235,148 @@ def _e_DC_EVChargeParameterType(w, o):
             el = 'DC_EVStatus'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaximumCurrentLimit is not None): raise EncodeError('missing content: EVMaximumCurrentLimit')
             el = 'EVMaximumCurrentLimit'
             v <<= 1
             n += 1
             v_DC_EVStatus = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
-            v = w.v; n = w.n
+            _c2_o = v_EVMaximumCurrentLimit
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVMaximumCurrentLimit/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_EVMaximumCurrentLimit = None
             s = 2
         else:
@@ -1548,26 +3386,185 @@ def _e_DC_EVChargeParameterType(w, o):
                 el = 'EVMaximumPowerLimit'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                v = w.v; n = w.n
+                _c3_o = v_EVMaximumPowerLimit
+                _c3_Multiplier = _c3_o.Multiplier
+                _c3_Unit = _c3_o.Unit
+                _c3_Value = _c3_o.Value
+                if _c3_Multiplier is not None:
+                    el = 'EVMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c3_Multiplier = None
+                    _c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c3_s == 1:
+                    if _c3_Unit is not None:
+                        el = 'EVMaximumPowerLimit/Unit'
+                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                        n += 11
+                        _c3_Unit = None
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    elif _c3_Value is not None:
+                        el = 'EVMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                        n += 4
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                 el = 'EVMaximumVoltageLimit'
                 v <<= 1
                 n += 1
                 v_EVMaximumPowerLimit = None
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                v = w.v; n = w.n
+                _c4_o = v_EVMaximumVoltageLimit
+                _c4_Multiplier = _c4_o.Multiplier
+                _c4_Unit = _c4_o.Unit
+                _c4_Value = _c4_o.Value
+                if _c4_Multiplier is not None:
+                    el = 'EVMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_Multiplier = None
+                    _c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_s == 1:
+                    if _c4_Unit is not None:
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                        n += 11
+                        _c4_Unit = None
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    elif _c4_Value is not None:
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                        n += 4
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVMaximumVoltageLimit = None
                 s = 4
             elif v_EVMaximumVoltageLimit is not None:
                 el = 'EVMaximumVoltageLimit'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                v = w.v; n = w.n
+                _c5_o = v_EVMaximumVoltageLimit
+                _c5_Multiplier = _c5_o.Multiplier
+                _c5_Unit = _c5_o.Unit
+                _c5_Value = _c5_o.Value
+                if _c5_Multiplier is not None:
+                    el = 'EVMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                    n += 6
+                    _c5_Multiplier = None
+                    _c5_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c5_s == 1:
+                    if _c5_Unit is not None:
+                        el = 'EVMaximumVoltageLimit/Unit'
+                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                        n += 11
+                        _c5_Unit = None
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    elif _c5_Value is not None:
+                        el = 'EVMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                        n += 4
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c5_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVMaximumVoltageLimit = None
                 s = 4
             else:
@@ -1577,18 +3574,124 @@ def _e_DC_EVChargeParameterType(w, o):
                 el = 'EVEnergyCapacity'
                 v <<= 3
                 n += 3
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVEnergyCapacity)
-                v = w.v; n = w.n
+                _c6_o = v_EVEnergyCapacity
+                _c6_Multiplier = _c6_o.Multiplier
+                _c6_Unit = _c6_o.Unit
+                _c6_Value = _c6_o.Value
+                if _c6_Multiplier is not None:
+                    el = 'EVEnergyCapacity/Multiplier'
+                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                    n += 6
+                    _c6_Multiplier = None
+                    _c6_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c6_s == 1:
+                    if _c6_Unit is not None:
+                        el = 'EVEnergyCapacity/Unit'
+                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVEnergyCapacity/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                        n += 11
+                        _c6_Unit = None
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    elif _c6_Value is not None:
+                        el = 'EVEnergyCapacity/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                        n += 4
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c6_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVEnergyCapacity = None
                 s = 5
             elif v_EVEnergyRequest is not None:
                 el = 'EVEnergyRequest'
                 v = (v << 3) | 1
                 n += 3
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVEnergyRequest)
-                v = w.v; n = w.n
+                _c7_o = v_EVEnergyRequest
+                _c7_Multiplier = _c7_o.Multiplier
+                _c7_Unit = _c7_o.Unit
+                _c7_Value = _c7_o.Value
+                if _c7_Multiplier is not None:
+                    el = 'EVEnergyRequest/Multiplier'
+                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                    n += 6
+                    _c7_Multiplier = None
+                    _c7_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c7_s == 1:
+                    if _c7_Unit is not None:
+                        el = 'EVEnergyRequest/Unit'
+                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVEnergyRequest/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                        n += 11
+                        _c7_Unit = None
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    elif _c7_Value is not None:
+                        el = 'EVEnergyRequest/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                        n += 4
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c7_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVEnergyRequest = None
                 s = 6
             elif v_FullSOC is not None:
@@ -1615,9 +3718,62 @@ def _e_DC_EVChargeParameterType(w, o):
                 el = 'EVEnergyRequest'
                 v <<= 3
                 n += 3
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVEnergyRequest)
-                v = w.v; n = w.n
+                _c8_o = v_EVEnergyRequest
+                _c8_Multiplier = _c8_o.Multiplier
+                _c8_Unit = _c8_o.Unit
+                _c8_Value = _c8_o.Value
+                if _c8_Multiplier is not None:
+                    el = 'EVEnergyRequest/Multiplier'
+                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
+                    n += 6
+                    _c8_Multiplier = None
+                    _c8_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c8_s == 1:
+                    if _c8_Unit is not None:
+                        el = 'EVEnergyRequest/Unit'
+                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVEnergyRequest/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                        n += 11
+                        _c8_Unit = None
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    elif _c8_Value is not None:
+                        el = 'EVEnergyRequest/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                        n += 4
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c8_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVEnergyRequest = None
                 s = 6
             elif v_FullSOC is not None:
@@ -1697,9 +3853,99 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = _d_DC_EVStatusType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_EVReady = None
+        _c1_EVCabinConditioning = None
+        _c1_EVRESSConditioning = None
+        _c1_EVErrorCode = None
+        _c1_EVRESSSOC = None
+        p += 4
+        if p > E: V, E, p = r.slide(p, 4)
+        x = (V >> (E - p)) & 15
+        if x & 13: raise r.deviation('DC_EVStatusType', p)
+        el = 'DC_EVStatus/EVReady'
+        _c1_EVReady = ((x >> 1) & 1) == 1
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVCabinConditioning'
+                _c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 2
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 2:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVRESSConditioning'
+                _c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                _c1_s = 3
+            elif ec == 1:
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_EVErrorCode = ((x >> 1) & 15)
+                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+                _c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', p)
+        if _c1_s == 3:
+            p += 7
+            if p > E: V, E, p = r.slide(p, 7)
+            x = (V >> (E - p)) & 127
+            if x & 97: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 1) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(p))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        if _c1_s == 4:
+            p += 11
+            if p > E: V, E, p = r.slide(p, 11)
+            x = (V >> (E - p)) & 2047
+            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+            el = 'DC_EVStatus/EVRESSSOC'
+            _c1_EVRESSSOC = ((x >> 2) & 127)
+            if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(p))
+            _c1_s = -1
+        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus.EVReady = _c1_EVReady
+        f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
+        f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
+        f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
+        f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         s = 1
         if s == 1:
             p += 2
@@ -1752,9 +3998,87 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             el = 'DC_EVStatus'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _c1_o = v_DC_EVStatus
+            _c1_EVReady = _c1_o.EVReady
+            _c1_EVCabinConditioning = _c1_o.EVCabinConditioning
+            _c1_EVRESSConditioning = _c1_o.EVRESSConditioning
+            _c1_EVErrorCode = _c1_o.EVErrorCode
+            _c1_EVRESSSOC = _c1_o.EVRESSSOC
+            if _c1_EVReady is not None:
+                el = 'DC_EVStatus/EVReady'
+                if _c1_EVReady is not True and _c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_EVReady!r}')
+                v = (v << 4) | (_c1_EVReady << 1)
+                n += 4
+                _c1_EVReady = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c1_s == 1:
+                if _c1_EVCabinConditioning is not None:
+                    el = 'DC_EVStatus/EVCabinConditioning'
+                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_EVCabinConditioning = None
+                    _c1_s = 2
+                elif _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_s == 2:
+                if _c1_EVRESSConditioning is not None:
+                    el = 'DC_EVStatus/EVRESSConditioning'
+                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_EVRESSConditioning = None
+                    _c1_s = 3
+                elif _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c1_i2 << 1)
+                    n += 8
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c1_s == 3:
+                if _c1_EVErrorCode is not None:
+                    el = 'DC_EVStatus/EVErrorCode'
+                    _c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c1_i3 << 1)
+                    n += 7
+                    _c1_EVErrorCode = None
+                    _c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c1_s == 4:
+                if _c1_EVRESSSOC is not None:
+                    el = 'DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c1_EVRESSSOC = None
+                    if _c1_EVReady is not None or _c1_EVCabinConditioning is not None or _c1_EVRESSConditioning is not None or _c1_EVErrorCode is not None or _c1_EVRESSSOC is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_DC_EVStatus = None
             s = 1
         else:
@@ -1847,20 +4171,20 @@ def _d_DC_EVSEChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_NotificationMaxDelay = _y >> 8
-                elif not _y & 128:
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_NotificationMaxDelay = (V >> (E - p)) & 127
             else:
@@ -1884,9 +4208,98 @@ def _d_DC_EVSEChargeParameterType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
         el = 'EVSEMaximumCurrentLimit'
-        r.pos = p
-        f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c2_Multiplier = None
+        _c2_Unit = None
+        _c2_Value = None
+        p += 6
+        if p > E: V, E, p = r.slide(p, 6)
+        x = (V >> (E - p)) & 63
+        if x & 49: raise r.deviation('PhysicalValueType', p)
+        el = 'EVSEMaximumCurrentLimit/Multiplier'
+        _c2_Multiplier = ((x >> 1) & 7) + -3
+        if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(p))
+        _c2_s = 1
+        if _c2_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 9
+                if p > E: V, E, p = r.slide(p, 9)
+                x = (V >> (E - p)) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c2_Unit = ((x >> 4) & 15)
+                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(p))
+                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+                el = 'EVSEMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            elif ec == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                x = (V >> (E - p)) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_Value = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                if _neg: _c2_Value = -_c2_Value - 1
+                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(p))
+                _c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', p)
+        if _c2_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+            _c2_s = -1
+        f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+        f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
+        f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
+        f_EVSEMaximumCurrentLimit.Value = _c2_Value
         s = 2
         if s == 2:
             p += 2
@@ -1894,22 +4307,289 @@ def _d_DC_EVSEChargeParameterType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVSEMaximumPowerLimit'
-                r.pos = p
-                f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c3_Multiplier = None
+                _c3_Unit = None
+                _c3_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c3_Multiplier = ((x >> 1) & 7) + -3
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(p))
+                _c3_s = 1
+                if _c3_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c3_Unit = ((x >> 4) & 15)
+                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(p))
+                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c3_Value = -_c3_Value - 1
+                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(p))
+                        _c3_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c3_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c3_s = -1
+                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
+                f_EVSEMaximumPowerLimit.Unit = _c3_Unit
+                f_EVSEMaximumPowerLimit.Value = _c3_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMaximumVoltageLimit'
-                r.pos = p
-                f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c4_Multiplier = None
+                _c4_Unit = None
+                _c4_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                _c4_Multiplier = ((x >> 1) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(p))
+                _c4_s = 1
+                if _c4_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c4_Unit = ((x >> 4) & 15)
+                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(p))
+                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c4_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c4_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c4_Value = -_c4_Value - 1
+                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(p))
+                        _c4_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c4_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c4_s = -1
+                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
+                f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
+                f_EVSEMaximumVoltageLimit.Value = _c4_Value
                 s = 4
             elif ec == 1:
                 el = 'EVSEMaximumVoltageLimit'
-                r.pos = p
-                f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c5_Multiplier = None
+                _c5_Unit = None
+                _c5_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                _c5_Multiplier = ((x >> 1) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(p))
+                _c5_s = 1
+                if _c5_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c5_Unit = ((x >> 4) & 15)
+                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(p))
+                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c5_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c5_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c5_Value = -_c5_Value - 1
+                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(p))
+                        _c5_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c5_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c5_s = -1
+                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumVoltageLimit.Multiplier = _c5_Multiplier
+                f_EVSEMaximumVoltageLimit.Unit = _c5_Unit
+                f_EVSEMaximumVoltageLimit.Value = _c5_Value
                 s = 4
             else:
                 raise r.deviation('DC_EVSEChargeParameterType', p)
@@ -1918,16 +4598,194 @@ def _d_DC_EVSEChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
             el = 'EVSEMinimumCurrentLimit'
-            r.pos = p
-            f_EVSEMinimumCurrentLimit = _d_PhysicalValueType(r)
-            V = r.v; E = r.end; p = r.pos
+            _c6_Multiplier = None
+            _c6_Unit = None
+            _c6_Value = None
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 49: raise r.deviation('PhysicalValueType', p)
+            el = 'EVSEMinimumCurrentLimit/Multiplier'
+            _c6_Multiplier = ((x >> 1) & 7) + -3
+            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(p))
+            _c6_s = 1
+            if _c6_s == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    p += 9
+                    if p > E: V, E, p = r.slide(p, 9)
+                    x = (V >> (E - p)) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVSEMinimumCurrentLimit/Unit'
+                    _c6_Unit = ((x >> 4) & 15)
+                    if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(p))
+                    else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                    el = 'EVSEMinimumCurrentLimit/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c6_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c6_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c6_Value = -_c6_Value - 1
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                    _c6_s = 3
+                elif ec == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVSEMinimumCurrentLimit/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c6_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c6_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c6_Value = -_c6_Value - 1
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(p))
+                    _c6_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', p)
+            if _c6_s == 3:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                _c6_s = -1
+            f_EVSEMinimumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+            f_EVSEMinimumCurrentLimit.Multiplier = _c6_Multiplier
+            f_EVSEMinimumCurrentLimit.Unit = _c6_Unit
+            f_EVSEMinimumCurrentLimit.Value = _c6_Value
             p += 1
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
             el = 'EVSEMinimumVoltageLimit'
-            r.pos = p
-            f_EVSEMinimumVoltageLimit = _d_PhysicalValueType(r)
-            V = r.v; E = r.end; p = r.pos
+            _c7_Multiplier = None
+            _c7_Unit = None
+            _c7_Value = None
+            p += 6
+            if p > E: V, E, p = r.slide(p, 6)
+            x = (V >> (E - p)) & 63
+            if x & 49: raise r.deviation('PhysicalValueType', p)
+            el = 'EVSEMinimumVoltageLimit/Multiplier'
+            _c7_Multiplier = ((x >> 1) & 7) + -3
+            if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(p))
+            _c7_s = 1
+            if _c7_s == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    p += 9
+                    if p > E: V, E, p = r.slide(p, 9)
+                    x = (V >> (E - p)) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVSEMinimumVoltageLimit/Unit'
+                    _c7_Unit = ((x >> 4) & 15)
+                    if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(p))
+                    else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                    el = 'EVSEMinimumVoltageLimit/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c7_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c7_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                    _c7_s = 3
+                elif ec == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    x = (V >> (E - p)) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', p)
+                    el = 'EVSEMinimumVoltageLimit/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c7_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c7_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(p))
+                    _c7_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', p)
+            if _c7_s == 3:
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                _c7_s = -1
+            f_EVSEMinimumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
+            f_EVSEMinimumVoltageLimit.Multiplier = _c7_Multiplier
+            f_EVSEMinimumVoltageLimit.Unit = _c7_Unit
+            f_EVSEMinimumVoltageLimit.Value = _c7_Value
             s = 6
         if s == 6:
             p += 2
@@ -1935,22 +4793,289 @@ def _d_DC_EVSEChargeParameterType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVSECurrentRegulationTolerance'
-                r.pos = p
-                f_EVSECurrentRegulationTolerance = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c8_Multiplier = None
+                _c8_Unit = None
+                _c8_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSECurrentRegulationTolerance/Multiplier'
+                _c8_Multiplier = ((x >> 1) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(p))
+                _c8_s = 1
+                if _c8_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSECurrentRegulationTolerance/Unit'
+                        _c8_Unit = ((x >> 4) & 15)
+                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(p))
+                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                        el = 'EVSECurrentRegulationTolerance/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSECurrentRegulationTolerance/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c8_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c8_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c8_Value = -_c8_Value - 1
+                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(p))
+                        _c8_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c8_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c8_s = -1
+                f_EVSECurrentRegulationTolerance = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSECurrentRegulationTolerance.Multiplier = _c8_Multiplier
+                f_EVSECurrentRegulationTolerance.Unit = _c8_Unit
+                f_EVSECurrentRegulationTolerance.Value = _c8_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEPeakCurrentRipple'
-                r.pos = p
-                f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c9_Multiplier = None
+                _c9_Unit = None
+                _c9_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                _c9_Multiplier = ((x >> 1) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(p))
+                _c9_s = 1
+                if _c9_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEPeakCurrentRipple/Unit'
+                        _c9_Unit = ((x >> 4) & 15)
+                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(p))
+                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c9_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c9_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c9_Value = -_c9_Value - 1
+                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(p))
+                        _c9_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c9_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c9_s = -1
+                f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
+                f_EVSEPeakCurrentRipple.Unit = _c9_Unit
+                f_EVSEPeakCurrentRipple.Value = _c9_Value
                 s = 8
             elif ec == 1:
                 el = 'EVSEPeakCurrentRipple'
-                r.pos = p
-                f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c10_Multiplier = None
+                _c10_Unit = None
+                _c10_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                _c10_Multiplier = ((x >> 1) & 7) + -3
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(p))
+                _c10_s = 1
+                if _c10_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEPeakCurrentRipple/Unit'
+                        _c10_Unit = ((x >> 4) & 15)
+                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(p))
+                        else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c10_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c10_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        _c10_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c10_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c10_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c10_Value = -_c10_Value - 1
+                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(p))
+                        _c10_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c10_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c10_s = -1
+                f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEPeakCurrentRipple.Multiplier = _c10_Multiplier
+                f_EVSEPeakCurrentRipple.Unit = _c10_Unit
+                f_EVSEPeakCurrentRipple.Value = _c10_Value
                 s = 8
             else:
                 raise r.deviation('DC_EVSEChargeParameterType', p)
@@ -1960,9 +5085,98 @@ def _d_DC_EVSEChargeParameterType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'EVSEEnergyToBeDelivered'
-                r.pos = p
-                f_EVSEEnergyToBeDelivered = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c11_Multiplier = None
+                _c11_Unit = None
+                _c11_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'EVSEEnergyToBeDelivered/Multiplier'
+                _c11_Multiplier = ((x >> 1) & 7) + -3
+                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(p))
+                _c11_s = 1
+                if _c11_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEEnergyToBeDelivered/Unit'
+                        _c11_Unit = ((x >> 4) & 15)
+                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(p))
+                        else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
+                        el = 'EVSEEnergyToBeDelivered/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c11_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        _c11_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'EVSEEnergyToBeDelivered/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c11_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c11_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c11_Value = -_c11_Value - 1
+                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(p))
+                        _c11_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c11_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c11_s = -1
+                f_EVSEEnergyToBeDelivered = _new(din_msgdatatypes.PhysicalValueType)
+                f_EVSEEnergyToBeDelivered.Multiplier = _c11_Multiplier
+                f_EVSEEnergyToBeDelivered.Unit = _c11_Unit
+                f_EVSEEnergyToBeDelivered.Value = _c11_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
@@ -2062,9 +5276,62 @@ def _e_DC_EVSEChargeParameterType(w, o):
             v <<= 1
             n += 1
             v_DC_EVSEStatus = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-            v = w.v; n = w.n
+            _c2_o = v_EVSEMaximumCurrentLimit
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_Multiplier = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_s == 1:
+                if _c2_Unit is not None:
+                    el = 'EVSEMaximumCurrentLimit/Unit'
+                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                    n += 11
+                    _c2_Unit = None
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                elif _c2_Value is not None:
+                    el = 'EVSEMaximumCurrentLimit/Value'
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_Value = None
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_EVSEMaximumCurrentLimit = None
             s = 2
         else:
@@ -2074,26 +5341,185 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 el = 'EVSEMaximumPowerLimit'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                v = w.v; n = w.n
+                _c3_o = v_EVSEMaximumPowerLimit
+                _c3_Multiplier = _c3_o.Multiplier
+                _c3_Unit = _c3_o.Unit
+                _c3_Value = _c3_o.Value
+                if _c3_Multiplier is not None:
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
+                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                    n += 6
+                    _c3_Multiplier = None
+                    _c3_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c3_s == 1:
+                    if _c3_Unit is not None:
+                        el = 'EVSEMaximumPowerLimit/Unit'
+                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                        n += 11
+                        _c3_Unit = None
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    elif _c3_Value is not None:
+                        el = 'EVSEMaximumPowerLimit/Value'
+                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                        n += 4
+                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_Value = None
+                        _c3_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c3_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c3_Multiplier is not None or _c3_Unit is not None or _c3_Value is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
                 el = 'EVSEMaximumVoltageLimit'
                 v <<= 1
                 n += 1
                 v_EVSEMaximumPowerLimit = None
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                v = w.v; n = w.n
+                _c4_o = v_EVSEMaximumVoltageLimit
+                _c4_Multiplier = _c4_o.Multiplier
+                _c4_Unit = _c4_o.Unit
+                _c4_Value = _c4_o.Value
+                if _c4_Multiplier is not None:
+                    el = 'EVSEMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                    n += 6
+                    _c4_Multiplier = None
+                    _c4_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c4_s == 1:
+                    if _c4_Unit is not None:
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                        n += 11
+                        _c4_Unit = None
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    elif _c4_Value is not None:
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                        n += 4
+                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c4_Value = None
+                        _c4_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c4_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c4_Multiplier is not None or _c4_Unit is not None or _c4_Value is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMaximumVoltageLimit = None
                 s = 4
             elif v_EVSEMaximumVoltageLimit is not None:
                 el = 'EVSEMaximumVoltageLimit'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                v = w.v; n = w.n
+                _c5_o = v_EVSEMaximumVoltageLimit
+                _c5_Multiplier = _c5_o.Multiplier
+                _c5_Unit = _c5_o.Unit
+                _c5_Value = _c5_o.Value
+                if _c5_Multiplier is not None:
+                    el = 'EVSEMaximumVoltageLimit/Multiplier'
+                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                    n += 6
+                    _c5_Multiplier = None
+                    _c5_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c5_s == 1:
+                    if _c5_Unit is not None:
+                        el = 'EVSEMaximumVoltageLimit/Unit'
+                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                        n += 11
+                        _c5_Unit = None
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    elif _c5_Value is not None:
+                        el = 'EVSEMaximumVoltageLimit/Value'
+                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                        n += 4
+                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c5_Value = None
+                        _c5_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c5_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c5_Multiplier is not None or _c5_Unit is not None or _c5_Value is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMaximumVoltageLimit = None
                 s = 4
             else:
@@ -2103,17 +5529,123 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 el = 'EVSEMinimumCurrentLimit'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVSEMinimumCurrentLimit)
-                v = w.v; n = w.n
+                _c6_o = v_EVSEMinimumCurrentLimit
+                _c6_Multiplier = _c6_o.Multiplier
+                _c6_Unit = _c6_o.Unit
+                _c6_Value = _c6_o.Value
+                if _c6_Multiplier is not None:
+                    el = 'EVSEMinimumCurrentLimit/Multiplier'
+                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                    n += 6
+                    _c6_Multiplier = None
+                    _c6_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c6_s == 1:
+                    if _c6_Unit is not None:
+                        el = 'EVSEMinimumCurrentLimit/Unit'
+                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMinimumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                        n += 11
+                        _c6_Unit = None
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    elif _c6_Value is not None:
+                        el = 'EVSEMinimumCurrentLimit/Value'
+                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                        n += 4
+                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c6_Value = None
+                        _c6_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c6_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c6_Multiplier is not None or _c6_Unit is not None or _c6_Value is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
                 el = 'EVSEMinimumVoltageLimit'
                 v <<= 1
                 n += 1
                 v_EVSEMinimumCurrentLimit = None
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVSEMinimumVoltageLimit)
-                v = w.v; n = w.n
+                _c7_o = v_EVSEMinimumVoltageLimit
+                _c7_Multiplier = _c7_o.Multiplier
+                _c7_Unit = _c7_o.Unit
+                _c7_Value = _c7_o.Value
+                if _c7_Multiplier is not None:
+                    el = 'EVSEMinimumVoltageLimit/Multiplier'
+                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                    n += 6
+                    _c7_Multiplier = None
+                    _c7_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c7_s == 1:
+                    if _c7_Unit is not None:
+                        el = 'EVSEMinimumVoltageLimit/Unit'
+                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEMinimumVoltageLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                        n += 11
+                        _c7_Unit = None
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    elif _c7_Value is not None:
+                        el = 'EVSEMinimumVoltageLimit/Value'
+                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                        n += 4
+                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c7_Value = None
+                        _c7_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c7_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c7_Multiplier is not None or _c7_Unit is not None or _c7_Value is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEMinimumVoltageLimit = None
                 s = 6
             else:
@@ -2123,26 +5655,185 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 el = 'EVSECurrentRegulationTolerance'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVSECurrentRegulationTolerance)
-                v = w.v; n = w.n
+                _c8_o = v_EVSECurrentRegulationTolerance
+                _c8_Multiplier = _c8_o.Multiplier
+                _c8_Unit = _c8_o.Unit
+                _c8_Value = _c8_o.Value
+                if _c8_Multiplier is not None:
+                    el = 'EVSECurrentRegulationTolerance/Multiplier'
+                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
+                    n += 6
+                    _c8_Multiplier = None
+                    _c8_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c8_s == 1:
+                    if _c8_Unit is not None:
+                        el = 'EVSECurrentRegulationTolerance/Unit'
+                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSECurrentRegulationTolerance/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                        n += 11
+                        _c8_Unit = None
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    elif _c8_Value is not None:
+                        el = 'EVSECurrentRegulationTolerance/Value'
+                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                        n += 4
+                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c8_Value = None
+                        _c8_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c8_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c8_Multiplier is not None or _c8_Unit is not None or _c8_Value is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
                 el = 'EVSEPeakCurrentRipple'
                 v <<= 1
                 n += 1
                 v_EVSECurrentRegulationTolerance = None
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
-                v = w.v; n = w.n
+                _c9_o = v_EVSEPeakCurrentRipple
+                _c9_Multiplier = _c9_o.Multiplier
+                _c9_Unit = _c9_o.Unit
+                _c9_Value = _c9_o.Value
+                if _c9_Multiplier is not None:
+                    el = 'EVSEPeakCurrentRipple/Multiplier'
+                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c9_Multiplier - -3) << 1)
+                    n += 6
+                    _c9_Multiplier = None
+                    _c9_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c9_s == 1:
+                    if _c9_Unit is not None:
+                        el = 'EVSEPeakCurrentRipple/Unit'
+                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
+                        n += 11
+                        _c9_Unit = None
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    elif _c9_Value is not None:
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
+                        n += 4
+                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c9_Value = None
+                        _c9_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c9_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c9_Multiplier is not None or _c9_Unit is not None or _c9_Value is not None: raise _leftover(_c9_o)
+                        _c9_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEPeakCurrentRipple = None
                 s = 8
             elif v_EVSEPeakCurrentRipple is not None:
                 el = 'EVSEPeakCurrentRipple'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
-                v = w.v; n = w.n
+                _c10_o = v_EVSEPeakCurrentRipple
+                _c10_Multiplier = _c10_o.Multiplier
+                _c10_Unit = _c10_o.Unit
+                _c10_Value = _c10_o.Value
+                if _c10_Multiplier is not None:
+                    el = 'EVSEPeakCurrentRipple/Multiplier'
+                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c10_Multiplier - -3) << 1)
+                    n += 6
+                    _c10_Multiplier = None
+                    _c10_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c10_s == 1:
+                    if _c10_Unit is not None:
+                        el = 'EVSEPeakCurrentRipple/Unit'
+                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
+                        n += 11
+                        _c10_Unit = None
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    elif _c10_Value is not None:
+                        el = 'EVSEPeakCurrentRipple/Value'
+                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
+                        n += 4
+                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c10_Value = None
+                        _c10_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c10_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c10_Multiplier is not None or _c10_Unit is not None or _c10_Value is not None: raise _leftover(_c10_o)
+                        _c10_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_EVSEPeakCurrentRipple = None
                 s = 8
             else:
@@ -2152,9 +5843,62 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 el = 'EVSEEnergyToBeDelivered'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_EVSEEnergyToBeDelivered)
-                v = w.v; n = w.n
+                _c11_o = v_EVSEEnergyToBeDelivered
+                _c11_Multiplier = _c11_o.Multiplier
+                _c11_Unit = _c11_o.Unit
+                _c11_Value = _c11_o.Value
+                if _c11_Multiplier is not None:
+                    el = 'EVSEEnergyToBeDelivered/Multiplier'
+                    if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c11_Multiplier - -3) << 1)
+                    n += 6
+                    _c11_Multiplier = None
+                    _c11_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c11_s == 1:
+                    if _c11_Unit is not None:
+                        el = 'EVSEEnergyToBeDelivered/Unit'
+                        _c11_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c11_Unit)
+                        if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'EVSEEnergyToBeDelivered/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
+                        n += 11
+                        _c11_Unit = None
+                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c11_Value = None
+                        _c11_s = 3
+                    elif _c11_Value is not None:
+                        el = 'EVSEEnergyToBeDelivered/Value'
+                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c11_Value < 0)
+                        n += 4
+                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c11_Value = None
+                        _c11_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c11_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c11_Multiplier is not None or _c11_Unit is not None or _c11_Value is not None: raise _leftover(_c11_o)
+                        _c11_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_EVSEEnergyToBeDelivered = None
@@ -2213,20 +5957,20 @@ def _d_DC_EVSEStatusType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
             el = 'NotificationMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_NotificationMaxDelay = _y >> 8
-                elif not _y & 128:
+                    f_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_NotificationMaxDelay = (V >> (E - p)) & 127
             else:
@@ -2676,20 +6420,20 @@ def _d_EntryType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
             el = 'RelativeTimeInterval/start'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_start = _y >> 8
-                elif not _y & 128:
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_start = (V >> (E - p)) & 127
             else:
@@ -2708,20 +6452,20 @@ def _d_EntryType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c1_duration = _y >> 8
-                        elif not _y & 128:
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c1_duration = (V >> (E - p)) & 127
                     else:
@@ -3067,9 +6811,98 @@ def _d_MeterInfoType(r):
             ec = (V >> (E - p)) & 7
             if ec == 0:
                 el = 'MeterReading'
-                r.pos = p
-                f_MeterReading = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c1_Multiplier = None
+                _c1_Unit = None
+                _c1_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'MeterReading/Multiplier'
+                _c1_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                _c1_s = 1
+                if _c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'MeterReading/Unit'
+                        _c1_Unit = ((x >> 4) & 15)
+                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                        el = 'MeterReading/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'MeterReading/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_s = -1
+                f_MeterReading = _new(din_msgdatatypes.PhysicalValueType)
+                f_MeterReading.Multiplier = _c1_Multiplier
+                f_MeterReading.Unit = _c1_Unit
+                f_MeterReading.Value = _c1_Value
                 s = 2
             elif ec == 1:
                 el = 'SigMeterReading'
@@ -3098,20 +6931,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -3129,20 +6962,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_TMeter = _y >> 8
-                    elif not _y & 128:
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
                 else:
@@ -3189,20 +7022,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -3220,20 +7053,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_TMeter = _y >> 8
-                    elif not _y & 128:
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
                 else:
@@ -3260,20 +7093,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -3291,20 +7124,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_TMeter = _y >> 8
-                    elif not _y & 128:
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
                 else:
@@ -3331,20 +7164,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_TMeter = _y >> 8
-                    elif not _y & 128:
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
                 else:
@@ -3408,9 +7241,62 @@ def _e_MeterInfoType(w, o):
                 el = 'MeterReading'
                 v <<= 3
                 n += 3
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_MeterReading)
-                v = w.v; n = w.n
+                _c1_o = v_MeterReading
+                _c1_Multiplier = _c1_o.Multiplier
+                _c1_Unit = _c1_o.Unit
+                _c1_Value = _c1_o.Value
+                if _c1_Multiplier is not None:
+                    el = 'MeterReading/Multiplier'
+                    if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c1_Multiplier - -3) << 1)
+                    n += 6
+                    _c1_Multiplier = None
+                    _c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c1_s == 1:
+                    if _c1_Unit is not None:
+                        el = 'MeterReading/Unit'
+                        _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
+                        if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'MeterReading/Value'
+                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
+                        n += 11
+                        _c1_Unit = None
+                        _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_Value = None
+                        _c1_s = 3
+                    elif _c1_Value is not None:
+                        el = 'MeterReading/Value'
+                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c1_Value < 0)
+                        n += 4
+                        _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_Value = None
+                        _c1_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c1_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c1_Multiplier is not None or _c1_Unit is not None or _c1_Value is not None: raise _leftover(_c1_o)
+                        _c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_MeterReading = None
                 s = 2
             elif v_SigMeterReading is not None:
@@ -3690,20 +7576,20 @@ def _d_PMaxScheduleEntryType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
             el = 'RelativeTimeInterval/start'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_start = _y >> 8
-                elif not _y & 128:
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_start = (V >> (E - p)) & 127
             else:
@@ -3722,20 +7608,20 @@ def _d_PMaxScheduleEntryType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c1_duration = _y >> 8
-                        elif not _y & 128:
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c1_duration = (V >> (E - p)) & 127
                     else:
@@ -3770,20 +7656,20 @@ def _d_PMaxScheduleEntryType(r):
             if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
             el = 'PMax'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_PMax = _y >> 8
-                elif not _y & 128:
+                    f_PMax = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_PMax = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_PMax = (V >> (E - p)) & 127
             else:
@@ -3904,20 +7790,20 @@ def _d_PMaxScheduleType(r):
         if x & 6: raise r.deviation('PMaxScheduleType', p)
         el = 'PMaxScheduleID'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_PMaxScheduleID = _y >> 8
-            elif not _y & 128:
+                f_PMaxScheduleID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_PMaxScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_PMaxScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_PMaxScheduleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_PMaxScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_PMaxScheduleID = (V >> (E - p)) & 127
         else:
@@ -3928,9 +7814,128 @@ def _d_PMaxScheduleType(r):
         if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
         if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: r.facet('PMaxScheduleType/PMaxScheduleID', 'range [-32768, 32767]', f_PMaxScheduleID, r.at(p))
         el = 'PMaxScheduleEntry'
-        r.pos = p
-        _v = _d_PMaxScheduleEntryType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_RelativeTimeInterval = None
+        _c1_TimeInterval = None
+        _c1_PMax = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        ec = (V >> (E - p)) & 3
+        if ec == 0:
+            el = 'PMaxScheduleEntry/RelativeTimeInterval'
+            _c1_c1_start = None
+            _c1_c1_duration = None
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+            el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_c1_start = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_c1_start = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+            if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(p))
+            _c1_c1_s = 1
+            if _c1_c1_s == 1:
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c1_c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c1_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c1_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c1_c1_duration = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c1_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(p))
+                    _c1_c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_c1_s = -1
+                else:
+                    raise r.deviation('RelativeTimeIntervalType', p)
+            _c1_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+            _c1_RelativeTimeInterval.start = _c1_c1_start
+            _c1_RelativeTimeInterval.duration = _c1_c1_duration
+            _c1_s = 1
+        elif ec == 1:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+            el = 'PMaxScheduleEntry/TimeInterval'
+            _c1_TimeInterval = _new(din_msgdatatypes.IntervalType)
+            _c1_s = 1
+        else:
+            raise r.deviation('PMaxScheduleEntryType', p)
+        if _c1_s == 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            x = (V >> (E - p)) & 7
+            if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+            el = 'PMaxScheduleEntry/PMax'
+            _neg = (x & 1)
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
+                    p += 8
+                    _c1_PMax = _y >> 16
+                elif not _y & 32768:
+                    p += 16
+                    _c1_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
+                    p += 24
+                    _c1_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                else:
+                    r.pos = p; _c1_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                p += 8
+                _c1_PMax = (V >> (E - p)) & 127
+            else:
+                r.pos = p; _c1_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+            if _neg: _c1_PMax = -_c1_PMax - 1
+            if _c1_PMax < -32768 or _c1_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c1_PMax, r.at(p))
+            _c1_s = -1
+        _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
+        _v.RelativeTimeInterval = _c1_RelativeTimeInterval
+        _v.TimeInterval = _c1_TimeInterval
+        _v.PMax = _c1_PMax
         f_PMaxScheduleEntry.append(_v)
         s = 2
         if s == 2:
@@ -3939,9 +7944,128 @@ def _d_PMaxScheduleType(r):
             ec = (V >> (E - p)) & 3
             if ec == 0:
                 el = 'PMaxScheduleEntry'
-                r.pos = p
-                _v = _d_PMaxScheduleEntryType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c2_RelativeTimeInterval = None
+                _c2_TimeInterval = None
+                _c2_PMax = None
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                ec = (V >> (E - p)) & 3
+                if ec == 0:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                    _c2_c1_start = None
+                    _c2_c1_duration = None
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_c1_start = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_c1_start = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                    if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(p))
+                    _c2_c1_s = 1
+                    if _c2_c1_s == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                            el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
+                                    p += 8
+                                    _c2_c1_duration = _y >> 16
+                                elif not _y & 32768:
+                                    p += 16
+                                    _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    p += 24
+                                    _c2_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c2_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                p += 8
+                                _c2_c1_duration = (V >> (E - p)) & 127
+                            else:
+                                r.pos = p; _c2_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                            if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(p))
+                            _c2_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c1_s = -1
+                        else:
+                            raise r.deviation('RelativeTimeIntervalType', p)
+                    _c2_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+                    _c2_RelativeTimeInterval.start = _c2_c1_start
+                    _c2_RelativeTimeInterval.duration = _c2_c1_duration
+                    _c2_s = 1
+                elif ec == 1:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+                    el = 'PMaxScheduleEntry/TimeInterval'
+                    _c2_TimeInterval = _new(din_msgdatatypes.IntervalType)
+                    _c2_s = 1
+                else:
+                    raise r.deviation('PMaxScheduleEntryType', p)
+                if _c2_s == 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+                    el = 'PMaxScheduleEntry/PMax'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_PMax = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_PMax = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+                    if _neg: _c2_PMax = -_c2_PMax - 1
+                    if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(p))
+                    _c2_s = -1
+                _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
+                _v.RelativeTimeInterval = _c2_RelativeTimeInterval
+                _v.TimeInterval = _c2_TimeInterval
+                _v.PMax = _c2_PMax
                 f_PMaxScheduleEntry.append(_v)
                 s = 3
             elif ec == 1:
@@ -3956,9 +8080,128 @@ def _d_PMaxScheduleType(r):
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PMaxScheduleEntry'
-                    r.pos = p
-                    _v = _d_PMaxScheduleEntryType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    _c3_RelativeTimeInterval = None
+                    _c3_TimeInterval = None
+                    _c3_PMax = None
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                        _c3_c1_start = None
+                        _c3_c1_duration = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_c1_start = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_c1_start = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                        if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(p))
+                        _c3_c1_s = 1
+                        if _c3_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
+                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c3_c1_duration = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c3_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c3_c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c3_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c3_c1_duration = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c3_c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
+                                if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(p))
+                                _c3_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c3_c1_s = -1
+                            else:
+                                raise r.deviation('RelativeTimeIntervalType', p)
+                        _c3_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+                        _c3_RelativeTimeInterval.start = _c3_c1_start
+                        _c3_RelativeTimeInterval.duration = _c3_c1_duration
+                        _c3_s = 1
+                    elif ec == 1:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+                        el = 'PMaxScheduleEntry/TimeInterval'
+                        _c3_TimeInterval = _new(din_msgdatatypes.IntervalType)
+                        _c3_s = 1
+                    else:
+                        raise r.deviation('PMaxScheduleEntryType', p)
+                    if _c3_s == 1:
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
+                        el = 'PMaxScheduleEntry/PMax'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c3_PMax = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c3_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c3_PMax = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c3_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c3_PMax = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c3_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        if (V >> (E - p)) & 3: raise r.deviation('PMaxScheduleEntryType', p)
+                        if _neg: _c3_PMax = -_c3_PMax - 1
+                        if _c3_PMax < -32768 or _c3_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c3_PMax, r.at(p))
+                        _c3_s = -1
+                    _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
+                    _v.RelativeTimeInterval = _c3_RelativeTimeInterval
+                    _v.TimeInterval = _c3_TimeInterval
+                    _v.PMax = _c3_PMax
                     f_PMaxScheduleEntry.append(_v)
                 elif ec == 1:
                     pass
@@ -3999,9 +8242,83 @@ def _e_PMaxScheduleType(w, o):
             v <<= 2
             n += 2
             v_PMaxScheduleID = None
-            w.v = v; w.n = n
-            _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
-            v = w.v; n = w.n
+            _c1_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+            _c1_RelativeTimeInterval = _c1_o.RelativeTimeInterval
+            _c1_TimeInterval = _c1_o.TimeInterval
+            _c1_PMax = _c1_o.PMax
+            if _c1_RelativeTimeInterval is not None:
+                el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                v <<= 2
+                n += 2
+                _c1_c1_o = _c1_RelativeTimeInterval
+                _c1_c1_start = _c1_c1_o.start
+                _c1_c1_duration = _c1_c1_o.duration
+                if _c1_c1_start is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                    if _c1_c1_start < 0 or _c1_c1_start > 4294967295: raise EncodeError(f'value {_c1_c1_start!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c1_c1_start < 128: v = (v << 8) | _c1_c1_start; n += 8
+                    elif _c1_c1_start < 16384: v = (v << 16) | ((_c1_c1_start & 127) << 8) | 32768 | (_c1_c1_start >> 7); n += 16
+                    elif _c1_c1_start < 2097152: v = (v << 24) | ((_c1_c1_start & 127) << 16) | (((_c1_c1_start >> 7) & 127) << 8) | 8421376 | (_c1_c1_start >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_c1_start = None
+                    _c1_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of start')
+                if _c1_c1_s == 1:
+                    if _c1_c1_duration is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                        if _c1_c1_duration < 0 or _c1_c1_duration > 4294967295: raise EncodeError(f'value {_c1_c1_duration!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        if _c1_c1_duration < 128: v = (v << 8) | _c1_c1_duration; n += 8
+                        elif _c1_c1_duration < 16384: v = (v << 16) | ((_c1_c1_duration & 127) << 8) | 32768 | (_c1_c1_duration >> 7); n += 16
+                        elif _c1_c1_duration < 2097152: v = (v << 24) | ((_c1_c1_duration & 127) << 16) | (((_c1_c1_duration >> 7) & 127) << 8) | 8421376 | (_c1_c1_duration >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c1_c1_duration = None
+                        if _c1_c1_start is not None or _c1_c1_duration is not None: raise _leftover(_c1_c1_o)
+                        _c1_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c1_c1_start is not None or _c1_c1_duration is not None: raise _leftover(_c1_c1_o)
+                        _c1_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                _c1_RelativeTimeInterval = None
+                _c1_s = 1
+            elif _c1_TimeInterval is not None:
+                el = 'PMaxScheduleEntry/TimeInterval'
+                _o = _c1_TimeInterval
+                v = (v << 3) | (1 << 1)
+                n += 3
+                _c1_TimeInterval = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+            if _c1_s == 1:
+                if _c1_PMax is not None:
+                    el = 'PMaxScheduleEntry/PMax'
+                    if _c1_PMax < -32768 or _c1_PMax > 32767: raise EncodeError(f'value {_c1_PMax!r} outside [-32768, 32767]')
+                    v = (v << 3) | (_c1_PMax < 0)
+                    n += 3
+                    _m = (-_c1_PMax - 1 if _c1_PMax < 0 else _c1_PMax)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_PMax = None
+                    if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PMax')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_PMaxScheduleEntry += 1
             s = 2
         else:
@@ -4011,9 +8328,83 @@ def _e_PMaxScheduleType(w, o):
                 el = 'PMaxScheduleEntry'
                 v <<= 2
                 n += 2
-                w.v = v; w.n = n
-                _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
-                v = w.v; n = w.n
+                _c2_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+                _c2_RelativeTimeInterval = _c2_o.RelativeTimeInterval
+                _c2_TimeInterval = _c2_o.TimeInterval
+                _c2_PMax = _c2_o.PMax
+                if _c2_RelativeTimeInterval is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                    v <<= 2
+                    n += 2
+                    _c2_c1_o = _c2_RelativeTimeInterval
+                    _c2_c1_start = _c2_c1_o.start
+                    _c2_c1_duration = _c2_c1_o.duration
+                    if _c2_c1_start is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                        if _c2_c1_start < 0 or _c2_c1_start > 4294967295: raise EncodeError(f'value {_c2_c1_start!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c2_c1_start < 128: v = (v << 8) | _c2_c1_start; n += 8
+                        elif _c2_c1_start < 16384: v = (v << 16) | ((_c2_c1_start & 127) << 8) | 32768 | (_c2_c1_start >> 7); n += 16
+                        elif _c2_c1_start < 2097152: v = (v << 24) | ((_c2_c1_start & 127) << 16) | (((_c2_c1_start >> 7) & 127) << 8) | 8421376 | (_c2_c1_start >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_c1_start = None
+                        _c2_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of start')
+                    if _c2_c1_s == 1:
+                        if _c2_c1_duration is not None:
+                            el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                            if _c2_c1_duration < 0 or _c2_c1_duration > 4294967295: raise EncodeError(f'value {_c2_c1_duration!r} outside [0, 4294967295]')
+                            v <<= 3
+                            n += 3
+                            if _c2_c1_duration < 128: v = (v << 8) | _c2_c1_duration; n += 8
+                            elif _c2_c1_duration < 16384: v = (v << 16) | ((_c2_c1_duration & 127) << 8) | 32768 | (_c2_c1_duration >> 7); n += 16
+                            elif _c2_c1_duration < 2097152: v = (v << 24) | ((_c2_c1_duration & 127) << 16) | (((_c2_c1_duration >> 7) & 127) << 8) | 8421376 | (_c2_c1_duration >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c2_c1_duration = None
+                            if _c2_c1_start is not None or _c2_c1_duration is not None: raise _leftover(_c2_c1_o)
+                            _c2_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c2_c1_start is not None or _c2_c1_duration is not None: raise _leftover(_c2_c1_o)
+                            _c2_c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c2_RelativeTimeInterval = None
+                    _c2_s = 1
+                elif _c2_TimeInterval is not None:
+                    el = 'PMaxScheduleEntry/TimeInterval'
+                    _o = _c2_TimeInterval
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    _c2_TimeInterval = None
+                    _c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+                if _c2_s == 1:
+                    if _c2_PMax is not None:
+                        el = 'PMaxScheduleEntry/PMax'
+                        if _c2_PMax < -32768 or _c2_PMax > 32767: raise EncodeError(f'value {_c2_PMax!r} outside [-32768, 32767]')
+                        v = (v << 3) | (_c2_PMax < 0)
+                        n += 3
+                        _m = (-_c2_PMax - 1 if _c2_PMax < 0 else _c2_PMax)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c2_PMax = None
+                        if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of PMax')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_PMaxScheduleEntry += 1
                 s = 3
             elif True:
@@ -4027,9 +8418,83 @@ def _e_PMaxScheduleType(w, o):
                     el = 'PMaxScheduleEntry'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PMaxScheduleEntryType(w, v_PMaxScheduleEntry[i_PMaxScheduleEntry])
-                    v = w.v; n = w.n
+                    _c3_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+                    _c3_RelativeTimeInterval = _c3_o.RelativeTimeInterval
+                    _c3_TimeInterval = _c3_o.TimeInterval
+                    _c3_PMax = _c3_o.PMax
+                    if _c3_RelativeTimeInterval is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                        v <<= 2
+                        n += 2
+                        _c3_c1_o = _c3_RelativeTimeInterval
+                        _c3_c1_start = _c3_c1_o.start
+                        _c3_c1_duration = _c3_c1_o.duration
+                        if _c3_c1_start is not None:
+                            el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                            if _c3_c1_start < 0 or _c3_c1_start > 4294967295: raise EncodeError(f'value {_c3_c1_start!r} outside [0, 4294967295]')
+                            v <<= 2
+                            n += 2
+                            if _c3_c1_start < 128: v = (v << 8) | _c3_c1_start; n += 8
+                            elif _c3_c1_start < 16384: v = (v << 16) | ((_c3_c1_start & 127) << 8) | 32768 | (_c3_c1_start >> 7); n += 16
+                            elif _c3_c1_start < 2097152: v = (v << 24) | ((_c3_c1_start & 127) << 16) | (((_c3_c1_start >> 7) & 127) << 8) | 8421376 | (_c3_c1_start >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_c3_c1_start); v = w.v; n = w.n
+                            v <<= 1
+                            n += 1
+                            _c3_c1_start = None
+                            _c3_c1_s = 1
+                        else:
+                            raise EncodeError('missing content: expected one of start')
+                        if _c3_c1_s == 1:
+                            if _c3_c1_duration is not None:
+                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                                if _c3_c1_duration < 0 or _c3_c1_duration > 4294967295: raise EncodeError(f'value {_c3_c1_duration!r} outside [0, 4294967295]')
+                                v <<= 3
+                                n += 3
+                                if _c3_c1_duration < 128: v = (v << 8) | _c3_c1_duration; n += 8
+                                elif _c3_c1_duration < 16384: v = (v << 16) | ((_c3_c1_duration & 127) << 8) | 32768 | (_c3_c1_duration >> 7); n += 16
+                                elif _c3_c1_duration < 2097152: v = (v << 24) | ((_c3_c1_duration & 127) << 16) | (((_c3_c1_duration >> 7) & 127) << 8) | 8421376 | (_c3_c1_duration >> 14); n += 24
+                                else: w.v = v; w.n = n; w.uint(_c3_c1_duration); v = w.v; n = w.n
+                                v <<= 2
+                                n += 2
+                                _c3_c1_duration = None
+                                if _c3_c1_start is not None or _c3_c1_duration is not None: raise _leftover(_c3_c1_o)
+                                _c3_c1_s = -1
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c3_c1_start is not None or _c3_c1_duration is not None: raise _leftover(_c3_c1_o)
+                                _c3_c1_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                        _c3_RelativeTimeInterval = None
+                        _c3_s = 1
+                    elif _c3_TimeInterval is not None:
+                        el = 'PMaxScheduleEntry/TimeInterval'
+                        _o = _c3_TimeInterval
+                        v = (v << 3) | (1 << 1)
+                        n += 3
+                        _c3_TimeInterval = None
+                        _c3_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+                    if _c3_s == 1:
+                        if _c3_PMax is not None:
+                            el = 'PMaxScheduleEntry/PMax'
+                            if _c3_PMax < -32768 or _c3_PMax > 32767: raise EncodeError(f'value {_c3_PMax!r} outside [-32768, 32767]')
+                            v = (v << 3) | (_c3_PMax < 0)
+                            n += 3
+                            _m = (-_c3_PMax - 1 if _c3_PMax < 0 else _c3_PMax)
+                            if _m < 128: v = (v << 8) | _m; n += 8
+                            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                            elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c3_PMax = None
+                            if _c3_RelativeTimeInterval is not None or _c3_TimeInterval is not None or _c3_PMax is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                        else:
+                            raise EncodeError('missing content: expected one of PMax')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_PMaxScheduleEntry += 1
                 elif True:
                     v = (v << 2) | 1
@@ -4057,20 +8522,20 @@ def _d_ParameterSetType(r):
         if x & 6: raise r.deviation('ParameterSetType', p)
         el = 'ParameterSetID'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ParameterSetID = _y >> 8
-            elif not _y & 128:
+                f_ParameterSetID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ParameterSetID = (V >> (E - p)) & 127
         else:
@@ -4259,20 +8724,20 @@ def _d_ParameterType(r):
                 if x & 2: raise r.deviation('ParameterType', p)
                 el = 'shortValue'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_shortValue = _y >> 8
-                    elif not _y & 128:
+                        f_shortValue = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_shortValue = (V >> (E - p)) & 127
                 else:
@@ -4290,20 +8755,20 @@ def _d_ParameterType(r):
                 if x & 2: raise r.deviation('ParameterType', p)
                 el = 'intValue'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_intValue = _y >> 8
-                    elif not _y & 128:
+                        f_intValue = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_intValue = (V >> (E - p)) & 127
                 else:
@@ -4316,9 +8781,98 @@ def _d_ParameterType(r):
                 s = -1
             elif ec == 4:
                 el = 'physicalValue'
-                r.pos = p
-                f_physicalValue = _d_PhysicalValueType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c1_Multiplier = None
+                _c1_Unit = None
+                _c1_Value = None
+                p += 6
+                if p > E: V, E, p = r.slide(p, 6)
+                x = (V >> (E - p)) & 63
+                if x & 49: raise r.deviation('PhysicalValueType', p)
+                el = 'physicalValue/Multiplier'
+                _c1_Multiplier = ((x >> 1) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(p))
+                _c1_s = 1
+                if _c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 270: raise r.deviation('PhysicalValueType', p)
+                        el = 'physicalValue/Unit'
+                        _c1_Unit = ((x >> 4) & 15)
+                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(p))
+                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                        el = 'physicalValue/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    elif ec == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        x = (V >> (E - p)) & 3
+                        if x & 2: raise r.deviation('PhysicalValueType', p)
+                        el = 'physicalValue/Value'
+                        _neg = (x & 1)
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
+                                p += 8
+                                _c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                p += 16
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
+                                p += 24
+                                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                            else:
+                                r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                            p += 8
+                            _c1_Value = (V >> (E - p)) & 127
+                        else:
+                            r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                        if _neg: _c1_Value = -_c1_Value - 1
+                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(p))
+                        _c1_s = 3
+                    else:
+                        raise r.deviation('PhysicalValueType', p)
+                if _c1_s == 3:
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                    _c1_s = -1
+                f_physicalValue = _new(din_msgdatatypes.PhysicalValueType)
+                f_physicalValue.Multiplier = _c1_Multiplier
+                f_physicalValue.Unit = _c1_Unit
+                f_physicalValue.Value = _c1_Value
                 p += 1
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
@@ -4444,9 +8998,62 @@ def _e_ParameterType(w, o):
                 el = 'physicalValue'
                 v = (v << 3) | 4
                 n += 3
-                w.v = v; w.n = n
-                _e_PhysicalValueType(w, v_physicalValue)
-                v = w.v; n = w.n
+                _c2_o = v_physicalValue
+                _c2_Multiplier = _c2_o.Multiplier
+                _c2_Unit = _c2_o.Unit
+                _c2_Value = _c2_o.Value
+                if _c2_Multiplier is not None:
+                    el = 'physicalValue/Multiplier'
+                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                    v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                    n += 6
+                    _c2_Multiplier = None
+                    _c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Multiplier')
+                if _c2_s == 1:
+                    if _c2_Unit is not None:
+                        el = 'physicalValue/Unit'
+                        _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                        if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'physicalValue/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                        n += 11
+                        _c2_Unit = None
+                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_Value = None
+                        _c2_s = 3
+                    elif _c2_Value is not None:
+                        el = 'physicalValue/Value'
+                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                        v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                        n += 4
+                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_Value = None
+                        _c2_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of Unit, Value')
+                if _c2_s == 3:
+                    if True:
+                        v <<= 1
+                        n += 1
+                        if _c2_Multiplier is not None or _c2_Unit is not None or _c2_Value is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
                 v_physicalValue = None
@@ -4619,20 +9226,20 @@ def _d_PhysicalValueType(r):
                 else: f_Unit = _E_din_msgdatatypes_unitSymbolType[f_Unit]
                 el = 'Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_Value = _y >> 8
-                    elif not _y & 128:
+                        f_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_Value = (V >> (E - p)) & 127
                 else:
@@ -4650,20 +9257,20 @@ def _d_PhysicalValueType(r):
                 if x & 2: raise r.deviation('PhysicalValueType', p)
                 el = 'Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_Value = _y >> 8
-                    elif not _y & 128:
+                        f_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_Value = (V >> (E - p)) & 127
                 else:
@@ -4768,20 +9375,20 @@ def _d_ProfileEntryType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
         el = 'ChargingProfileEntryStart'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ChargingProfileEntryStart = _y >> 8
-            elif not _y & 128:
+                f_ChargingProfileEntryStart = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ChargingProfileEntryStart = (V >> (E - p)) & 127
         else:
@@ -4793,20 +9400,20 @@ def _d_ProfileEntryType(r):
         if f_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', f_ChargingProfileEntryStart, r.at(p))
         el = 'ChargingProfileEntryMaxPower'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ChargingProfileEntryMaxPower = _y >> 8
-            elif not _y & 128:
+                f_ChargingProfileEntryMaxPower = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ChargingProfileEntryMaxPower = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
         else:
@@ -4876,20 +9483,20 @@ def _d_RelativeTimeIntervalType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
         el = 'start'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_start = _y >> 8
-            elif not _y & 128:
+                f_start = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_start = (V >> (E - p)) & 127
         else:
@@ -4908,20 +9515,20 @@ def _d_RelativeTimeIntervalType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                 el = 'duration'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_duration = _y >> 8
-                    elif not _y & 128:
+                        f_duration = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_duration = (V >> (E - p)) & 127
                 else:
@@ -5013,20 +9620,20 @@ def _d_SAScheduleListType(r):
         if x & 6: raise r.deviation('SAScheduleTupleType', p)
         el = 'SAScheduleTuple/SAScheduleTupleID'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_SAScheduleTupleID = _y >> 8
-            elif not _y & 128:
+                _c1_SAScheduleTupleID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_SAScheduleTupleID = (V >> (E - p)) & 127
         else:
@@ -5080,20 +9687,20 @@ def _d_SAScheduleListType(r):
                 if x & 6: raise r.deviation('SAScheduleTupleType', p)
                 el = 'SAScheduleTuple/SAScheduleTupleID'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_SAScheduleTupleID = _y >> 8
-                    elif not _y & 128:
+                        _c2_SAScheduleTupleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_SAScheduleTupleID = (V >> (E - p)) & 127
                 else:
@@ -5153,20 +9760,20 @@ def _d_SAScheduleListType(r):
                     if x & 6: raise r.deviation('SAScheduleTupleType', p)
                     el = 'SAScheduleTuple/SAScheduleTupleID'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_SAScheduleTupleID = _y >> 8
-                        elif not _y & 128:
+                            _c3_SAScheduleTupleID = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_SAScheduleTupleID = (V >> (E - p)) & 127
                     else:
@@ -5415,20 +10022,20 @@ def _d_SAScheduleTupleType(r):
         if x & 6: raise r.deviation('SAScheduleTupleType', p)
         el = 'SAScheduleTupleID'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_SAScheduleTupleID = _y >> 8
-            elif not _y & 128:
+                f_SAScheduleTupleID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_SAScheduleTupleID = (V >> (E - p)) & 127
         else:
@@ -5576,20 +10183,20 @@ def _d_SalesTariffEntryType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
             el = 'RelativeTimeInterval/start'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_start = _y >> 8
-                elif not _y & 128:
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_start = (V >> (E - p)) & 127
             else:
@@ -5608,20 +10215,20 @@ def _d_SalesTariffEntryType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c1_duration = _y >> 8
-                        elif not _y & 128:
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c1_duration = (V >> (E - p)) & 127
                     else:
@@ -5837,20 +10444,20 @@ def _d_SalesTariffType(r):
         if x & 6: raise r.deviation('SalesTariffType', p)
         el = 'SalesTariffID'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_SalesTariffID = _y >> 8
-            elif not _y & 128:
+                f_SalesTariffID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_SalesTariffID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_SalesTariffID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_SalesTariffID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_SalesTariffID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_SalesTariffID = (V >> (E - p)) & 127
         else:
@@ -6086,20 +10693,20 @@ def _d_SelectedServiceListType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
         el = 'SelectedService/ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_ServiceID = _y >> 8
-            elif not _y & 128:
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_ServiceID = (V >> (E - p)) & 127
         else:
@@ -6120,20 +10727,20 @@ def _d_SelectedServiceListType(r):
                 if x & 2: raise r.deviation('SelectedServiceType', p)
                 el = 'SelectedService/ParameterSetID'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_ParameterSetID = _y >> 8
-                    elif not _y & 128:
+                        _c1_ParameterSetID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_ParameterSetID = (V >> (E - p)) & 127
                 else:
@@ -6166,20 +10773,20 @@ def _d_SelectedServiceListType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
                 el = 'SelectedService/ServiceID'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_ServiceID = _y >> 8
-                    elif not _y & 128:
+                        _c2_ServiceID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_ServiceID = (V >> (E - p)) & 127
                 else:
@@ -6200,20 +10807,20 @@ def _d_SelectedServiceListType(r):
                         if x & 2: raise r.deviation('SelectedServiceType', p)
                         el = 'SelectedService/ParameterSetID'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c2_ParameterSetID = _y >> 8
-                            elif not _y & 128:
+                                _c2_ParameterSetID = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c2_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c2_ParameterSetID = (V >> (E - p)) & 127
                         else:
@@ -6252,20 +10859,20 @@ def _d_SelectedServiceListType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
                     el = 'SelectedService/ServiceID'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_ServiceID = _y >> 8
-                        elif not _y & 128:
+                            _c3_ServiceID = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_ServiceID = (V >> (E - p)) & 127
                     else:
@@ -6286,20 +10893,20 @@ def _d_SelectedServiceListType(r):
                             if x & 2: raise r.deviation('SelectedServiceType', p)
                             el = 'SelectedService/ParameterSetID'
                             _neg = (x & 1)
-                            if p + 16 <= E:
-                                _y = (V >> (E - p - 16)) & 65535
-                                if _y < 32768:
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
                                     p += 8
-                                    _c3_ParameterSetID = _y >> 8
-                                elif not _y & 128:
+                                    _c3_ParameterSetID = _y >> 16
+                                elif not _y & 32768:
                                     p += 16
-                                    _c3_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                    _c3_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
                                     p += 24
                                     _c3_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
                                     r.pos = p; _c3_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                                 p += 8
                                 _c3_ParameterSetID = (V >> (E - p)) & 127
                             else:
@@ -6512,20 +11119,20 @@ def _d_SelectedServiceType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
         el = 'ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ServiceID = _y >> 8
-            elif not _y & 128:
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
         else:
@@ -6546,20 +11153,20 @@ def _d_SelectedServiceType(r):
                 if x & 2: raise r.deviation('SelectedServiceType', p)
                 el = 'ParameterSetID'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_ParameterSetID = _y >> 8
-                    elif not _y & 128:
+                        f_ParameterSetID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_ParameterSetID = (V >> (E - p)) & 127
                 else:
@@ -6646,9 +11253,110 @@ def _d_ServiceChargeType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceChargeType', p)
         el = 'ServiceTag'
-        r.pos = p
-        f_ServiceTag = _d_ServiceTagType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_ServiceID = None
+        _c1_ServiceName = None
+        _c1_ServiceCategory = None
+        _c1_ServiceScope = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        el = 'ServiceTag/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceTag/ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_ServiceName = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceTag/ServiceCategory'
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceTag/ServiceCategory'
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            else:
+                raise r.deviation('ServiceTagType', p)
+        if _c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceTag/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_ServiceScope = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('ServiceTagType', p)
+        f_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+        f_ServiceTag.ServiceID = _c1_ServiceID
+        f_ServiceTag.ServiceName = _c1_ServiceName
+        f_ServiceTag.ServiceCategory = _c1_ServiceCategory
+        f_ServiceTag.ServiceScope = _c1_ServiceScope
         p += 12
         if p > E: V, E, p = r.slide(p, 12)
         x = (V >> (E - p)) & 4095
@@ -6681,17 +11389,86 @@ def _e_ServiceChargeType(w, o):
             el = 'ServiceTag'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_ServiceTagType(w, v_ServiceTag)
-            v = w.v; n = w.n
+            _c1_o = v_ServiceTag
+            _c1_ServiceID = _c1_o.ServiceID
+            _c1_ServiceName = _c1_o.ServiceName
+            _c1_ServiceCategory = _c1_o.ServiceCategory
+            _c1_ServiceScope = _c1_o.ServiceScope
+            if _c1_ServiceID is not None:
+                el = 'ServiceTag/ServiceID'
+                if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
+                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_ServiceID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_s == 1:
+                if _c1_ServiceName is not None:
+                    el = 'ServiceTag/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c1_ServiceName)
+                    if _l < 126 and _c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'ServiceTag/ServiceCategory'
+                    _c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c1_i1 << 1)
+                    n += 6
+                    _c1_ServiceName = None
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                elif _c1_ServiceCategory is not None:
+                    el = 'ServiceTag/ServiceCategory'
+                    _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
+                    n += 6
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_s == 3:
+                if _c1_ServiceScope is not None:
+                    el = 'ServiceTag/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
+                    _l = len(_c1_ServiceScope)
+                    if _l < 126 and _c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_ServiceScope = None
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
             if not (v_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
             el = 'EnergyTransferType'
-            _i1 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(v_EnergyTransferType)
-            if _i1 is None: raise EncodeError(f'{v_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-            v = (v << 12) | (v_FreeService << 9) | (_i1 << 2)
+            _i2 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(v_EnergyTransferType)
+            if _i2 is None: raise EncodeError(f'{v_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+            v = (v << 12) | (v_FreeService << 9) | (_i2 << 2)
             n += 12
             v_ServiceTag = None
             v_FreeService = None
@@ -6829,9 +11606,110 @@ def _d_ServiceTagListType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ServiceTagListType', p)
         el = 'Service/ServiceTag'
-        r.pos = p
-        _c1_ServiceTag = _d_ServiceTagType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_c1_ServiceID = None
+        _c1_c1_ServiceName = None
+        _c1_c1_ServiceCategory = None
+        _c1_c1_ServiceScope = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        el = 'Service/ServiceTag/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+        if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(p))
+        _c1_c1_s = 1
+        if _c1_c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Service/ServiceTag/ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_c1_ServiceName = ''
+                else:
+                    r.pos = p
+                    _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceTagType', p)
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceTagType', p)
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_c1_s = 3
+            else:
+                raise r.deviation('ServiceTagType', p)
+        if _c1_c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Service/ServiceTag/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_c1_ServiceScope = ''
+                else:
+                    r.pos = p
+                    _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                _c1_c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_c1_s = -1
+            else:
+                raise r.deviation('ServiceTagType', p)
+        _c1_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+        _c1_ServiceTag.ServiceID = _c1_c1_ServiceID
+        _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
+        _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
+        _c1_ServiceTag.ServiceScope = _c1_c1_ServiceScope
         p += 5
         if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
@@ -6852,9 +11730,110 @@ def _d_ServiceTagListType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
                 el = 'Service/ServiceTag'
-                r.pos = p
-                _c2_ServiceTag = _d_ServiceTagType(r)
-                V = r.v; E = r.end; p = r.pos
+                _c2_c1_ServiceID = None
+                _c2_c1_ServiceName = None
+                _c2_c1_ServiceCategory = None
+                _c2_c1_ServiceScope = None
+                p += 2
+                if p > E: V, E, p = r.slide(p, 2)
+                if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+                el = 'Service/ServiceTag/ServiceID'
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
+                        p += 8
+                        _c2_c1_ServiceID = _y >> 16
+                    elif not _y & 32768:
+                        p += 16
+                        _c2_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
+                        p += 24
+                        _c2_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                    else:
+                        r.pos = p; _c2_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                    p += 8
+                    _c2_c1_ServiceID = (V >> (E - p)) & 127
+                else:
+                    r.pos = p; _c2_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(p))
+                _c2_c1_s = 1
+                if _c2_c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'Service/ServiceTag/ServiceName'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                            _c2_c1_ServiceName = ''
+                        else:
+                            r.pos = p
+                            _c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                            if len(_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c2_c1_ServiceName, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                        p += 5
+                        if p > E: V, E, p = r.slide(p, 5)
+                        x = (V >> (E - p)) & 31
+                        if x & 25: raise r.deviation('ServiceTagType', p)
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                        _c2_c1_s = 3
+                    elif ec == 1:
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 9: raise r.deviation('ServiceTagType', p)
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                        _c2_c1_s = 3
+                    else:
+                        raise r.deviation('ServiceTagType', p)
+                if _c2_c1_s == 3:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'Service/ServiceTag/ServiceScope'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                            _c2_c1_ServiceScope = ''
+                        else:
+                            r.pos = p
+                            _c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                            if len(_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c2_c1_ServiceScope, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                        _c2_c1_s = -1
+                    elif ec == 1:
+                        pass
+                        _c2_c1_s = -1
+                    else:
+                        raise r.deviation('ServiceTagType', p)
+                _c2_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+                _c2_ServiceTag.ServiceID = _c2_c1_ServiceID
+                _c2_ServiceTag.ServiceName = _c2_c1_ServiceName
+                _c2_ServiceTag.ServiceCategory = _c2_c1_ServiceCategory
+                _c2_ServiceTag.ServiceScope = _c2_c1_ServiceScope
                 p += 5
                 if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
@@ -6881,9 +11860,110 @@ def _d_ServiceTagListType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
                     el = 'Service/ServiceTag'
-                    r.pos = p
-                    _c3_ServiceTag = _d_ServiceTagType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    _c3_c1_ServiceID = None
+                    _c3_c1_ServiceName = None
+                    _c3_c1_ServiceCategory = None
+                    _c3_c1_ServiceScope = None
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+                    el = 'Service/ServiceTag/ServiceID'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c3_c1_ServiceID = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c3_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c3_c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c3_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c3_c1_ServiceID = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c3_c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                    if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(p))
+                    _c3_c1_s = 1
+                    if _c3_c1_s == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'Service/ServiceTag/ServiceName'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                                _c3_c1_ServiceName = ''
+                            else:
+                                r.pos = p
+                                _c3_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                                if len(_c3_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c3_c1_ServiceName, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                            p += 5
+                            if p > E: V, E, p = r.slide(p, 5)
+                            x = (V >> (E - p)) & 31
+                            if x & 25: raise r.deviation('ServiceTagType', p)
+                            el = 'Service/ServiceTag/ServiceCategory'
+                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c3_c1_s = 3
+                        elif ec == 1:
+                            p += 4
+                            if p > E: V, E, p = r.slide(p, 4)
+                            x = (V >> (E - p)) & 15
+                            if x & 9: raise r.deviation('ServiceTagType', p)
+                            el = 'Service/ServiceTag/ServiceCategory'
+                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c3_c1_s = 3
+                        else:
+                            raise r.deviation('ServiceTagType', p)
+                    if _c3_c1_s == 3:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'Service/ServiceTag/ServiceScope'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                                _c3_c1_ServiceScope = ''
+                            else:
+                                r.pos = p
+                                _c3_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                                if len(_c3_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c3_c1_ServiceScope, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                            _c3_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c3_c1_s = -1
+                        else:
+                            raise r.deviation('ServiceTagType', p)
+                    _c3_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+                    _c3_ServiceTag.ServiceID = _c3_c1_ServiceID
+                    _c3_ServiceTag.ServiceName = _c3_c1_ServiceName
+                    _c3_ServiceTag.ServiceCategory = _c3_c1_ServiceCategory
+                    _c3_ServiceTag.ServiceScope = _c3_c1_ServiceScope
                     p += 5
                     if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
@@ -6925,9 +12005,78 @@ def _e_ServiceTagListType(w, o):
             el = 'Service/ServiceTag'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
-            _e_ServiceTagType(w, _c1_ServiceTag)
-            v = w.v; n = w.n
+            _c1_c1_o = _c1_ServiceTag
+            _c1_c1_ServiceID = _c1_c1_o.ServiceID
+            _c1_c1_ServiceName = _c1_c1_o.ServiceName
+            _c1_c1_ServiceCategory = _c1_c1_o.ServiceCategory
+            _c1_c1_ServiceScope = _c1_c1_o.ServiceScope
+            if _c1_c1_ServiceID is not None:
+                el = 'Service/ServiceTag/ServiceID'
+                if _c1_c1_ServiceID < 0 or _c1_c1_ServiceID > 65535: raise EncodeError(f'value {_c1_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_c1_ServiceID < 128: v = (v << 8) | _c1_c1_ServiceID; n += 8
+                elif _c1_c1_ServiceID < 16384: v = (v << 16) | ((_c1_c1_ServiceID & 127) << 8) | 32768 | (_c1_c1_ServiceID >> 7); n += 16
+                elif _c1_c1_ServiceID < 2097152: v = (v << 24) | ((_c1_c1_ServiceID & 127) << 16) | (((_c1_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_c1_ServiceID = None
+                _c1_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_c1_s == 1:
+                if _c1_c1_ServiceName is not None:
+                    el = 'Service/ServiceTag/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c1_c1_ServiceName)
+                    if _l < 126 and _c1_c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c1_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'Service/ServiceTag/ServiceCategory'
+                    _c1_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_c1_ServiceCategory)
+                    if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c1_c1_i1 << 1)
+                    n += 6
+                    _c1_c1_ServiceName = None
+                    _c1_c1_ServiceCategory = None
+                    _c1_c1_s = 3
+                elif _c1_c1_ServiceCategory is not None:
+                    el = 'Service/ServiceTag/ServiceCategory'
+                    _c1_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_c1_ServiceCategory)
+                    if _c1_c1_i2 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c1_c1_i2 << 1)
+                    n += 6
+                    _c1_c1_ServiceCategory = None
+                    _c1_c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_c1_s == 3:
+                if _c1_c1_ServiceScope is not None:
+                    el = 'Service/ServiceTag/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c1_c1_ServiceScope)} outside [0, 32]')
+                    _l = len(_c1_c1_ServiceScope)
+                    if _l < 126 and _c1_c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_c1_ServiceScope); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_c1_ServiceScope = None
+                    if _c1_c1_ServiceID is not None or _c1_c1_ServiceName is not None or _c1_c1_ServiceCategory is not None or _c1_c1_ServiceScope is not None: raise _leftover(_c1_c1_o)
+                    _c1_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_c1_ServiceID is not None or _c1_c1_ServiceName is not None or _c1_c1_ServiceCategory is not None or _c1_c1_ServiceScope is not None: raise _leftover(_c1_c1_o)
+                    _c1_c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'Service/FreeService'
             if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
@@ -6947,9 +12096,78 @@ def _e_ServiceTagListType(w, o):
                 el = 'Service/ServiceTag'
                 v <<= 3
                 n += 3
-                w.v = v; w.n = n
-                _e_ServiceTagType(w, _c2_ServiceTag)
-                v = w.v; n = w.n
+                _c2_c1_o = _c2_ServiceTag
+                _c2_c1_ServiceID = _c2_c1_o.ServiceID
+                _c2_c1_ServiceName = _c2_c1_o.ServiceName
+                _c2_c1_ServiceCategory = _c2_c1_o.ServiceCategory
+                _c2_c1_ServiceScope = _c2_c1_o.ServiceScope
+                if _c2_c1_ServiceID is not None:
+                    el = 'Service/ServiceTag/ServiceID'
+                    if _c2_c1_ServiceID < 0 or _c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c2_c1_ServiceID!r} outside [0, 65535]')
+                    v <<= 2
+                    n += 2
+                    if _c2_c1_ServiceID < 128: v = (v << 8) | _c2_c1_ServiceID; n += 8
+                    elif _c2_c1_ServiceID < 16384: v = (v << 16) | ((_c2_c1_ServiceID & 127) << 8) | 32768 | (_c2_c1_ServiceID >> 7); n += 16
+                    elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_c2_c1_ServiceID & 127) << 16) | (((_c2_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_c1_ServiceID >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c1_ServiceID = None
+                    _c2_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of ServiceID')
+                if _c2_c1_s == 1:
+                    if _c2_c1_ServiceName is not None:
+                        el = 'Service/ServiceTag/ServiceName'
+                        v <<= 3
+                        n += 3
+                        if len(_c2_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
+                        _l = len(_c2_c1_ServiceName)
+                        if _l < 126 and _c2_c1_ServiceName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_c1_ServiceName); v = w.v; n = w.n
+                        if not (_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (_c2_c1_i1 << 1)
+                        n += 6
+                        _c2_c1_ServiceName = None
+                        _c2_c1_ServiceCategory = None
+                        _c2_c1_s = 3
+                    elif _c2_c1_ServiceCategory is not None:
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                        if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
+                        n += 6
+                        _c2_c1_ServiceCategory = None
+                        _c2_c1_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                if _c2_c1_s == 3:
+                    if _c2_c1_ServiceScope is not None:
+                        el = 'Service/ServiceTag/ServiceScope'
+                        v <<= 3
+                        n += 3
+                        if len(_c2_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
+                        _l = len(_c2_c1_ServiceScope)
+                        if _l < 126 and _c2_c1_ServiceScope.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c2_c1_ServiceScope = None
+                        if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
+                        _c2_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c2_c1_ServiceID is not None or _c2_c1_ServiceName is not None or _c2_c1_ServiceCategory is not None or _c2_c1_ServiceScope is not None: raise _leftover(_c2_c1_o)
+                        _c2_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
                 el = 'Service/FreeService'
                 if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
@@ -6973,9 +12191,78 @@ def _e_ServiceTagListType(w, o):
                     el = 'Service/ServiceTag'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_ServiceTagType(w, _c3_ServiceTag)
-                    v = w.v; n = w.n
+                    _c3_c1_o = _c3_ServiceTag
+                    _c3_c1_ServiceID = _c3_c1_o.ServiceID
+                    _c3_c1_ServiceName = _c3_c1_o.ServiceName
+                    _c3_c1_ServiceCategory = _c3_c1_o.ServiceCategory
+                    _c3_c1_ServiceScope = _c3_c1_o.ServiceScope
+                    if _c3_c1_ServiceID is not None:
+                        el = 'Service/ServiceTag/ServiceID'
+                        if _c3_c1_ServiceID < 0 or _c3_c1_ServiceID > 65535: raise EncodeError(f'value {_c3_c1_ServiceID!r} outside [0, 65535]')
+                        v <<= 2
+                        n += 2
+                        if _c3_c1_ServiceID < 128: v = (v << 8) | _c3_c1_ServiceID; n += 8
+                        elif _c3_c1_ServiceID < 16384: v = (v << 16) | ((_c3_c1_ServiceID & 127) << 8) | 32768 | (_c3_c1_ServiceID >> 7); n += 16
+                        elif _c3_c1_ServiceID < 2097152: v = (v << 24) | ((_c3_c1_ServiceID & 127) << 16) | (((_c3_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c3_c1_ServiceID >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c3_c1_ServiceID); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_c1_ServiceID = None
+                        _c3_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceID')
+                    if _c3_c1_s == 1:
+                        if _c3_c1_ServiceName is not None:
+                            el = 'Service/ServiceTag/ServiceName'
+                            v <<= 3
+                            n += 3
+                            if len(_c3_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c3_c1_ServiceName)} outside [0, 32]')
+                            _l = len(_c3_c1_ServiceName)
+                            if _l < 126 and _c3_c1_ServiceName.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceName.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c3_c1_ServiceName); v = w.v; n = w.n
+                            if not (_c3_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                            el = 'Service/ServiceTag/ServiceCategory'
+                            _c3_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c3_c1_ServiceCategory)
+                            if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                            v = (v << 6) | (_c3_c1_i1 << 1)
+                            n += 6
+                            _c3_c1_ServiceName = None
+                            _c3_c1_ServiceCategory = None
+                            _c3_c1_s = 3
+                        elif _c3_c1_ServiceCategory is not None:
+                            el = 'Service/ServiceTag/ServiceCategory'
+                            _c3_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c3_c1_ServiceCategory)
+                            if _c3_c1_i2 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                            v = (v << 6) | (1 << 4) | (_c3_c1_i2 << 1)
+                            n += 6
+                            _c3_c1_ServiceCategory = None
+                            _c3_c1_s = 3
+                        else:
+                            raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                    if _c3_c1_s == 3:
+                        if _c3_c1_ServiceScope is not None:
+                            el = 'Service/ServiceTag/ServiceScope'
+                            v <<= 3
+                            n += 3
+                            if len(_c3_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c3_c1_ServiceScope)} outside [0, 32]')
+                            _l = len(_c3_c1_ServiceScope)
+                            if _l < 126 and _c3_c1_ServiceScope.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceScope.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c3_c1_ServiceScope); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c3_c1_ServiceScope = None
+                            if _c3_c1_ServiceID is not None or _c3_c1_ServiceName is not None or _c3_c1_ServiceCategory is not None or _c3_c1_ServiceScope is not None: raise _leftover(_c3_c1_o)
+                            _c3_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c3_c1_ServiceID is not None or _c3_c1_ServiceName is not None or _c3_c1_ServiceCategory is not None or _c3_c1_ServiceScope is not None: raise _leftover(_c3_c1_o)
+                            _c3_c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (_c3_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'Service/FreeService'
                     if _c3_FreeService is not True and _c3_FreeService is not False: raise EncodeError(f'expected a bool, got {_c3_FreeService!r}')
@@ -7008,20 +12295,20 @@ def _d_ServiceTagType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
         el = 'ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ServiceID = _y >> 8
-            elif not _y & 128:
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
         else:
@@ -7203,9 +12490,110 @@ def _d_ServiceType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
         el = 'ServiceTag'
-        r.pos = p
-        f_ServiceTag = _d_ServiceTagType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_ServiceID = None
+        _c1_ServiceName = None
+        _c1_ServiceCategory = None
+        _c1_ServiceScope = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceTagType', p)
+        el = 'ServiceTag/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+        if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceTag/ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_ServiceName = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceTag/ServiceCategory'
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceTagType', p)
+                el = 'ServiceTag/ServiceCategory'
+                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            else:
+                raise r.deviation('ServiceTagType', p)
+        if _c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'ServiceTag/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_ServiceScope = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('ServiceTagType', p)
+        f_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+        f_ServiceTag.ServiceID = _c1_ServiceID
+        f_ServiceTag.ServiceName = _c1_ServiceName
+        f_ServiceTag.ServiceCategory = _c1_ServiceCategory
+        f_ServiceTag.ServiceScope = _c1_ServiceScope
         p += 5
         if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
@@ -7232,9 +12620,78 @@ def _e_ServiceType(w, o):
             el = 'ServiceTag'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_ServiceTagType(w, v_ServiceTag)
-            v = w.v; n = w.n
+            _c1_o = v_ServiceTag
+            _c1_ServiceID = _c1_o.ServiceID
+            _c1_ServiceName = _c1_o.ServiceName
+            _c1_ServiceCategory = _c1_o.ServiceCategory
+            _c1_ServiceScope = _c1_o.ServiceScope
+            if _c1_ServiceID is not None:
+                el = 'ServiceTag/ServiceID'
+                if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
+                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_ServiceID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_s == 1:
+                if _c1_ServiceName is not None:
+                    el = 'ServiceTag/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c1_ServiceName)
+                    if _l < 126 and _c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'ServiceTag/ServiceCategory'
+                    _c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c1_i1 << 1)
+                    n += 6
+                    _c1_ServiceName = None
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                elif _c1_ServiceCategory is not None:
+                    el = 'ServiceTag/ServiceCategory'
+                    _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
+                    n += 6
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_s == 3:
+                if _c1_ServiceScope is not None:
+                    el = 'ServiceTag/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceScope) > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
+                    _l = len(_c1_ServiceScope)
+                    if _l < 126 and _c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c1_ServiceScope = None
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')

@@ -97,9 +97,99 @@ def _d_BodyType(r):
                         el = 'CableCheckReq'
                         _cf = 'CableCheckReq'
                         el = 'CableCheckReq/DC_EVStatus'
-                        r.pos = p
-                        _c2_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c2_c1_EVReady = None
+                        _c2_c1_EVCabinConditioning = None
+                        _c2_c1_EVRESSConditioning = None
+                        _c2_c1_EVErrorCode = None
+                        _c2_c1_EVRESSSOC = None
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 13: raise r.deviation('DC_EVStatusType', p)
+                        el = 'CableCheckReq/DC_EVStatus/EVReady'
+                        _c2_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c2_c1_s = 1
+                        if _c2_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                                _c2_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c2_c1_s = 2
+                            elif ec == 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c2_c1_s = 3
+                            elif ec == 2:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                                _c2_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(p))
+                                else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                                _c2_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c2_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                                _c2_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c2_c1_s = 3
+                            elif ec == 1:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                                _c2_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(p))
+                                else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                                _c2_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c2_c1_s == 3:
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 97: raise r.deviation('DC_EVStatusType', p)
+                            el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                            _c2_c1_EVErrorCode = ((x >> 1) & 15)
+                            if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(p))
+                            else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                            _c2_c1_s = 4
+                        if _c2_c1_s == 4:
+                            p += 11
+                            if p > E: V, E, p = r.slide(p, 11)
+                            x = (V >> (E - p)) & 2047
+                            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+                            el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
+                            _c2_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c1_EVRESSSOC, r.at(p))
+                            _c2_c1_s = -1
+                        _c2_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c2_DC_EVStatus.EVReady = _c2_c1_EVReady
+                        _c2_DC_EVStatus.EVCabinConditioning = _c2_c1_EVCabinConditioning
+                        _c2_DC_EVStatus.EVRESSConditioning = _c2_c1_EVRESSConditioning
+                        _c2_DC_EVStatus.EVErrorCode = _c2_c1_EVErrorCode
+                        _c2_DC_EVStatus.EVRESSSOC = _c2_c1_EVRESSSOC
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
@@ -154,20 +244,20 @@ def _d_BodyType(r):
                             if p > E: V, E, p = r.slide(p, 2)
                             if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if p + 16 <= E:
-                                _y = (V >> (E - p - 16)) & 65535
-                                if _y < 32768:
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
                                     p += 8
-                                    _c3_c1_NotificationMaxDelay = _y >> 8
-                                elif not _y & 128:
+                                    _c3_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
                                     p += 16
-                                    _c3_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                    _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
                                     p += 24
                                     _c3_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
                                     r.pos = p; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                                 p += 8
                                 _c3_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                             else:
@@ -201,9 +291,100 @@ def _d_BodyType(r):
                     elif ec == 3:
                         el = 'CertificateInstallationReq'
                         _cf = 'CertificateInstallationReq'
-                        r.pos = p
-                        _cv = c_din_msgbody._d_CertificateInstallationReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c4_Id = None
+                        _c4_OEMProvisioningCert = None
+                        _c4_ListOfRootCertificateIDs = None
+                        _c4_DHParams = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'CertificateInstallationReq/@Id'
+                            r.pos = p
+                            _c4_Id = r.string('Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            el = 'CertificateInstallationReq/OEMProvisioningCert'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                                _c4_OEMProvisioningCert = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c4_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c4_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                            _c4_s = 2
+                        elif ec == 1:
+                            el = 'CertificateInstallationReq/OEMProvisioningCert'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                                _c4_OEMProvisioningCert = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c4_OEMProvisioningCert = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c4_OEMProvisioningCert = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c4_OEMProvisioningCert) > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                            _c4_s = 2
+                        else:
+                            raise r.deviation('CertificateInstallationReqType', p)
+                        if _c4_s == 2:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
+                            r.pos = p
+                            _c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            el = 'CertificateInstallationReq/DHParams'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                                _c4_DHParams = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c4_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c4_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c4_DHParams) > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                            _c4_s = -1
+                        _cv = _new(din_msgbody.CertificateInstallationReqType)
+                        _cv.Id = _c4_Id
+                        _cv.OEMProvisioningCert = _c4_OEMProvisioningCert
+                        _cv.ListOfRootCertificateIDs = _c4_ListOfRootCertificateIDs
+                        _cv.DHParams = _c4_DHParams
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -216,166 +397,23 @@ def _d_BodyType(r):
                         _cf = 'CertificateInstallationRes'
                         el = 'CertificateInstallationRes/@Id'
                         r.pos = p
-                        _c4_Id = r.string('Id')
-                        V = r.v; E = r.end; p = r.pos
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('BodyType', p)
-                        el = 'CertificateInstallationRes/ResponseCode'
-                        _c4_ResponseCode = ((x >> 2) & 31)
-                        if _c4_ResponseCode >= 23: _c4_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c4_ResponseCode, 23, r.at(p))
-                        else: _c4_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c4_ResponseCode]
-                        el = 'CertificateInstallationRes/ContractSignatureCertChain'
-                        _c4_c1_Certificate = None
-                        _c4_c1_SubCertificates = None
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
-                        el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                            _c4_c1_Certificate = b''
-                        else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c4_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = p; _c4_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c4_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c4_c1_Certificate, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                        _c4_c1_s = 1
-                        if _c4_c1_s == 1:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
-                            if ec == 0:
-                                el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = p
-                                _c4_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
-                                _c4_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c4_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', p)
-                        _c4_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
-                        _c4_ContractSignatureCertChain.Certificate = _c4_c1_Certificate
-                        _c4_ContractSignatureCertChain.SubCertificates = _c4_c1_SubCertificates
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-                            _c4_ContractSignatureEncryptedPrivateKey = b''
-                        else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c4_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = p; _c4_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c4_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c4_ContractSignatureEncryptedPrivateKey, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        el = 'CertificateInstallationRes/DHParams'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
-                            _c4_DHParams = b''
-                        else:
-                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
-                                p += 8 + (_l << 3)
-                                _c4_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                            else:
-                                r.pos = p; _c4_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c4_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(p))
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        el = 'CertificateInstallationRes/ContractID'
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1:
-                            p += 3
-                            if p > E: V, E, p = r.slide(p, 3)
-                            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
-                            _c4_ContractID = ''
-                        else:
-                            r.pos = p
-                            _c4_ContractID = r.string('din_msgbody:ContractID')
-                            if len(_c4_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', _c4_ContractID, r.at(r.pos))
-                            V = r.v; E = r.end; p = r.pos
-                            p += 1
-                            if p > E: V, E, p = r.slide(p, 1)
-                            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        _cv = _new(din_msgbody.CertificateInstallationResType)
-                        _cv.Id = _c4_Id
-                        _cv.ResponseCode = _c4_ResponseCode
-                        _cv.ContractSignatureCertChain = _c4_ContractSignatureCertChain
-                        _cv.ContractSignatureEncryptedPrivateKey = _c4_ContractSignatureEncryptedPrivateKey
-                        _cv.DHParams = _c4_DHParams
-                        _cv.ContractID = _c4_ContractID
-                        s = 1
-                    elif ec == 5:
-                        el = 'CertificateUpdateReq'
-                        _cf = 'CertificateUpdateReq'
-                        r.pos = p
-                        _cv = c_din_msgbody._d_CertificateUpdateReqType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        s = 1
-                    elif ec == 6:
-                        p += 1
-                        if p > E: V, E, p = r.slide(p, 1)
-                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        el = 'CertificateUpdateRes'
-                        _cf = 'CertificateUpdateRes'
-                        el = 'CertificateUpdateRes/@Id'
-                        r.pos = p
                         _c5_Id = r.string('Id')
                         V = r.v; E = r.end; p = r.pos
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('BodyType', p)
-                        el = 'CertificateUpdateRes/ResponseCode'
+                        el = 'CertificateInstallationRes/ResponseCode'
                         _c5_ResponseCode = ((x >> 2) & 31)
-                        if _c5_ResponseCode >= 23: _c5_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c5_ResponseCode, 23, r.at(p))
+                        if _c5_ResponseCode >= 23: _c5_ResponseCode = r.enum_index('CertificateInstallationResType/ResponseCode', _c5_ResponseCode, 23, r.at(p))
                         else: _c5_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c5_ResponseCode]
-                        el = 'CertificateUpdateRes/ContractSignatureCertChain'
+                        el = 'CertificateInstallationRes/ContractSignatureCertChain'
                         _c5_c1_Certificate = None
                         _c5_c1_SubCertificates = None
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
-                        el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
+                        el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
@@ -399,7 +437,7 @@ def _d_BodyType(r):
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
                             if ec == 0:
-                                el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                                el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
                                 r.pos = p
                                 _c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
                                 V = r.v; E = r.end; p = r.pos
@@ -418,7 +456,7 @@ def _d_BodyType(r):
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
+                        el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
@@ -432,14 +470,14 @@ def _d_BodyType(r):
                                 _c5_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = p; _c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c5_ContractSignatureEncryptedPrivateKey, r.at(p))
+                            if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c5_ContractSignatureEncryptedPrivateKey, r.at(p))
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                        el = 'CertificateUpdateRes/DHParams'
+                        el = 'CertificateInstallationRes/DHParams'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
@@ -453,7 +491,150 @@ def _d_BodyType(r):
                                 _c5_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = p; _c5_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c5_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c5_DHParams, r.at(p))
+                            if len(_c5_DHParams) > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c5_DHParams, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateInstallationRes/ContractID'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                            _c5_ContractID = ''
+                        else:
+                            r.pos = p
+                            _c5_ContractID = r.string('din_msgbody:ContractID')
+                            if len(_c5_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', _c5_ContractID, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        _cv = _new(din_msgbody.CertificateInstallationResType)
+                        _cv.Id = _c5_Id
+                        _cv.ResponseCode = _c5_ResponseCode
+                        _cv.ContractSignatureCertChain = _c5_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c5_ContractSignatureEncryptedPrivateKey
+                        _cv.DHParams = _c5_DHParams
+                        _cv.ContractID = _c5_ContractID
+                        s = 1
+                    elif ec == 5:
+                        el = 'CertificateUpdateReq'
+                        _cf = 'CertificateUpdateReq'
+                        r.pos = p
+                        _cv = c_din_msgbody._d_CertificateUpdateReqType(r)
+                        V = r.v; E = r.end; p = r.pos
+                        s = 1
+                    elif ec == 6:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes'
+                        _cf = 'CertificateUpdateRes'
+                        el = 'CertificateUpdateRes/@Id'
+                        r.pos = p
+                        _c6_Id = r.string('Id')
+                        V = r.v; E = r.end; p = r.pos
+                        p += 9
+                        if p > E: V, E, p = r.slide(p, 9)
+                        x = (V >> (E - p)) & 511
+                        if x & 387: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes/ResponseCode'
+                        _c6_ResponseCode = ((x >> 2) & 31)
+                        if _c6_ResponseCode >= 23: _c6_ResponseCode = r.enum_index('CertificateUpdateResType/ResponseCode', _c6_ResponseCode, 23, r.at(p))
+                        else: _c6_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c6_ResponseCode]
+                        el = 'CertificateUpdateRes/ContractSignatureCertChain'
+                        _c6_c1_Certificate = None
+                        _c6_c1_SubCertificates = None
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                        el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            _c6_c1_Certificate = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c6_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c6_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c6_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c6_c1_Certificate, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+                        _c6_c1_s = 1
+                        if _c6_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                                r.pos = p
+                                _c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                                _c6_c1_s = -1
+                            elif ec == 1:
+                                pass
+                                _c6_c1_s = -1
+                            else:
+                                raise r.deviation('CertificateChainType', p)
+                        _c6_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        _c6_ContractSignatureCertChain.Certificate = _c6_c1_Certificate
+                        _c6_ContractSignatureCertChain.SubCertificates = _c6_c1_SubCertificates
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                            _c6_ContractSignatureEncryptedPrivateKey = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c6_ContractSignatureEncryptedPrivateKey = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c6_ContractSignatureEncryptedPrivateKey) > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c6_ContractSignatureEncryptedPrivateKey, r.at(p))
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                        el = 'CertificateUpdateRes/DHParams'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                            _c6_DHParams = b''
+                        else:
+                            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                p += 8 + (_l << 3)
+                                _c6_DHParams = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = p; _c6_DHParams = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c6_DHParams) > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c6_DHParams, r.at(p))
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
@@ -467,11 +648,11 @@ def _d_BodyType(r):
                             p += 3
                             if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
-                            _c5_ContractID = ''
+                            _c6_ContractID = ''
                         else:
                             r.pos = p
-                            _c5_ContractID = r.string('din_msgbody:ContractID')
-                            if len(_c5_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', _c5_ContractID, r.at(r.pos))
+                            _c6_ContractID = r.string('din_msgbody:ContractID')
+                            if len(_c6_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', _c6_ContractID, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -482,37 +663,37 @@ def _d_BodyType(r):
                         if x & 6: raise r.deviation('BodyType', p)
                         el = 'CertificateUpdateRes/RetryCounter'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c5_RetryCounter = _y >> 8
-                            elif not _y & 128:
+                                _c6_RetryCounter = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c5_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c6_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c5_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c6_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c5_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c6_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c5_RetryCounter = (V >> (E - p)) & 127
+                            _c6_RetryCounter = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c5_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c6_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
-                        if _neg: _c5_RetryCounter = -_c5_RetryCounter - 1
-                        if _c5_RetryCounter < -32768 or _c5_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c5_RetryCounter, r.at(p))
+                        if _neg: _c6_RetryCounter = -_c6_RetryCounter - 1
+                        if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c6_RetryCounter, r.at(p))
                         _cv = _new(din_msgbody.CertificateUpdateResType)
-                        _cv.Id = _c5_Id
-                        _cv.ResponseCode = _c5_ResponseCode
-                        _cv.ContractSignatureCertChain = _c5_ContractSignatureCertChain
-                        _cv.ContractSignatureEncryptedPrivateKey = _c5_ContractSignatureEncryptedPrivateKey
-                        _cv.DHParams = _c5_DHParams
-                        _cv.ContractID = _c5_ContractID
-                        _cv.RetryCounter = _c5_RetryCounter
+                        _cv.Id = _c6_Id
+                        _cv.ResponseCode = _c6_ResponseCode
+                        _cv.ContractSignatureCertChain = _c6_ContractSignatureCertChain
+                        _cv.ContractSignatureEncryptedPrivateKey = _c6_ContractSignatureEncryptedPrivateKey
+                        _cv.DHParams = _c6_DHParams
+                        _cv.ContractID = _c6_ContractID
+                        _cv.RetryCounter = _c6_RetryCounter
                         s = 1
                     elif ec == 7:
                         el = 'ChargeParameterDiscoveryReq'
@@ -550,17 +731,17 @@ def _d_BodyType(r):
                     elif ec == 11:
                         el = 'ContractAuthenticationReq'
                         _cf = 'ContractAuthenticationReq'
-                        _c7_Id = None
-                        _c7_GenChallenge = None
+                        _c8_Id = None
+                        _c8_GenChallenge = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         ec = (V >> (E - p)) & 3
                         if ec == 0:
                             el = 'ContractAuthenticationReq/@Id'
                             r.pos = p
-                            _c7_Id = r.string('Id')
+                            _c8_Id = r.string('Id')
                             V = r.v; E = r.end; p = r.pos
-                            _c7_s = 1
+                            _c8_s = 1
                         elif ec == 1:
                             el = 'ContractAuthenticationReq/GenChallenge'
                             p += 1
@@ -569,21 +750,21 @@ def _d_BodyType(r):
                                 p += 3
                                 if p > E: V, E, p = r.slide(p, 3)
                                 if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
-                                _c7_GenChallenge = ''
+                                _c8_GenChallenge = ''
                             else:
                                 r.pos = p
-                                _c7_GenChallenge = r.string('din_msgbody:GenChallenge')
+                                _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                 V = r.v; E = r.end; p = r.pos
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-                            _c7_s = 2
+                            _c8_s = 2
                         elif ec == 2:
                             pass
-                            _c7_s = -1
+                            _c8_s = -1
                         else:
                             raise r.deviation('ContractAuthenticationReqType', p)
-                        if _c7_s == 1:
+                        if _c8_s == 1:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
@@ -595,28 +776,28 @@ def _d_BodyType(r):
                                     p += 3
                                     if p > E: V, E, p = r.slide(p, 3)
                                     if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
-                                    _c7_GenChallenge = ''
+                                    _c8_GenChallenge = ''
                                 else:
                                     r.pos = p
-                                    _c7_GenChallenge = r.string('din_msgbody:GenChallenge')
+                                    _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                     V = r.v; E = r.end; p = r.pos
                                     p += 1
                                     if p > E: V, E, p = r.slide(p, 1)
                                     if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-                                _c7_s = 2
+                                _c8_s = 2
                             elif ec == 1:
                                 pass
-                                _c7_s = -1
+                                _c8_s = -1
                             else:
                                 raise r.deviation('ContractAuthenticationReqType', p)
-                        if _c7_s == 2:
+                        if _c8_s == 2:
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
-                            _c7_s = -1
+                            _c8_s = -1
                         _cv = _new(din_msgbody.ContractAuthenticationReqType)
-                        _cv.Id = _c7_Id
-                        _cv.GenChallenge = _c7_GenChallenge
+                        _cv.Id = _c8_Id
+                        _cv.GenChallenge = _c8_GenChallenge
                         s = 1
                     elif ec == 12:
                         p += 13
@@ -626,14 +807,14 @@ def _d_BodyType(r):
                         el = 'ContractAuthenticationRes'
                         _cf = 'ContractAuthenticationRes'
                         el = 'ContractAuthenticationRes/ResponseCode'
-                        _c8_ResponseCode = ((x >> 6) & 31)
-                        if _c8_ResponseCode >= 23: _c8_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c8_ResponseCode, 23, r.at(p))
-                        else: _c8_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c8_ResponseCode]
+                        _c9_ResponseCode = ((x >> 6) & 31)
+                        if _c9_ResponseCode >= 23: _c9_ResponseCode = r.enum_index('ContractAuthenticationResType/ResponseCode', _c9_ResponseCode, 23, r.at(p))
+                        else: _c9_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c9_ResponseCode]
                         el = 'ContractAuthenticationRes/EVSEProcessing'
-                        _c8_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
+                        _c9_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 2) & 1)]
                         _cv = _new(din_msgbody.ContractAuthenticationResType)
-                        _cv.ResponseCode = _c8_ResponseCode
-                        _cv.EVSEProcessing = _c8_EVSEProcessing
+                        _cv.ResponseCode = _c9_ResponseCode
+                        _cv.EVSEProcessing = _c9_EVSEProcessing
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -655,9 +836,119 @@ def _d_BodyType(r):
                     elif ec == 15:
                         el = 'MeteringReceiptReq'
                         _cf = 'MeteringReceiptReq'
-                        r.pos = p
-                        _cv = c_din_msgbody._d_MeteringReceiptReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c10_Id = None
+                        _c10_SessionID = None
+                        _c10_SAScheduleTupleID = None
+                        _c10_MeterInfo = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'MeteringReceiptReq/@Id'
+                            r.pos = p
+                            _c10_Id = r.string('Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            el = 'MeteringReceiptReq/SessionID'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                                _c10_SessionID = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c10_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c10_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                            _c10_s = 2
+                        elif ec == 1:
+                            el = 'MeteringReceiptReq/SessionID'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                                _c10_SessionID = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c10_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c10_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c10_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                            _c10_s = 2
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', p)
+                        if _c10_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('MeteringReceiptReqType', p)
+                                el = 'MeteringReceiptReq/SAScheduleTupleID'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c10_SAScheduleTupleID = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c10_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c10_SAScheduleTupleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c10_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c10_SAScheduleTupleID = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c10_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptReqType', p)
+                                if _neg: _c10_SAScheduleTupleID = -_c10_SAScheduleTupleID - 1
+                                if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c10_SAScheduleTupleID, r.at(p))
+                                el = 'MeteringReceiptReq/MeterInfo'
+                                r.pos = p
+                                _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 4
+                            elif ec == 1:
+                                el = 'MeteringReceiptReq/MeterInfo'
+                                r.pos = p
+                                _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 4
+                            else:
+                                raise r.deviation('MeteringReceiptReqType', p)
+                        if _c10_s == 4:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            _c10_s = -1
+                        _cv = _new(din_msgbody.MeteringReceiptReqType)
+                        _cv.Id = _c10_Id
+                        _cv.SessionID = _c10_SessionID
+                        _cv.SAScheduleTupleID = _c10_SAScheduleTupleID
+                        _cv.MeterInfo = _c10_MeterInfo
                         s = 1
                     elif ec == 16:
                         p += 19
@@ -667,49 +958,49 @@ def _d_BodyType(r):
                         el = 'MeteringReceiptRes'
                         _cf = 'MeteringReceiptRes'
                         el = 'MeteringReceiptRes/ResponseCode'
-                        _c9_ResponseCode = ((x >> 12) & 31)
-                        if _c9_ResponseCode >= 23: _c9_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c9_ResponseCode, 23, r.at(p))
-                        else: _c9_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c9_ResponseCode]
+                        _c11_ResponseCode = ((x >> 12) & 31)
+                        if _c11_ResponseCode >= 23: _c11_ResponseCode = r.enum_index('MeteringReceiptResType/ResponseCode', _c11_ResponseCode, 23, r.at(p))
+                        else: _c11_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c11_ResponseCode]
                         el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
-                        _c9_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                        _c11_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
                         el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
-                        _c9_c1_RCD = ((x >> 3) & 1) == 1
+                        _c11_c1_RCD = ((x >> 3) & 1) == 1
                         el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c9_c1_NotificationMaxDelay = _y >> 8
-                            elif not _y & 128:
+                                _c11_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c9_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c11_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c9_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c11_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c9_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c9_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                            _c11_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c9_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c11_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 8
                         if p > E: V, E, p = r.slide(p, 8)
                         x = (V >> (E - p)) & 255
                         if x & 231: raise r.deviation('BodyType', p)
-                        if _c9_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c9_c1_NotificationMaxDelay, r.at(p))
+                        if _c11_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c11_c1_NotificationMaxDelay, r.at(p))
                         el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
-                        _c9_c1_EVSENotification = ((x >> 3) & 3)
-                        if _c9_c1_EVSENotification >= 3: _c9_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c9_c1_EVSENotification, 3, r.at(p))
-                        else: _c9_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c9_c1_EVSENotification]
-                        _c9_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
-                        _c9_AC_EVSEStatus.PowerSwitchClosed = _c9_c1_PowerSwitchClosed
-                        _c9_AC_EVSEStatus.RCD = _c9_c1_RCD
-                        _c9_AC_EVSEStatus.NotificationMaxDelay = _c9_c1_NotificationMaxDelay
-                        _c9_AC_EVSEStatus.EVSENotification = _c9_c1_EVSENotification
+                        _c11_c1_EVSENotification = ((x >> 3) & 3)
+                        if _c11_c1_EVSENotification >= 3: _c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c11_c1_EVSENotification, 3, r.at(p))
+                        else: _c11_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c11_c1_EVSENotification]
+                        _c11_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+                        _c11_AC_EVSEStatus.PowerSwitchClosed = _c11_c1_PowerSwitchClosed
+                        _c11_AC_EVSEStatus.RCD = _c11_c1_RCD
+                        _c11_AC_EVSEStatus.NotificationMaxDelay = _c11_c1_NotificationMaxDelay
+                        _c11_AC_EVSEStatus.EVSENotification = _c11_c1_EVSENotification
                         _cv = _new(din_msgbody.MeteringReceiptResType)
-                        _cv.ResponseCode = _c9_ResponseCode
-                        _cv.AC_EVSEStatus = _c9_AC_EVSEStatus
+                        _cv.ResponseCode = _c11_ResponseCode
+                        _cv.AC_EVSEStatus = _c11_AC_EVSEStatus
                         s = 1
                     elif ec == 17:
                         p += 1
@@ -724,11 +1015,11 @@ def _d_BodyType(r):
                             p += 3
                             if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
-                            _c10_ContractID = ''
+                            _c12_ContractID = ''
                         else:
                             r.pos = p
-                            _c10_ContractID = r.string('din_msgbody:ContractID')
-                            if len(_c10_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c10_ContractID, r.at(r.pos))
+                            _c12_ContractID = r.string('din_msgbody:ContractID')
+                            if len(_c12_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c12_ContractID, r.at(r.pos))
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -737,8 +1028,8 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
-                        _c10_c1_Certificate = None
-                        _c10_c1_SubCertificates = None
+                        _c12_c1_Certificate = None
+                        _c12_c1_SubCertificates = None
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
@@ -749,45 +1040,45 @@ def _d_BodyType(r):
                             p += 3
                             if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                            _c10_c1_Certificate = b''
+                            _c12_c1_Certificate = b''
                         else:
                             if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                                 p += 8 + (_l << 3)
-                                _c10_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c12_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c10_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c10_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c10_c1_Certificate, r.at(p))
+                                r.pos = p; _c12_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c12_c1_Certificate) > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c12_c1_Certificate, r.at(p))
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                        _c10_c1_s = 1
-                        if _c10_c1_s == 1:
+                        _c12_c1_s = 1
+                        if _c12_c1_s == 1:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
                             if ec == 0:
                                 el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                                 r.pos = p
-                                _c10_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                                _c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
                                 V = r.v; E = r.end; p = r.pos
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
-                                _c10_c1_s = -1
+                                _c12_c1_s = -1
                             elif ec == 1:
                                 pass
-                                _c10_c1_s = -1
+                                _c12_c1_s = -1
                             else:
                                 raise r.deviation('CertificateChainType', p)
-                        _c10_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
-                        _c10_ContractSignatureCertChain.Certificate = _c10_c1_Certificate
-                        _c10_ContractSignatureCertChain.SubCertificates = _c10_c1_SubCertificates
+                        _c12_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
+                        _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(din_msgbody.PaymentDetailsReqType)
-                        _cv.ContractID = _c10_ContractID
-                        _cv.ContractSignatureCertChain = _c10_ContractSignatureCertChain
+                        _cv.ContractID = _c12_ContractID
+                        _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -802,9 +1093,9 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'PaymentDetailsRes/ResponseCode'
-                        _c11_ResponseCode = ((x >> 2) & 31)
-                        if _c11_ResponseCode >= 23: _c11_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c11_ResponseCode, 23, r.at(p))
-                        else: _c11_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c11_ResponseCode]
+                        _c13_ResponseCode = ((x >> 2) & 31)
+                        if _c13_ResponseCode >= 23: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 23, r.at(p))
+                        else: _c13_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c13_ResponseCode]
                         el = 'PaymentDetailsRes/GenChallenge'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -812,10 +1103,10 @@ def _d_BodyType(r):
                             p += 3
                             if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
-                            _c11_GenChallenge = ''
+                            _c13_GenChallenge = ''
                         else:
                             r.pos = p
-                            _c11_GenChallenge = r.string('din_msgbody:GenChallenge')
+                            _c13_GenChallenge = r.string('din_msgbody:GenChallenge')
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -826,40 +1117,108 @@ def _d_BodyType(r):
                         if x & 6: raise r.deviation('BodyType', p)
                         el = 'PaymentDetailsRes/DateTimeNow'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c11_DateTimeNow = _y >> 8
-                            elif not _y & 128:
+                                _c13_DateTimeNow = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c11_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c13_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c11_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c13_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c11_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c13_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c11_DateTimeNow = (V >> (E - p)) & 127
+                            _c13_DateTimeNow = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c11_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c13_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
-                        if _neg: _c11_DateTimeNow = -_c11_DateTimeNow - 1
-                        if _c11_DateTimeNow < -9223372036854775808 or _c11_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c11_DateTimeNow, r.at(p))
+                        if _neg: _c13_DateTimeNow = -_c13_DateTimeNow - 1
+                        if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c13_DateTimeNow, r.at(p))
                         _cv = _new(din_msgbody.PaymentDetailsResType)
-                        _cv.ResponseCode = _c11_ResponseCode
-                        _cv.GenChallenge = _c11_GenChallenge
-                        _cv.DateTimeNow = _c11_DateTimeNow
+                        _cv.ResponseCode = _c13_ResponseCode
+                        _cv.GenChallenge = _c13_GenChallenge
+                        _cv.DateTimeNow = _c13_DateTimeNow
                         s = 1
                     elif ec == 19:
                         el = 'PowerDeliveryReq'
                         _cf = 'PowerDeliveryReq'
-                        r.pos = p
-                        _cv = c_din_msgbody._d_PowerDeliveryReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c14_ReadyToChargeState = None
+                        _c14_ChargingProfile = None
+                        _c14_DC_EVPowerDeliveryParameter = None
+                        _c14_EVPowerDeliveryParameter = None
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 13: raise r.deviation('PowerDeliveryReqType', p)
+                        el = 'PowerDeliveryReq/ReadyToChargeState'
+                        _c14_ReadyToChargeState = ((x >> 1) & 1) == 1
+                        _c14_s = 1
+                        if _c14_s == 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            ec = (V >> (E - p)) & 7
+                            if ec == 0:
+                                el = 'PowerDeliveryReq/ChargingProfile'
+                                r.pos = p
+                                _c14_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 2
+                            elif ec == 1:
+                                el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
+                                r.pos = p
+                                _c14_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 3
+                            elif ec == 2:
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                                el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
+                                _c14_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
+                                _c14_s = 3
+                            elif ec == 3:
+                                pass
+                                _c14_s = -1
+                            else:
+                                raise r.deviation('PowerDeliveryReqType', p)
+                        if _c14_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
+                                r.pos = p
+                                _c14_DC_EVPowerDeliveryParameter = c_din_msgdatatypes._d_DC_EVPowerDeliveryParameterType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 3
+                            elif ec == 1:
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                                el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
+                                _c14_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
+                                _c14_s = 3
+                            elif ec == 2:
+                                pass
+                                _c14_s = -1
+                            else:
+                                raise r.deviation('PowerDeliveryReqType', p)
+                        if _c14_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
+                            _c14_s = -1
+                        _cv = _new(din_msgbody.PowerDeliveryReqType)
+                        _cv.ReadyToChargeState = _c14_ReadyToChargeState
+                        _cv.ChargingProfile = _c14_ChargingProfile
+                        _cv.DC_EVPowerDeliveryParameter = _c14_DC_EVPowerDeliveryParameter
+                        _cv.EVPowerDeliveryParameter = _c14_EVPowerDeliveryParameter
                         s = 1
                     elif ec == 20:
                         el = 'PowerDeliveryRes'
@@ -875,30 +1234,298 @@ def _d_BodyType(r):
                         el = 'PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus'
-                        r.pos = p
-                        _c12_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c15_c1_EVReady = None
+                        _c15_c1_EVCabinConditioning = None
+                        _c15_c1_EVRESSConditioning = None
+                        _c15_c1_EVErrorCode = None
+                        _c15_c1_EVRESSSOC = None
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 13: raise r.deviation('DC_EVStatusType', p)
+                        el = 'PreChargeReq/DC_EVStatus/EVReady'
+                        _c15_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c15_c1_s = 1
+                        if _c15_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                                _c15_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c15_c1_s = 2
+                            elif ec == 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                                _c15_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c15_c1_s = 3
+                            elif ec == 2:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                                _c15_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(p))
+                                else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
+                                _c15_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c15_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                                _c15_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c15_c1_s = 3
+                            elif ec == 1:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                                _c15_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(p))
+                                else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
+                                _c15_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c15_c1_s == 3:
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 97: raise r.deviation('DC_EVStatusType', p)
+                            el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                            _c15_c1_EVErrorCode = ((x >> 1) & 15)
+                            if _c15_c1_EVErrorCode >= 12: _c15_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c15_c1_EVErrorCode, 12, r.at(p))
+                            else: _c15_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c15_c1_EVErrorCode]
+                            _c15_c1_s = 4
+                        if _c15_c1_s == 4:
+                            p += 11
+                            if p > E: V, E, p = r.slide(p, 11)
+                            x = (V >> (E - p)) & 2047
+                            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+                            el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
+                            _c15_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c15_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c15_c1_EVRESSSOC, r.at(p))
+                            _c15_c1_s = -1
+                        _c15_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c15_DC_EVStatus.EVReady = _c15_c1_EVReady
+                        _c15_DC_EVStatus.EVCabinConditioning = _c15_c1_EVCabinConditioning
+                        _c15_DC_EVStatus.EVRESSConditioning = _c15_c1_EVRESSConditioning
+                        _c15_DC_EVStatus.EVErrorCode = _c15_c1_EVErrorCode
+                        _c15_DC_EVStatus.EVRESSSOC = _c15_c1_EVRESSSOC
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'PreChargeReq/EVTargetVoltage'
-                        r.pos = p
-                        _c12_EVTargetVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c15_c2_Multiplier = None
+                        _c15_c2_Unit = None
+                        _c15_c2_Value = None
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        el = 'PreChargeReq/EVTargetVoltage/Multiplier'
+                        _c15_c2_Multiplier = ((x >> 1) & 7) + -3
+                        if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(p))
+                        _c15_c2_s = 1
+                        if _c15_c2_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 9
+                                if p > E: V, E, p = r.slide(p, 9)
+                                x = (V >> (E - p)) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeReq/EVTargetVoltage/Unit'
+                                _c15_c2_Unit = ((x >> 4) & 15)
+                                if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(p))
+                                else: _c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c2_Unit]
+                                el = 'PreChargeReq/EVTargetVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c15_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c15_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(p))
+                                _c15_c2_s = 3
+                            elif ec == 1:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeReq/EVTargetVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c15_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c15_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(p))
+                                _c15_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', p)
+                        if _c15_c2_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            _c15_c2_s = -1
+                        _c15_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c15_EVTargetVoltage.Multiplier = _c15_c2_Multiplier
+                        _c15_EVTargetVoltage.Unit = _c15_c2_Unit
+                        _c15_EVTargetVoltage.Value = _c15_c2_Value
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'PreChargeReq/EVTargetCurrent'
-                        r.pos = p
-                        _c12_EVTargetCurrent = c_din_msgdatatypes._d_PhysicalValueType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c15_c3_Multiplier = None
+                        _c15_c3_Unit = None
+                        _c15_c3_Value = None
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        el = 'PreChargeReq/EVTargetCurrent/Multiplier'
+                        _c15_c3_Multiplier = ((x >> 1) & 7) + -3
+                        if _c15_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c3_Multiplier, r.at(p))
+                        _c15_c3_s = 1
+                        if _c15_c3_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 9
+                                if p > E: V, E, p = r.slide(p, 9)
+                                x = (V >> (E - p)) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeReq/EVTargetCurrent/Unit'
+                                _c15_c3_Unit = ((x >> 4) & 15)
+                                if _c15_c3_Unit >= 10: _c15_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c3_Unit, 10, r.at(p))
+                                else: _c15_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c3_Unit]
+                                el = 'PreChargeReq/EVTargetCurrent/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c15_c3_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c15_c3_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c15_c3_Value = -_c15_c3_Value - 1
+                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(p))
+                                _c15_c3_s = 3
+                            elif ec == 1:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeReq/EVTargetCurrent/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c15_c3_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c15_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c15_c3_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c15_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c15_c3_Value = -_c15_c3_Value - 1
+                                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c3_Value, r.at(p))
+                                _c15_c3_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', p)
+                        if _c15_c3_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            _c15_c3_s = -1
+                        _c15_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                        _c15_EVTargetCurrent.Multiplier = _c15_c3_Multiplier
+                        _c15_EVTargetCurrent.Unit = _c15_c3_Unit
+                        _c15_EVTargetCurrent.Value = _c15_c3_Value
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(din_msgbody.PreChargeReqType)
-                        _cv.DC_EVStatus = _c12_DC_EVStatus
-                        _cv.EVTargetVoltage = _c12_EVTargetVoltage
-                        _cv.EVTargetCurrent = _c12_EVTargetCurrent
+                        _cv.DC_EVStatus = _c15_DC_EVStatus
+                        _cv.EVTargetVoltage = _c15_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c15_EVTargetCurrent
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -911,14 +1538,14 @@ def _d_BodyType(r):
                         el = 'PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
-                        _c13_ResponseCode = ((x >> 2) & 31)
-                        if _c13_ResponseCode >= 23: _c13_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c13_ResponseCode, 23, r.at(p))
-                        else: _c13_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c13_ResponseCode]
+                        _c16_ResponseCode = ((x >> 2) & 31)
+                        if _c16_ResponseCode >= 23: _c16_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c16_ResponseCode, 23, r.at(p))
+                        else: _c16_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c16_ResponseCode]
                         el = 'PreChargeRes/DC_EVSEStatus'
-                        _c13_c1_EVSEIsolationStatus = None
-                        _c13_c1_EVSEStatusCode = None
-                        _c13_c1_NotificationMaxDelay = None
-                        _c13_c1_EVSENotification = None
+                        _c16_c1_EVSEIsolationStatus = None
+                        _c16_c1_EVSEStatusCode = None
+                        _c16_c1_NotificationMaxDelay = None
+                        _c16_c1_EVSENotification = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         ec = (V >> (E - p)) & 3
@@ -928,76 +1555,165 @@ def _d_BodyType(r):
                             x = (V >> (E - p)) & 2047
                             if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                            _c13_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                            _c16_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c13_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c13_c1_EVSEStatusCode >= 12: _c13_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c13_c1_EVSEStatusCode, 12, r.at(p))
-                            else: _c13_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c13_c1_EVSEStatusCode]
-                            _c13_c1_s = 2
+                            _c16_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
+                            _c16_c1_s = 2
                         elif ec == 1:
                             p += 6
                             if p > E: V, E, p = r.slide(p, 6)
                             x = (V >> (E - p)) & 63
                             if x & 33: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c13_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c13_c1_EVSEStatusCode >= 12: _c13_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c13_c1_EVSEStatusCode, 12, r.at(p))
-                            else: _c13_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c13_c1_EVSEStatusCode]
-                            _c13_c1_s = 2
+                            _c16_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c16_c1_EVSEStatusCode >= 12: _c16_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c16_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c16_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c16_c1_EVSEStatusCode]
+                            _c16_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', p)
-                        if _c13_c1_s == 2:
+                        if _c16_c1_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if p + 16 <= E:
-                                _y = (V >> (E - p - 16)) & 65535
-                                if _y < 32768:
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
                                     p += 8
-                                    _c13_c1_NotificationMaxDelay = _y >> 8
-                                elif not _y & 128:
+                                    _c16_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
                                     p += 16
-                                    _c13_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                    _c16_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
                                     p += 24
-                                    _c13_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c16_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = p; _c13_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                    r.pos = p; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                                 p += 8
-                                _c13_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                                _c16_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                             else:
-                                r.pos = p; _c13_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                                r.pos = p; _c16_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                             p += 7
                             if p > E: V, E, p = r.slide(p, 7)
                             x = (V >> (E - p)) & 127
                             if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-                            if _c13_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c13_c1_NotificationMaxDelay, r.at(p))
+                            if _c16_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c16_c1_NotificationMaxDelay, r.at(p))
                             el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                            _c13_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c13_c1_EVSENotification >= 3: _c13_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c13_c1_EVSENotification, 3, r.at(p))
-                            else: _c13_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c13_c1_EVSENotification]
-                            _c13_c1_s = -1
-                        _c13_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
-                        _c13_DC_EVSEStatus.EVSEIsolationStatus = _c13_c1_EVSEIsolationStatus
-                        _c13_DC_EVSEStatus.EVSEStatusCode = _c13_c1_EVSEStatusCode
-                        _c13_DC_EVSEStatus.NotificationMaxDelay = _c13_c1_NotificationMaxDelay
-                        _c13_DC_EVSEStatus.EVSENotification = _c13_c1_EVSENotification
+                            _c16_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c16_c1_EVSENotification >= 3: _c16_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c16_c1_EVSENotification, 3, r.at(p))
+                            else: _c16_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c16_c1_EVSENotification]
+                            _c16_c1_s = -1
+                        _c16_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c16_DC_EVSEStatus.EVSEIsolationStatus = _c16_c1_EVSEIsolationStatus
+                        _c16_DC_EVSEStatus.EVSEStatusCode = _c16_c1_EVSEStatusCode
+                        _c16_DC_EVSEStatus.NotificationMaxDelay = _c16_c1_NotificationMaxDelay
+                        _c16_DC_EVSEStatus.EVSENotification = _c16_c1_EVSENotification
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'PreChargeRes/EVSEPresentVoltage'
-                        r.pos = p
-                        _c13_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c16_c2_Multiplier = None
+                        _c16_c2_Unit = None
+                        _c16_c2_Value = None
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
+                        _c16_c2_Multiplier = ((x >> 1) & 7) + -3
+                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(p))
+                        _c16_c2_s = 1
+                        if _c16_c2_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 9
+                                if p > E: V, E, p = r.slide(p, 9)
+                                x = (V >> (E - p)) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+                                _c16_c2_Unit = ((x >> 4) & 15)
+                                if _c16_c2_Unit >= 10: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 10, r.at(p))
+                                else: _c16_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c16_c2_Unit]
+                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c16_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c16_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(p))
+                                _c16_c2_s = 3
+                            elif ec == 1:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c16_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c16_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+                                if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(p))
+                                _c16_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', p)
+                        if _c16_c2_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            _c16_c2_s = -1
+                        _c16_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c16_EVSEPresentVoltage.Multiplier = _c16_c2_Multiplier
+                        _c16_EVSEPresentVoltage.Unit = _c16_c2_Unit
+                        _c16_EVSEPresentVoltage.Value = _c16_c2_Value
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(din_msgbody.PreChargeResType)
-                        _cv.ResponseCode = _c13_ResponseCode
-                        _cv.DC_EVSEStatus = _c13_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c13_EVSEPresentVoltage
+                        _cv.ResponseCode = _c16_ResponseCode
+                        _cv.DC_EVSEStatus = _c16_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c16_EVSEPresentVoltage
                         s = 1
                     elif ec == 23:
                         p += 2
@@ -1006,97 +1722,97 @@ def _d_BodyType(r):
                         el = 'ServiceDetailReq'
                         _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c14_ServiceID = _y >> 8
-                            elif not _y & 128:
+                                _c17_ServiceID = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c14_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c14_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c14_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c14_ServiceID = (V >> (E - p)) & 127
+                            _c17_ServiceID = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c14_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
-                        if _c14_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c14_ServiceID, r.at(p))
+                        if _c17_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(p))
                         _cv = _new(din_msgbody.ServiceDetailReqType)
-                        _cv.ServiceID = _c14_ServiceID
+                        _cv.ServiceID = _c17_ServiceID
                         s = 1
                     elif ec == 24:
                         el = 'ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
-                        _c15_ResponseCode = None
-                        _c15_ServiceID = None
-                        _c15_ServiceParameterList = None
+                        _c18_ResponseCode = None
+                        _c18_ServiceID = None
+                        _c18_ServiceParameterList = None
                         p += 10
                         if p > E: V, E, p = r.slide(p, 10)
                         x = (V >> (E - p)) & 1023
                         if x & 775: raise r.deviation('ServiceDetailResType', p)
                         el = 'ServiceDetailRes/ResponseCode'
-                        _c15_ResponseCode = ((x >> 3) & 31)
-                        if _c15_ResponseCode >= 23: _c15_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c15_ResponseCode, 23, r.at(p))
-                        else: _c15_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c15_ResponseCode]
+                        _c18_ResponseCode = ((x >> 3) & 31)
+                        if _c18_ResponseCode >= 23: _c18_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c18_ResponseCode, 23, r.at(p))
+                        else: _c18_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c18_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c15_ServiceID = _y >> 8
-                            elif not _y & 128:
+                                _c18_ServiceID = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c15_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c15_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c15_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c15_ServiceID = (V >> (E - p)) & 127
+                            _c18_ServiceID = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c15_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                        if _c15_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c15_ServiceID, r.at(p))
-                        _c15_s = 2
-                        if _c15_s == 2:
+                        if _c18_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(p))
+                        _c18_s = 2
+                        if _c18_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
                             if ec == 0:
                                 el = 'ServiceDetailRes/ServiceParameterList'
                                 r.pos = p
-                                _c15_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+                                _c18_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
                                 V = r.v; E = r.end; p = r.pos
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                                _c15_s = -1
+                                _c18_s = -1
                             elif ec == 1:
                                 pass
-                                _c15_s = -1
+                                _c18_s = -1
                             else:
                                 raise r.deviation('ServiceDetailResType', p)
                         _cv = _new(din_msgbody.ServiceDetailResType)
-                        _cv.ResponseCode = _c15_ResponseCode
-                        _cv.ServiceID = _c15_ServiceID
-                        _cv.ServiceParameterList = _c15_ServiceParameterList
+                        _cv.ResponseCode = _c18_ResponseCode
+                        _cv.ServiceID = _c18_ServiceID
+                        _cv.ServiceParameterList = _c18_ServiceParameterList
                         s = 1
                     elif ec == 25:
                         el = 'ServiceDiscoveryReq'
                         _cf = 'ServiceDiscoveryReq'
-                        _c16_ServiceScope = None
-                        _c16_ServiceCategory = None
+                        _c19_ServiceScope = None
+                        _c19_ServiceCategory = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         ec = (V >> (E - p)) & 3
@@ -1108,30 +1824,30 @@ def _d_BodyType(r):
                                 p += 3
                                 if p > E: V, E, p = r.slide(p, 3)
                                 if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
-                                _c16_ServiceScope = ''
+                                _c19_ServiceScope = ''
                             else:
                                 r.pos = p
-                                _c16_ServiceScope = r.string('din_msgbody:ServiceScope')
-                                if len(_c16_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c16_ServiceScope, r.at(r.pos))
+                                _c19_ServiceScope = r.string('din_msgbody:ServiceScope')
+                                if len(_c19_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c19_ServiceScope, r.at(r.pos))
                                 V = r.v; E = r.end; p = r.pos
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                            _c16_s = 1
+                            _c19_s = 1
                         elif ec == 1:
                             p += 4
                             if p > E: V, E, p = r.slide(p, 4)
                             x = (V >> (E - p)) & 15
                             if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
-                            _c16_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                            _c16_s = 2
+                            _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c19_s = 2
                         elif ec == 2:
                             pass
-                            _c16_s = -1
+                            _c19_s = -1
                         else:
                             raise r.deviation('ServiceDiscoveryReqType', p)
-                        if _c16_s == 1:
+                        if _c19_s == 1:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
@@ -1141,86 +1857,28 @@ def _d_BodyType(r):
                                 x = (V >> (E - p)) & 15
                                 if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                                _c16_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                                _c16_s = 2
+                                _c19_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                                _c19_s = 2
                             elif ec == 1:
                                 pass
-                                _c16_s = -1
+                                _c19_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryReqType', p)
-                        if _c16_s == 2:
+                        if _c19_s == 2:
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
-                            _c16_s = -1
+                            _c19_s = -1
                         _cv = _new(din_msgbody.ServiceDiscoveryReqType)
-                        _cv.ServiceScope = _c16_ServiceScope
-                        _cv.ServiceCategory = _c16_ServiceCategory
+                        _cv.ServiceScope = _c19_ServiceScope
+                        _cv.ServiceCategory = _c19_ServiceCategory
                         s = 1
                     elif ec == 26:
                         el = 'ServiceDiscoveryRes'
                         _cf = 'ServiceDiscoveryRes'
-                        _c17_ResponseCode = None
-                        _c17_PaymentOptions = None
-                        _c17_ChargeService = None
-                        _c17_ServiceList = None
-                        p += 9
-                        if p > E: V, E, p = r.slide(p, 9)
-                        x = (V >> (E - p)) & 511
-                        if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
-                        el = 'ServiceDiscoveryRes/ResponseCode'
-                        _c17_ResponseCode = ((x >> 2) & 31)
-                        if _c17_ResponseCode >= 23: _c17_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c17_ResponseCode, 23, r.at(p))
-                        else: _c17_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c17_ResponseCode]
-                        el = 'ServiceDiscoveryRes/PaymentOptions'
                         r.pos = p
-                        _c17_PaymentOptions = c_din_msgdatatypes._d_PaymentOptionsType(r)
+                        _cv = c_din_msgbody._d_ServiceDiscoveryResType(r)
                         V = r.v; E = r.end; p = r.pos
-                        p += 2
-                        if p > E: V, E, p = r.slide(p, 2)
-                        if (V >> (E - p)) & 3: raise r.deviation('ServiceDiscoveryResType', p)
-                        el = 'ServiceDiscoveryRes/ChargeService/ServiceTag'
-                        r.pos = p
-                        _c17_c1_ServiceTag = c_din_msgdatatypes._d_ServiceTagType(r)
-                        V = r.v; E = r.end; p = r.pos
-                        p += 12
-                        if p > E: V, E, p = r.slide(p, 12)
-                        x = (V >> (E - p)) & 4095
-                        if x & 3523: raise r.deviation('ServiceDiscoveryResType', p)
-                        el = 'ServiceDiscoveryRes/ChargeService/FreeService'
-                        _c17_c1_FreeService = ((x >> 9) & 1) == 1
-                        el = 'ServiceDiscoveryRes/ChargeService/EnergyTransferType'
-                        _c17_c1_EnergyTransferType = ((x >> 2) & 15)
-                        if _c17_c1_EnergyTransferType >= 10: _c17_c1_EnergyTransferType = r.enum_index('ServiceChargeType/EnergyTransferType', _c17_c1_EnergyTransferType, 10, r.at(p))
-                        else: _c17_c1_EnergyTransferType = _E_din_msgdatatypes_EVSESupportedEnergyTransferType[_c17_c1_EnergyTransferType]
-                        _c17_ChargeService = _new(din_msgdatatypes.ServiceChargeType)
-                        _c17_ChargeService.ServiceTag = _c17_c1_ServiceTag
-                        _c17_ChargeService.FreeService = _c17_c1_FreeService
-                        _c17_ChargeService.EnergyTransferType = _c17_c1_EnergyTransferType
-                        _c17_s = 3
-                        if _c17_s == 3:
-                            p += 2
-                            if p > E: V, E, p = r.slide(p, 2)
-                            ec = (V >> (E - p)) & 3
-                            if ec == 0:
-                                el = 'ServiceDiscoveryRes/ServiceList'
-                                r.pos = p
-                                _c17_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
-                                V = r.v; E = r.end; p = r.pos
-                                p += 1
-                                if p > E: V, E, p = r.slide(p, 1)
-                                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
-                                _c17_s = -1
-                            elif ec == 1:
-                                pass
-                                _c17_s = -1
-                            else:
-                                raise r.deviation('ServiceDiscoveryResType', p)
-                        _cv = _new(din_msgbody.ServiceDiscoveryResType)
-                        _cv.ResponseCode = _c17_ResponseCode
-                        _cv.PaymentOptions = _c17_PaymentOptions
-                        _cv.ChargeService = _c17_ChargeService
-                        _cv.ServiceList = _c17_ServiceList
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1234,17 +1892,17 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionReq'
                         _cf = 'ServicePaymentSelectionReq'
                         el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-                        _c18_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        _c20_SelectedPaymentOption = _E_din_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
                         el = 'ServicePaymentSelectionReq/SelectedServiceList'
                         r.pos = p
-                        _c18_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
+                        _c20_SelectedServiceList = c_din_msgdatatypes._d_SelectedServiceListType(r)
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(din_msgbody.ServicePaymentSelectionReqType)
-                        _cv.SelectedPaymentOption = _c18_SelectedPaymentOption
-                        _cv.SelectedServiceList = _c18_SelectedServiceList
+                        _cv.SelectedPaymentOption = _c20_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c20_SelectedServiceList
                         s = 1
                     elif ec == 28:
                         p += 9
@@ -1254,11 +1912,11 @@ def _d_BodyType(r):
                         el = 'ServicePaymentSelectionRes'
                         _cf = 'ServicePaymentSelectionRes'
                         el = 'ServicePaymentSelectionRes/ResponseCode'
-                        _c19_ResponseCode = ((x >> 2) & 31)
-                        if _c19_ResponseCode >= 23: _c19_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c19_ResponseCode, 23, r.at(p))
-                        else: _c19_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c19_ResponseCode]
+                        _c21_ResponseCode = ((x >> 2) & 31)
+                        if _c21_ResponseCode >= 23: _c21_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c21_ResponseCode, 23, r.at(p))
+                        else: _c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c21_ResponseCode]
                         _cv = _new(din_msgbody.ServicePaymentSelectionResType)
-                        _cv.ResponseCode = _c19_ResponseCode
+                        _cv.ResponseCode = _c21_ResponseCode
                         s = 1
                     elif ec == 29:
                         p += 1
@@ -1273,14 +1931,14 @@ def _d_BodyType(r):
                             p += 3
                             if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
-                            _c20_EVCCID = b''
+                            _c22_EVCCID = b''
                         else:
                             if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                                 p += 8 + (_l << 3)
-                                _c20_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c22_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c20_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c20_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c20_EVCCID, r.at(p))
+                                r.pos = p; _c22_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c22_EVCCID) > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c22_EVCCID, r.at(p))
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
@@ -1288,22 +1946,22 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(din_msgbody.SessionSetupReqType)
-                        _cv.EVCCID = _c20_EVCCID
+                        _cv.EVCCID = _c22_EVCCID
                         s = 1
                     elif ec == 30:
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _c21_ResponseCode = None
-                        _c21_EVSEID = None
-                        _c21_DateTimeNow = None
+                        _c23_ResponseCode = None
+                        _c23_EVSEID = None
+                        _c23_DateTimeNow = None
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('SessionSetupResType', p)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c21_ResponseCode = ((x >> 2) & 31)
-                        if _c21_ResponseCode >= 23: _c21_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c21_ResponseCode, 23, r.at(p))
-                        else: _c21_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c21_ResponseCode]
+                        _c23_ResponseCode = ((x >> 2) & 31)
+                        if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 23, r.at(p))
+                        else: _c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c23_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
@@ -1311,19 +1969,19 @@ def _d_BodyType(r):
                             p += 3
                             if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
-                            _c21_EVSEID = b''
+                            _c23_EVSEID = b''
                         else:
                             if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                                 p += 8 + (_l << 3)
-                                _c21_EVSEID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c23_EVSEID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c21_EVSEID = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c21_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c21_EVSEID, r.at(p))
+                                r.pos = p; _c23_EVSEID = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c23_EVSEID) > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c23_EVSEID, r.at(p))
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
-                        _c21_s = 2
-                        if _c21_s == 2:
+                        _c23_s = 2
+                        if _c23_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
@@ -1334,39 +1992,39 @@ def _d_BodyType(r):
                                 if x & 2: raise r.deviation('SessionSetupResType', p)
                                 el = 'SessionSetupRes/DateTimeNow'
                                 _neg = (x & 1)
-                                if p + 16 <= E:
-                                    _y = (V >> (E - p - 16)) & 65535
-                                    if _y < 32768:
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
                                         p += 8
-                                        _c21_DateTimeNow = _y >> 8
-                                    elif not _y & 128:
+                                        _c23_DateTimeNow = _y >> 16
+                                    elif not _y & 32768:
                                         p += 16
-                                        _c21_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                        _c23_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
                                         p += 24
-                                        _c21_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c23_DateTimeNow = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c21_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                        r.pos = p; _c23_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                                     p += 8
-                                    _c21_DateTimeNow = (V >> (E - p)) & 127
+                                    _c23_DateTimeNow = (V >> (E - p)) & 127
                                 else:
-                                    r.pos = p; _c21_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
+                                    r.pos = p; _c23_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
                                 p += 2
                                 if p > E: V, E, p = r.slide(p, 2)
                                 if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
-                                if _neg: _c21_DateTimeNow = -_c21_DateTimeNow - 1
-                                if _c21_DateTimeNow < -9223372036854775808 or _c21_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c21_DateTimeNow, r.at(p))
-                                _c21_s = -1
+                                if _neg: _c23_DateTimeNow = -_c23_DateTimeNow - 1
+                                if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c23_DateTimeNow, r.at(p))
+                                _c23_s = -1
                             elif ec == 1:
                                 pass
-                                _c21_s = -1
+                                _c23_s = -1
                             else:
                                 raise r.deviation('SessionSetupResType', p)
                         _cv = _new(din_msgbody.SessionSetupResType)
-                        _cv.ResponseCode = _c21_ResponseCode
-                        _cv.EVSEID = _c21_EVSEID
-                        _cv.DateTimeNow = _c21_DateTimeNow
+                        _cv.ResponseCode = _c23_ResponseCode
+                        _cv.EVSEID = _c23_EVSEID
+                        _cv.DateTimeNow = _c23_DateTimeNow
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1387,11 +2045,11 @@ def _d_BodyType(r):
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c23_ResponseCode = ((x >> 2) & 31)
-                        if _c23_ResponseCode >= 23: _c23_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c23_ResponseCode, 23, r.at(p))
-                        else: _c23_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c23_ResponseCode]
+                        _c25_ResponseCode = ((x >> 2) & 31)
+                        if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 23, r.at(p))
+                        else: _c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c25_ResponseCode]
                         _cv = _new(din_msgbody.SessionStopResType)
-                        _cv.ResponseCode = _c23_ResponseCode
+                        _cv.ResponseCode = _c25_ResponseCode
                         s = 1
                     elif ec == 33:
                         p += 1
@@ -1400,14 +2058,104 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus'
-                        r.pos = p
-                        _c24_DC_EVStatus = c_din_msgdatatypes._d_DC_EVStatusType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c26_c1_EVReady = None
+                        _c26_c1_EVCabinConditioning = None
+                        _c26_c1_EVRESSConditioning = None
+                        _c26_c1_EVErrorCode = None
+                        _c26_c1_EVRESSSOC = None
+                        p += 4
+                        if p > E: V, E, p = r.slide(p, 4)
+                        x = (V >> (E - p)) & 15
+                        if x & 13: raise r.deviation('DC_EVStatusType', p)
+                        el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
+                        _c26_c1_EVReady = ((x >> 1) & 1) == 1
+                        _c26_c1_s = 1
+                        if _c26_c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                                _c26_c1_EVCabinConditioning = ((x >> 1) & 1) == 1
+                                _c26_c1_s = 2
+                            elif ec == 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                                _c26_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c26_c1_s = 3
+                            elif ec == 2:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                                _c26_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                                else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                                _c26_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c26_c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                x = (V >> (E - p)) & 7
+                                if x & 5: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                                _c26_c1_EVRESSConditioning = ((x >> 1) & 1) == 1
+                                _c26_c1_s = 3
+                            elif ec == 1:
+                                p += 6
+                                if p > E: V, E, p = r.slide(p, 6)
+                                x = (V >> (E - p)) & 63
+                                if x & 33: raise r.deviation('DC_EVStatusType', p)
+                                el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                                _c26_c1_EVErrorCode = ((x >> 1) & 15)
+                                if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                                else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                                _c26_c1_s = 4
+                            else:
+                                raise r.deviation('DC_EVStatusType', p)
+                        if _c26_c1_s == 3:
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 97: raise r.deviation('DC_EVStatusType', p)
+                            el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                            _c26_c1_EVErrorCode = ((x >> 1) & 15)
+                            if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                            else: _c26_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
+                            _c26_c1_s = 4
+                        if _c26_c1_s == 4:
+                            p += 11
+                            if p > E: V, E, p = r.slide(p, 11)
+                            x = (V >> (E - p)) & 2047
+                            if x & 1539: raise r.deviation('DC_EVStatusType', p)
+                            el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+                            _c26_c1_EVRESSSOC = ((x >> 2) & 127)
+                            if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(p))
+                            _c26_c1_s = -1
+                        _c26_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
+                        _c26_DC_EVStatus.EVCabinConditioning = _c26_c1_EVCabinConditioning
+                        _c26_DC_EVStatus.EVRESSConditioning = _c26_c1_EVRESSConditioning
+                        _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
+                        _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(din_msgbody.WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c24_DC_EVStatus
+                        _cv.DC_EVStatus = _c26_DC_EVStatus
                         s = 1
                     elif ec == 34:
                         p += 9
@@ -1417,14 +2165,14 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c25_ResponseCode = ((x >> 2) & 31)
-                        if _c25_ResponseCode >= 23: _c25_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c25_ResponseCode, 23, r.at(p))
-                        else: _c25_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c25_ResponseCode]
+                        _c27_ResponseCode = ((x >> 2) & 31)
+                        if _c27_ResponseCode >= 23: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 23, r.at(p))
+                        else: _c27_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c27_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
-                        _c25_c1_EVSEIsolationStatus = None
-                        _c25_c1_EVSEStatusCode = None
-                        _c25_c1_NotificationMaxDelay = None
-                        _c25_c1_EVSENotification = None
+                        _c27_c1_EVSEIsolationStatus = None
+                        _c27_c1_EVSEStatusCode = None
+                        _c27_c1_NotificationMaxDelay = None
+                        _c27_c1_EVSENotification = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         ec = (V >> (E - p)) & 3
@@ -1434,76 +2182,165 @@ def _d_BodyType(r):
                             x = (V >> (E - p)) & 2047
                             if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                            _c25_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
+                            _c27_c1_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 8) & 3)]
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c25_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c25_c1_EVSEStatusCode >= 12: _c25_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c25_c1_EVSEStatusCode, 12, r.at(p))
-                            else: _c25_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c25_c1_EVSEStatusCode]
-                            _c25_c1_s = 2
+                            _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                            _c27_c1_s = 2
                         elif ec == 1:
                             p += 6
                             if p > E: V, E, p = r.slide(p, 6)
                             x = (V >> (E - p)) & 63
                             if x & 33: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                            _c25_c1_EVSEStatusCode = ((x >> 1) & 15)
-                            if _c25_c1_EVSEStatusCode >= 12: _c25_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c25_c1_EVSEStatusCode, 12, r.at(p))
-                            else: _c25_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c25_c1_EVSEStatusCode]
-                            _c25_c1_s = 2
+                            _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
+                            if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                            else: _c27_c1_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                            _c27_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', p)
-                        if _c25_c1_s == 2:
+                        if _c27_c1_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                             el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if p + 16 <= E:
-                                _y = (V >> (E - p - 16)) & 65535
-                                if _y < 32768:
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
                                     p += 8
-                                    _c25_c1_NotificationMaxDelay = _y >> 8
-                                elif not _y & 128:
+                                    _c27_c1_NotificationMaxDelay = _y >> 16
+                                elif not _y & 32768:
                                     p += 16
-                                    _c25_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                    _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
                                     p += 24
-                                    _c25_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
-                                    r.pos = p; _c25_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                    r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                                 p += 8
-                                _c25_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                                _c27_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                             else:
-                                r.pos = p; _c25_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                                r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                             p += 7
                             if p > E: V, E, p = r.slide(p, 7)
                             x = (V >> (E - p)) & 127
                             if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-                            if _c25_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c25_c1_NotificationMaxDelay, r.at(p))
+                            if _c27_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c27_c1_NotificationMaxDelay, r.at(p))
                             el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                            _c25_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c25_c1_EVSENotification >= 3: _c25_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c25_c1_EVSENotification, 3, r.at(p))
-                            else: _c25_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c25_c1_EVSENotification]
-                            _c25_c1_s = -1
-                        _c25_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
-                        _c25_DC_EVSEStatus.EVSEIsolationStatus = _c25_c1_EVSEIsolationStatus
-                        _c25_DC_EVSEStatus.EVSEStatusCode = _c25_c1_EVSEStatusCode
-                        _c25_DC_EVSEStatus.NotificationMaxDelay = _c25_c1_NotificationMaxDelay
-                        _c25_DC_EVSEStatus.EVSENotification = _c25_c1_EVSENotification
+                            _c27_c1_EVSENotification = ((x >> 2) & 3)
+                            if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(p))
+                            else: _c27_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
+                            _c27_c1_s = -1
+                        _c27_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
+                        _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
+                        _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
+                        _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage'
-                        r.pos = p
-                        _c25_EVSEPresentVoltage = c_din_msgdatatypes._d_PhysicalValueType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c27_c2_Multiplier = None
+                        _c27_c2_Unit = None
+                        _c27_c2_Value = None
+                        p += 6
+                        if p > E: V, E, p = r.slide(p, 6)
+                        x = (V >> (E - p)) & 63
+                        if x & 49: raise r.deviation('PhysicalValueType', p)
+                        el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+                        _c27_c2_Multiplier = ((x >> 1) & 7) + -3
+                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(p))
+                        _c27_c2_s = 1
+                        if _c27_c2_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 9
+                                if p > E: V, E, p = r.slide(p, 9)
+                                x = (V >> (E - p)) & 511
+                                if x & 270: raise r.deviation('PhysicalValueType', p)
+                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                                _c27_c2_Unit = ((x >> 4) & 15)
+                                if _c27_c2_Unit >= 10: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 10, r.at(p))
+                                else: _c27_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c27_c2_Unit]
+                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c27_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c27_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c27_c2_Value = -_c27_c2_Value - 1
+                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(p))
+                                _c27_c2_s = 3
+                            elif ec == 1:
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                x = (V >> (E - p)) & 3
+                                if x & 2: raise r.deviation('PhysicalValueType', p)
+                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                                _neg = (x & 1)
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
+                                        p += 8
+                                        _c27_c2_Value = _y >> 16
+                                    elif not _y & 32768:
+                                        p += 16
+                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
+                                        p += 24
+                                        _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                    else:
+                                        r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                    p += 8
+                                    _c27_c2_Value = (V >> (E - p)) & 127
+                                else:
+                                    r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                                if _neg: _c27_c2_Value = -_c27_c2_Value - 1
+                                if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(p))
+                                _c27_c2_s = 3
+                            else:
+                                raise r.deviation('PhysicalValueType', p)
+                        if _c27_c2_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
+                            _c27_c2_s = -1
+                        _c27_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
+                        _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
+                        _c27_EVSEPresentVoltage.Value = _c27_c2_Value
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(din_msgbody.WeldingDetectionResType)
-                        _cv.ResponseCode = _c25_ResponseCode
-                        _cv.DC_EVSEStatus = _c25_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c25_EVSEPresentVoltage
+                        _cv.ResponseCode = _c27_ResponseCode
+                        _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c27_EVSEPresentVoltage
                         s = 1
                     elif ec == 35:
                         pass
@@ -1579,9 +2416,87 @@ def _e_BodyType(w, o):
             el = 'CableCheckReq/DC_EVStatus'
             v = (v << 7) | (1 << 1)
             n += 7
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, _c2_DC_EVStatus)
-            v = w.v; n = w.n
+            _c2_c1_o = _c2_DC_EVStatus
+            _c2_c1_EVReady = _c2_c1_o.EVReady
+            _c2_c1_EVCabinConditioning = _c2_c1_o.EVCabinConditioning
+            _c2_c1_EVRESSConditioning = _c2_c1_o.EVRESSConditioning
+            _c2_c1_EVErrorCode = _c2_c1_o.EVErrorCode
+            _c2_c1_EVRESSSOC = _c2_c1_o.EVRESSSOC
+            if _c2_c1_EVReady is not None:
+                el = 'CableCheckReq/DC_EVStatus/EVReady'
+                if _c2_c1_EVReady is not True and _c2_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVReady!r}')
+                v = (v << 4) | (_c2_c1_EVReady << 1)
+                n += 4
+                _c2_c1_EVReady = None
+                _c2_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c2_c1_s == 1:
+                if _c2_c1_EVCabinConditioning is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                    if _c2_c1_EVCabinConditioning is not True and _c2_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c2_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c2_c1_EVCabinConditioning = None
+                    _c2_c1_s = 2
+                elif _c2_c1_EVRESSConditioning is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                    if _c2_c1_EVRESSConditioning is not True and _c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c2_c1_EVRESSConditioning = None
+                    _c2_c1_s = 3
+                elif _c2_c1_EVErrorCode is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                    _c2_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
+                    if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c2_c1_i1 << 1)
+                    n += 8
+                    _c2_c1_EVErrorCode = None
+                    _c2_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c2_c1_s == 2:
+                if _c2_c1_EVRESSConditioning is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                    if _c2_c1_EVRESSConditioning is not True and _c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c2_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c2_c1_EVRESSConditioning = None
+                    _c2_c1_s = 3
+                elif _c2_c1_EVErrorCode is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                    _c2_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
+                    if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c1_i2 << 1)
+                    n += 8
+                    _c2_c1_EVErrorCode = None
+                    _c2_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c2_c1_s == 3:
+                if _c2_c1_EVErrorCode is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                    _c2_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
+                    if _c2_c1_i3 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c2_c1_i3 << 1)
+                    n += 7
+                    _c2_c1_EVErrorCode = None
+                    _c2_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c2_c1_s == 4:
+                if _c2_c1_EVRESSSOC is not None:
+                    el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c2_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c2_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c2_c1_EVRESSSOC = None
+                    if _c2_c1_EVReady is not None or _c2_c1_EVCabinConditioning is not None or _c2_c1_EVRESSConditioning is not None or _c2_c1_EVErrorCode is not None or _c2_c1_EVRESSSOC is not None: raise _leftover(_c2_c1_o)
+                    _c2_c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_CableCheckReq = None
@@ -1663,125 +2578,86 @@ def _e_BodyType(w, o):
             el = 'CertificateInstallationReq'
             v = (v << 6) | 3
             n += 6
-            w.v = v; w.n = n
-            c_din_msgbody._e_CertificateInstallationReqType(w, v_CertificateInstallationReq)
-            v = w.v; n = w.n
+            _c4_o = v_CertificateInstallationReq
+            _c4_Id = _c4_o.Id
+            _c4_OEMProvisioningCert = _c4_o.OEMProvisioningCert
+            _c4_ListOfRootCertificateIDs = _c4_o.ListOfRootCertificateIDs
+            _c4_DHParams = _c4_o.DHParams
+            if _c4_Id is not None:
+                el = 'CertificateInstallationReq/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c4_Id)
+                if _l < 126 and _c4_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
+                if not (_c4_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
+                el = 'CertificateInstallationReq/OEMProvisioningCert'
+                v <<= 2
+                n += 2
+                _c4_Id = None
+                if len(_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c4_OEMProvisioningCert)} outside [0, 1200]')
+                _l = len(_c4_OEMProvisioningCert)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c4_OEMProvisioningCert = None
+                _c4_s = 2
+            elif _c4_OEMProvisioningCert is not None:
+                el = 'CertificateInstallationReq/OEMProvisioningCert'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c4_OEMProvisioningCert) > 1200: raise EncodeError(f'length {len(_c4_OEMProvisioningCert)} outside [0, 1200]')
+                _l = len(_c4_OEMProvisioningCert)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_OEMProvisioningCert, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c4_OEMProvisioningCert); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c4_OEMProvisioningCert = None
+                _c4_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
+            if _c4_s == 2:
+                if _c4_ListOfRootCertificateIDs is not None:
+                    el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c4_ListOfRootCertificateIDs)
+                    v = w.v; n = w.n
+                    if not (_c4_DHParams is not None): raise EncodeError('missing content: DHParams')
+                    el = 'CertificateInstallationReq/DHParams'
+                    v <<= 2
+                    n += 2
+                    _c4_ListOfRootCertificateIDs = None
+                    if len(_c4_DHParams) > 256: raise EncodeError(f'length {len(_c4_DHParams)} outside [0, 256]')
+                    _l = len(_c4_DHParams)
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_DHParams, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c4_DHParams); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c4_DHParams = None
+                    if _c4_Id is not None or _c4_OEMProvisioningCert is not None or _c4_ListOfRootCertificateIDs is not None or _c4_DHParams is not None: raise _leftover(_c4_o)
+                    _c4_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_CertificateInstallationReq = None
             s = 1
         elif v_CertificateInstallationRes is not None:
             el = 'CertificateInstallationRes'
             _o = v_CertificateInstallationRes
-            _c4_Id = _o.Id
-            _c4_ResponseCode = _o.ResponseCode
-            _c4_ContractSignatureCertChain = _o.ContractSignatureCertChain
-            _c4_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
-            _c4_DHParams = _o.DHParams
-            _c4_ContractID = _o.ContractID
-            if not (_c4_Id is not None): raise EncodeError('missing content: Id')
-            el = 'CertificateInstallationRes/@Id'
-            v = (v << 7) | (4 << 1)
-            n += 7
-            _l = len(_c4_Id)
-            if _l < 126 and _c4_Id.isascii():
-                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
-                n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
-            if not (_c4_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-            el = 'CertificateInstallationRes/ResponseCode'
-            _c4_i1 = _I_din_msgdatatypes_responseCodeType.get(_c4_ResponseCode)
-            if _c4_i1 is None: raise EncodeError(f'{_c4_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c4_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-            el = 'CertificateInstallationRes/ContractSignatureCertChain'
-            v = (v << 9) | (_c4_i1 << 2)
-            n += 9
-            _c4_c2_o = _c4_ContractSignatureCertChain
-            _c4_c2_Certificate = _c4_c2_o.Certificate
-            _c4_c2_SubCertificates = _c4_c2_o.SubCertificates
-            if _c4_c2_Certificate is not None:
-                el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
-                v <<= 2
-                n += 2
-                if len(_c4_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c4_c2_Certificate)} outside [0, 1200]')
-                _l = len(_c4_c2_Certificate)
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_c2_Certificate, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c4_c2_Certificate); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                _c4_c2_Certificate = None
-                _c4_c2_s = 1
-            else:
-                raise EncodeError('missing content: expected one of Certificate')
-            if _c4_c2_s == 1:
-                if _c4_c2_SubCertificates is not None:
-                    el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c4_c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_c2_SubCertificates = None
-                    if _c4_c2_Certificate is not None or _c4_c2_SubCertificates is not None: raise _leftover(_c4_c2_o)
-                    _c4_c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if _c4_c2_Certificate is not None or _c4_c2_SubCertificates is not None: raise _leftover(_c4_c2_o)
-                    _c4_c2_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c4_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
-            el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
-            v <<= 2
-            n += 2
-            if len(_c4_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c4_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
-            _l = len(_c4_ContractSignatureEncryptedPrivateKey)
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c4_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
-            if not (_c4_DHParams is not None): raise EncodeError('missing content: DHParams')
-            el = 'CertificateInstallationRes/DHParams'
-            v <<= 3
-            n += 3
-            if len(_c4_DHParams) > 256: raise EncodeError(f'length {len(_c4_DHParams)} outside [0, 256]')
-            _l = len(_c4_DHParams)
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_DHParams, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c4_DHParams); v = w.v; n = w.n
-            if not (_c4_ContractID is not None): raise EncodeError('missing content: ContractID')
-            el = 'CertificateInstallationRes/ContractID'
-            v <<= 3
-            n += 3
-            if len(_c4_ContractID) > 24: raise EncodeError(f'length {len(_c4_ContractID)} outside [0, 24]')
-            _l = len(_c4_ContractID)
-            if _l < 126 and _c4_ContractID.isascii():
-                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_ContractID.encode(), 'big')
-                n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.string(_c4_ContractID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
-            v_CertificateInstallationRes = None
-            s = 1
-        elif v_CertificateUpdateReq is not None:
-            el = 'CertificateUpdateReq'
-            v = (v << 6) | 5
-            n += 6
-            w.v = v; w.n = n
-            c_din_msgbody._e_CertificateUpdateReqType(w, v_CertificateUpdateReq)
-            v = w.v; n = w.n
-            v_CertificateUpdateReq = None
-            s = 1
-        elif v_CertificateUpdateRes is not None:
-            el = 'CertificateUpdateRes'
-            _o = v_CertificateUpdateRes
             _c5_Id = _o.Id
             _c5_ResponseCode = _o.ResponseCode
             _c5_ContractSignatureCertChain = _o.ContractSignatureCertChain
             _c5_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
             _c5_DHParams = _o.DHParams
             _c5_ContractID = _o.ContractID
-            _c5_RetryCounter = _o.RetryCounter
             if not (_c5_Id is not None): raise EncodeError('missing content: Id')
-            el = 'CertificateUpdateRes/@Id'
-            v = (v << 7) | (6 << 1)
+            el = 'CertificateInstallationRes/@Id'
+            v = (v << 7) | (4 << 1)
             n += 7
             _l = len(_c5_Id)
             if _l < 126 and _c5_Id.isascii():
@@ -1789,18 +2665,18 @@ def _e_BodyType(w, o):
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(_c5_Id); v = w.v; n = w.n
             if not (_c5_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-            el = 'CertificateUpdateRes/ResponseCode'
+            el = 'CertificateInstallationRes/ResponseCode'
             _c5_i1 = _I_din_msgdatatypes_responseCodeType.get(_c5_ResponseCode)
             if _c5_i1 is None: raise EncodeError(f'{_c5_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (_c5_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-            el = 'CertificateUpdateRes/ContractSignatureCertChain'
+            el = 'CertificateInstallationRes/ContractSignatureCertChain'
             v = (v << 9) | (_c5_i1 << 2)
             n += 9
             _c5_c2_o = _c5_ContractSignatureCertChain
             _c5_c2_Certificate = _c5_c2_o.Certificate
             _c5_c2_SubCertificates = _c5_c2_o.SubCertificates
             if _c5_c2_Certificate is not None:
-                el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
+                el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
                 if len(_c5_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c5_c2_Certificate)} outside [0, 1200]')
@@ -1815,7 +2691,7 @@ def _e_BodyType(w, o):
                 raise EncodeError('missing content: expected one of Certificate')
             if _c5_c2_s == 1:
                 if _c5_c2_SubCertificates is not None:
-                    el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                    el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
@@ -1833,7 +2709,7 @@ def _e_BodyType(w, o):
                     _c5_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c5_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
-            el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
+            el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
             v <<= 2
             n += 2
             if len(_c5_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c5_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
@@ -1841,7 +2717,7 @@ def _e_BodyType(w, o):
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c5_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
             if not (_c5_DHParams is not None): raise EncodeError('missing content: DHParams')
-            el = 'CertificateUpdateRes/DHParams'
+            el = 'CertificateInstallationRes/DHParams'
             v <<= 3
             n += 3
             if len(_c5_DHParams) > 256: raise EncodeError(f'length {len(_c5_DHParams)} outside [0, 256]')
@@ -1849,7 +2725,7 @@ def _e_BodyType(w, o):
             if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_DHParams, 'big'); n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.binary(_c5_DHParams); v = w.v; n = w.n
             if not (_c5_ContractID is not None): raise EncodeError('missing content: ContractID')
-            el = 'CertificateUpdateRes/ContractID'
+            el = 'CertificateInstallationRes/ContractID'
             v <<= 3
             n += 3
             if len(_c5_ContractID) > 24: raise EncodeError(f'length {len(_c5_ContractID)} outside [0, 24]')
@@ -1858,12 +2734,114 @@ def _e_BodyType(w, o):
                 v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_ContractID.encode(), 'big')
                 n += (_l + 1) << 3
             else: w.v = v; w.n = n; w.string(_c5_ContractID); v = w.v; n = w.n
-            if not (_c5_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
+            v <<= 2
+            n += 2
+            v_CertificateInstallationRes = None
+            s = 1
+        elif v_CertificateUpdateReq is not None:
+            el = 'CertificateUpdateReq'
+            v = (v << 6) | 5
+            n += 6
+            w.v = v; w.n = n
+            c_din_msgbody._e_CertificateUpdateReqType(w, v_CertificateUpdateReq)
+            v = w.v; n = w.n
+            v_CertificateUpdateReq = None
+            s = 1
+        elif v_CertificateUpdateRes is not None:
+            el = 'CertificateUpdateRes'
+            _o = v_CertificateUpdateRes
+            _c6_Id = _o.Id
+            _c6_ResponseCode = _o.ResponseCode
+            _c6_ContractSignatureCertChain = _o.ContractSignatureCertChain
+            _c6_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+            _c6_DHParams = _o.DHParams
+            _c6_ContractID = _o.ContractID
+            _c6_RetryCounter = _o.RetryCounter
+            if not (_c6_Id is not None): raise EncodeError('missing content: Id')
+            el = 'CertificateUpdateRes/@Id'
+            v = (v << 7) | (6 << 1)
+            n += 7
+            _l = len(_c6_Id)
+            if _l < 126 and _c6_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c6_Id); v = w.v; n = w.n
+            if not (_c6_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            el = 'CertificateUpdateRes/ResponseCode'
+            _c6_i1 = _I_din_msgdatatypes_responseCodeType.get(_c6_ResponseCode)
+            if _c6_i1 is None: raise EncodeError(f'{_c6_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c6_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            el = 'CertificateUpdateRes/ContractSignatureCertChain'
+            v = (v << 9) | (_c6_i1 << 2)
+            n += 9
+            _c6_c2_o = _c6_ContractSignatureCertChain
+            _c6_c2_Certificate = _c6_c2_o.Certificate
+            _c6_c2_SubCertificates = _c6_c2_o.SubCertificates
+            if _c6_c2_Certificate is not None:
+                el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
+                v <<= 2
+                n += 2
+                if len(_c6_c2_Certificate) > 1200: raise EncodeError(f'length {len(_c6_c2_Certificate)} outside [0, 1200]')
+                _l = len(_c6_c2_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_c2_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c6_c2_Certificate); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c6_c2_Certificate = None
+                _c6_c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Certificate')
+            if _c6_c2_s == 1:
+                if _c6_c2_SubCertificates is not None:
+                    el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c6_c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c6_c2_SubCertificates = None
+                    if _c6_c2_Certificate is not None or _c6_c2_SubCertificates is not None: raise _leftover(_c6_c2_o)
+                    _c6_c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c6_c2_Certificate is not None or _c6_c2_SubCertificates is not None: raise _leftover(_c6_c2_o)
+                    _c6_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c6_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+            el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
+            v <<= 2
+            n += 2
+            if len(_c6_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c6_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
+            _l = len(_c6_ContractSignatureEncryptedPrivateKey)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_ContractSignatureEncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c6_ContractSignatureEncryptedPrivateKey); v = w.v; n = w.n
+            if not (_c6_DHParams is not None): raise EncodeError('missing content: DHParams')
+            el = 'CertificateUpdateRes/DHParams'
+            v <<= 3
+            n += 3
+            if len(_c6_DHParams) > 256: raise EncodeError(f'length {len(_c6_DHParams)} outside [0, 256]')
+            _l = len(_c6_DHParams)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_DHParams, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c6_DHParams); v = w.v; n = w.n
+            if not (_c6_ContractID is not None): raise EncodeError('missing content: ContractID')
+            el = 'CertificateUpdateRes/ContractID'
+            v <<= 3
+            n += 3
+            if len(_c6_ContractID) > 24: raise EncodeError(f'length {len(_c6_ContractID)} outside [0, 24]')
+            _l = len(_c6_ContractID)
+            if _l < 126 and _c6_ContractID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_ContractID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c6_ContractID); v = w.v; n = w.n
+            if not (_c6_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
             el = 'CertificateUpdateRes/RetryCounter'
-            if _c5_RetryCounter < -32768 or _c5_RetryCounter > 32767: raise EncodeError(f'value {_c5_RetryCounter!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c5_RetryCounter < 0)
+            if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: raise EncodeError(f'value {_c6_RetryCounter!r} outside [-32768, 32767]')
+            v = (v << 4) | (_c6_RetryCounter < 0)
             n += 4
-            _m = (-_c5_RetryCounter - 1 if _c5_RetryCounter < 0 else _c5_RetryCounter)
+            _m = (-_c6_RetryCounter - 1 if _c6_RetryCounter < 0 else _c6_RetryCounter)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
@@ -1910,80 +2888,80 @@ def _e_BodyType(w, o):
             el = 'ContractAuthenticationReq'
             v = (v << 6) | 11
             n += 6
-            _c7_o = v_ContractAuthenticationReq
-            _c7_Id = _c7_o.Id
-            _c7_GenChallenge = _c7_o.GenChallenge
-            if _c7_Id is not None:
+            _c8_o = v_ContractAuthenticationReq
+            _c8_Id = _c8_o.Id
+            _c8_GenChallenge = _c8_o.GenChallenge
+            if _c8_Id is not None:
                 el = 'ContractAuthenticationReq/@Id'
                 v <<= 2
                 n += 2
-                _l = len(_c7_Id)
-                if _l < 126 and _c7_Id.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_Id.encode(), 'big')
+                _l = len(_c8_Id)
+                if _l < 126 and _c8_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_Id.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c7_Id); v = w.v; n = w.n
-                _c7_Id = None
-                _c7_s = 1
-            elif _c7_GenChallenge is not None:
+                else: w.v = v; w.n = n; w.string(_c8_Id); v = w.v; n = w.n
+                _c8_Id = None
+                _c8_s = 1
+            elif _c8_GenChallenge is not None:
                 el = 'ContractAuthenticationReq/GenChallenge'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                _l = len(_c7_GenChallenge)
-                if _l < 126 and _c7_GenChallenge.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_GenChallenge.encode(), 'big')
+                _l = len(_c8_GenChallenge)
+                if _l < 126 and _c8_GenChallenge.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_GenChallenge.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c7_GenChallenge); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.string(_c8_GenChallenge); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c7_GenChallenge = None
-                _c7_s = 2
+                _c8_GenChallenge = None
+                _c8_s = 2
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if _c7_Id is not None or _c7_GenChallenge is not None: raise _leftover(_c7_o)
-                _c7_s = -1
-            if _c7_s == 1:
-                if _c7_GenChallenge is not None:
+                if _c8_Id is not None or _c8_GenChallenge is not None: raise _leftover(_c8_o)
+                _c8_s = -1
+            if _c8_s == 1:
+                if _c8_GenChallenge is not None:
                     el = 'ContractAuthenticationReq/GenChallenge'
                     v <<= 3
                     n += 3
-                    _l = len(_c7_GenChallenge)
-                    if _l < 126 and _c7_GenChallenge.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_GenChallenge.encode(), 'big')
+                    _l = len(_c8_GenChallenge)
+                    if _l < 126 and _c8_GenChallenge.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_GenChallenge.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c7_GenChallenge); v = w.v; n = w.n
+                    else: w.v = v; w.n = n; w.string(_c8_GenChallenge); v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c7_GenChallenge = None
-                    _c7_s = 2
+                    _c8_GenChallenge = None
+                    _c8_s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c7_Id is not None or _c7_GenChallenge is not None: raise _leftover(_c7_o)
-                    _c7_s = -1
-            if _c7_s == 2:
+                    if _c8_Id is not None or _c8_GenChallenge is not None: raise _leftover(_c8_o)
+                    _c8_s = -1
+            if _c8_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c7_Id is not None or _c7_GenChallenge is not None: raise _leftover(_c7_o)
-                    _c7_s = -1
+                    if _c8_Id is not None or _c8_GenChallenge is not None: raise _leftover(_c8_o)
+                    _c8_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ContractAuthenticationReq = None
             s = 1
         elif v_ContractAuthenticationRes is not None:
             el = 'ContractAuthenticationRes'
             _o = v_ContractAuthenticationRes
-            _c8_ResponseCode = _o.ResponseCode
-            _c8_EVSEProcessing = _o.EVSEProcessing
-            if not (_c8_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c9_ResponseCode = _o.ResponseCode
+            _c9_EVSEProcessing = _o.EVSEProcessing
+            if not (_c9_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ContractAuthenticationRes/ResponseCode'
-            _c8_i1 = _I_din_msgdatatypes_responseCodeType.get(_c8_ResponseCode)
-            if _c8_i1 is None: raise EncodeError(f'{_c8_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c8_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+            _c9_i1 = _I_din_msgdatatypes_responseCodeType.get(_c9_ResponseCode)
+            if _c9_i1 is None: raise EncodeError(f'{_c9_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c9_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'ContractAuthenticationRes/EVSEProcessing'
-            _c8_i2 = _I_din_msgdatatypes_EVSEProcessingType.get(_c8_EVSEProcessing)
-            if _c8_i2 is None: raise EncodeError(f'{_c8_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 19) | (12 << 13) | (_c8_i1 << 6) | (_c8_i2 << 2)
+            _c9_i2 = _I_din_msgdatatypes_EVSEProcessingType.get(_c9_EVSEProcessing)
+            if _c9_i2 is None: raise EncodeError(f'{_c9_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 19) | (12 << 13) | (_c9_i1 << 6) | (_c9_i2 << 2)
             n += 19
             v_ContractAuthenticationRes = None
             s = 1
@@ -2009,104 +2987,181 @@ def _e_BodyType(w, o):
             el = 'MeteringReceiptReq'
             v = (v << 6) | 15
             n += 6
-            w.v = v; w.n = n
-            c_din_msgbody._e_MeteringReceiptReqType(w, v_MeteringReceiptReq)
-            v = w.v; n = w.n
+            _c10_o = v_MeteringReceiptReq
+            _c10_Id = _c10_o.Id
+            _c10_SessionID = _c10_o.SessionID
+            _c10_SAScheduleTupleID = _c10_o.SAScheduleTupleID
+            _c10_MeterInfo = _c10_o.MeterInfo
+            if _c10_Id is not None:
+                el = 'MeteringReceiptReq/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c10_Id)
+                if _l < 126 and _c10_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c10_Id); v = w.v; n = w.n
+                if not (_c10_SessionID is not None): raise EncodeError('missing content: SessionID')
+                el = 'MeteringReceiptReq/SessionID'
+                v <<= 2
+                n += 2
+                _c10_Id = None
+                if len(_c10_SessionID) > 8: raise EncodeError(f'length {len(_c10_SessionID)} outside [0, 8]')
+                _l = len(_c10_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c10_SessionID = None
+                _c10_s = 2
+            elif _c10_SessionID is not None:
+                el = 'MeteringReceiptReq/SessionID'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c10_SessionID) > 8: raise EncodeError(f'length {len(_c10_SessionID)} outside [0, 8]')
+                _l = len(_c10_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c10_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c10_SessionID = None
+                _c10_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, SessionID')
+            if _c10_s == 2:
+                if _c10_SAScheduleTupleID is not None:
+                    el = 'MeteringReceiptReq/SAScheduleTupleID'
+                    if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c10_SAScheduleTupleID < 0)
+                    n += 4
+                    _m = (-_c10_SAScheduleTupleID - 1 if _c10_SAScheduleTupleID < 0 else _c10_SAScheduleTupleID)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                    el = 'MeteringReceiptReq/MeterInfo'
+                    v <<= 2
+                    n += 2
+                    _c10_SAScheduleTupleID = None
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
+                    v = w.v; n = w.n
+                    _c10_MeterInfo = None
+                    _c10_s = 4
+                elif _c10_MeterInfo is not None:
+                    el = 'MeteringReceiptReq/MeterInfo'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
+                    v = w.v; n = w.n
+                    _c10_MeterInfo = None
+                    _c10_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+            if _c10_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c10_Id is not None or _c10_SessionID is not None or _c10_SAScheduleTupleID is not None or _c10_MeterInfo is not None: raise _leftover(_c10_o)
+                    _c10_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_MeteringReceiptReq = None
             s = 1
         elif v_MeteringReceiptRes is not None:
             el = 'MeteringReceiptRes'
             _o = v_MeteringReceiptRes
-            _c9_ResponseCode = _o.ResponseCode
-            _c9_AC_EVSEStatus = _o.AC_EVSEStatus
-            if not (_c9_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c11_ResponseCode = _o.ResponseCode
+            _c11_AC_EVSEStatus = _o.AC_EVSEStatus
+            if not (_c11_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'MeteringReceiptRes/ResponseCode'
-            _c9_i1 = _I_din_msgdatatypes_responseCodeType.get(_c9_ResponseCode)
-            if _c9_i1 is None: raise EncodeError(f'{_c9_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c9_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+            _c11_i1 = _I_din_msgdatatypes_responseCodeType.get(_c11_ResponseCode)
+            if _c11_i1 is None: raise EncodeError(f'{_c11_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c11_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
             el = 'MeteringReceiptRes/AC_EVSEStatus'
-            _o = _c9_AC_EVSEStatus
-            _c9_c2_PowerSwitchClosed = _o.PowerSwitchClosed
-            _c9_c2_RCD = _o.RCD
-            _c9_c2_NotificationMaxDelay = _o.NotificationMaxDelay
-            _c9_c2_EVSENotification = _o.EVSENotification
-            if not (_c9_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+            _o = _c11_AC_EVSEStatus
+            _c11_c2_PowerSwitchClosed = _o.PowerSwitchClosed
+            _c11_c2_RCD = _o.RCD
+            _c11_c2_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c11_c2_EVSENotification = _o.EVSENotification
+            if not (_c11_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
             el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
-            if _c9_c2_PowerSwitchClosed is not True and _c9_c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c9_c2_PowerSwitchClosed!r}')
-            if not (_c9_c2_RCD is not None): raise EncodeError('missing content: RCD')
+            if _c11_c2_PowerSwitchClosed is not True and _c11_c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c11_c2_PowerSwitchClosed!r}')
+            if not (_c11_c2_RCD is not None): raise EncodeError('missing content: RCD')
             el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
-            if _c9_c2_RCD is not True and _c9_c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c9_c2_RCD!r}')
-            if not (_c9_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            if _c11_c2_RCD is not True and _c11_c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c11_c2_RCD!r}')
+            if not (_c11_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
             el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
-            if _c9_c2_NotificationMaxDelay < 0 or _c9_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c9_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-            v = (v << 25) | (16 << 19) | (_c9_i1 << 12) | (_c9_c2_PowerSwitchClosed << 7) | (_c9_c2_RCD << 3)
+            if _c11_c2_NotificationMaxDelay < 0 or _c11_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c11_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+            v = (v << 25) | (16 << 19) | (_c11_i1 << 12) | (_c11_c2_PowerSwitchClosed << 7) | (_c11_c2_RCD << 3)
             n += 25
-            if _c9_c2_NotificationMaxDelay < 128: v = (v << 8) | _c9_c2_NotificationMaxDelay; n += 8
-            elif _c9_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c9_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c9_c2_NotificationMaxDelay >> 7); n += 16
-            elif _c9_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c9_c2_NotificationMaxDelay & 127) << 16) | (((_c9_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c9_c2_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c9_c2_NotificationMaxDelay); v = w.v; n = w.n
-            if not (_c9_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            if _c11_c2_NotificationMaxDelay < 128: v = (v << 8) | _c11_c2_NotificationMaxDelay; n += 8
+            elif _c11_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c11_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c11_c2_NotificationMaxDelay >> 7); n += 16
+            elif _c11_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c11_c2_NotificationMaxDelay & 127) << 16) | (((_c11_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c11_c2_NotificationMaxDelay >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c11_c2_NotificationMaxDelay); v = w.v; n = w.n
+            if not (_c11_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
-            _c9_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c9_c2_EVSENotification)
-            if _c9_c2_i1 is None: raise EncodeError(f'{_c9_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            v = (v << 8) | (_c9_c2_i1 << 3)
+            _c11_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c11_c2_EVSENotification)
+            if _c11_c2_i1 is None: raise EncodeError(f'{_c11_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 8) | (_c11_c2_i1 << 3)
             n += 8
             v_MeteringReceiptRes = None
             s = 1
         elif v_PaymentDetailsReq is not None:
             el = 'PaymentDetailsReq'
             _o = v_PaymentDetailsReq
-            _c10_ContractID = _o.ContractID
-            _c10_ContractSignatureCertChain = _o.ContractSignatureCertChain
-            if not (_c10_ContractID is not None): raise EncodeError('missing content: ContractID')
+            _c12_ContractID = _o.ContractID
+            _c12_ContractSignatureCertChain = _o.ContractSignatureCertChain
+            if not (_c12_ContractID is not None): raise EncodeError('missing content: ContractID')
             el = 'PaymentDetailsReq/ContractID'
             v = (v << 8) | (17 << 2)
             n += 8
-            if len(_c10_ContractID) > 24: raise EncodeError(f'length {len(_c10_ContractID)} outside [0, 24]')
-            _l = len(_c10_ContractID)
-            if _l < 126 and _c10_ContractID.isascii():
-                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_ContractID.encode(), 'big')
+            if len(_c12_ContractID) > 24: raise EncodeError(f'length {len(_c12_ContractID)} outside [0, 24]')
+            _l = len(_c12_ContractID)
+            if _l < 126 and _c12_ContractID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_ContractID.encode(), 'big')
                 n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.string(_c10_ContractID); v = w.v; n = w.n
-            if not (_c10_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            else: w.v = v; w.n = n; w.string(_c12_ContractID); v = w.v; n = w.n
+            if not (_c12_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'PaymentDetailsReq/ContractSignatureCertChain'
             v <<= 2
             n += 2
-            _c10_c1_o = _c10_ContractSignatureCertChain
-            _c10_c1_Certificate = _c10_c1_o.Certificate
-            _c10_c1_SubCertificates = _c10_c1_o.SubCertificates
-            if _c10_c1_Certificate is not None:
+            _c12_c1_o = _c12_ContractSignatureCertChain
+            _c12_c1_Certificate = _c12_c1_o.Certificate
+            _c12_c1_SubCertificates = _c12_c1_o.SubCertificates
+            if _c12_c1_Certificate is not None:
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                if len(_c10_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c10_c1_Certificate)} outside [0, 1200]')
-                _l = len(_c10_c1_Certificate)
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_c1_Certificate, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c10_c1_Certificate); v = w.v; n = w.n
+                if len(_c12_c1_Certificate) > 1200: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 1200]')
+                _l = len(_c12_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c10_c1_Certificate = None
-                _c10_c1_s = 1
+                _c12_c1_Certificate = None
+                _c12_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c10_c1_s == 1:
-                if _c10_c1_SubCertificates is not None:
+            if _c12_c1_s == 1:
+                if _c12_c1_SubCertificates is not None:
                     el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c10_c1_SubCertificates)
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c12_c1_SubCertificates)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c10_c1_SubCertificates = None
-                    if _c10_c1_Certificate is not None or _c10_c1_SubCertificates is not None: raise _leftover(_c10_c1_o)
-                    _c10_c1_s = -1
+                    _c12_c1_SubCertificates = None
+                    if _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
+                    _c12_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c10_c1_Certificate is not None or _c10_c1_SubCertificates is not None: raise _leftover(_c10_c1_o)
-                    _c10_c1_s = -1
+                    if _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
+                    _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2115,28 +3170,28 @@ def _e_BodyType(w, o):
         elif v_PaymentDetailsRes is not None:
             el = 'PaymentDetailsRes'
             _o = v_PaymentDetailsRes
-            _c11_ResponseCode = _o.ResponseCode
-            _c11_GenChallenge = _o.GenChallenge
-            _c11_DateTimeNow = _o.DateTimeNow
-            if not (_c11_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c13_ResponseCode = _o.ResponseCode
+            _c13_GenChallenge = _o.GenChallenge
+            _c13_DateTimeNow = _o.DateTimeNow
+            if not (_c13_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'PaymentDetailsRes/ResponseCode'
-            _c11_i1 = _I_din_msgdatatypes_responseCodeType.get(_c11_ResponseCode)
-            if _c11_i1 is None: raise EncodeError(f'{_c11_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c11_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+            _c13_i1 = _I_din_msgdatatypes_responseCodeType.get(_c13_ResponseCode)
+            if _c13_i1 is None: raise EncodeError(f'{_c13_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c13_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
             el = 'PaymentDetailsRes/GenChallenge'
-            v = (v << 16) | (18 << 10) | (_c11_i1 << 3)
+            v = (v << 16) | (18 << 10) | (_c13_i1 << 3)
             n += 16
-            _l = len(_c11_GenChallenge)
-            if _l < 126 and _c11_GenChallenge.isascii():
-                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_GenChallenge.encode(), 'big')
+            _l = len(_c13_GenChallenge)
+            if _l < 126 and _c13_GenChallenge.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_GenChallenge.encode(), 'big')
                 n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.string(_c11_GenChallenge); v = w.v; n = w.n
-            if not (_c11_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
+            else: w.v = v; w.n = n; w.string(_c13_GenChallenge); v = w.v; n = w.n
+            if not (_c13_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
             el = 'PaymentDetailsRes/DateTimeNow'
-            if _c11_DateTimeNow < -9223372036854775808 or _c11_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c11_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-            v = (v << 4) | (_c11_DateTimeNow < 0)
+            if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c13_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+            v = (v << 4) | (_c13_DateTimeNow < 0)
             n += 4
-            _m = (-_c11_DateTimeNow - 1 if _c11_DateTimeNow < 0 else _c11_DateTimeNow)
+            _m = (-_c13_DateTimeNow - 1 if _c13_DateTimeNow < 0 else _c13_DateTimeNow)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
@@ -2149,9 +3204,80 @@ def _e_BodyType(w, o):
             el = 'PowerDeliveryReq'
             v = (v << 6) | 19
             n += 6
-            w.v = v; w.n = n
-            c_din_msgbody._e_PowerDeliveryReqType(w, v_PowerDeliveryReq)
-            v = w.v; n = w.n
+            _c14_o = v_PowerDeliveryReq
+            _c14_ReadyToChargeState = _c14_o.ReadyToChargeState
+            _c14_ChargingProfile = _c14_o.ChargingProfile
+            _c14_DC_EVPowerDeliveryParameter = _c14_o.DC_EVPowerDeliveryParameter
+            _c14_EVPowerDeliveryParameter = _c14_o.EVPowerDeliveryParameter
+            if _c14_ReadyToChargeState is not None:
+                el = 'PowerDeliveryReq/ReadyToChargeState'
+                if _c14_ReadyToChargeState is not True and _c14_ReadyToChargeState is not False: raise EncodeError(f'expected a bool, got {_c14_ReadyToChargeState!r}')
+                v = (v << 4) | (_c14_ReadyToChargeState << 1)
+                n += 4
+                _c14_ReadyToChargeState = None
+                _c14_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ReadyToChargeState')
+            if _c14_s == 1:
+                if _c14_ChargingProfile is not None:
+                    el = 'PowerDeliveryReq/ChargingProfile'
+                    v <<= 3
+                    n += 3
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_ChargingProfileType(w, _c14_ChargingProfile)
+                    v = w.v; n = w.n
+                    _c14_ChargingProfile = None
+                    _c14_s = 2
+                elif _c14_DC_EVPowerDeliveryParameter is not None:
+                    el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
+                    v = (v << 3) | 1
+                    n += 3
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, _c14_DC_EVPowerDeliveryParameter)
+                    v = w.v; n = w.n
+                    _c14_DC_EVPowerDeliveryParameter = None
+                    _c14_s = 3
+                elif _c14_EVPowerDeliveryParameter is not None:
+                    el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
+                    _o = _c14_EVPowerDeliveryParameter
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    _c14_EVPowerDeliveryParameter = None
+                    _c14_s = 3
+                elif True:
+                    v = (v << 3) | 3
+                    n += 3
+                    if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
+                    _c14_s = -1
+            if _c14_s == 2:
+                if _c14_DC_EVPowerDeliveryParameter is not None:
+                    el = 'PowerDeliveryReq/DC_EVPowerDeliveryParameter'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_DC_EVPowerDeliveryParameterType(w, _c14_DC_EVPowerDeliveryParameter)
+                    v = w.v; n = w.n
+                    _c14_DC_EVPowerDeliveryParameter = None
+                    _c14_s = 3
+                elif _c14_EVPowerDeliveryParameter is not None:
+                    el = 'PowerDeliveryReq/EVPowerDeliveryParameter'
+                    _o = _c14_EVPowerDeliveryParameter
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    _c14_EVPowerDeliveryParameter = None
+                    _c14_s = 3
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
+                    _c14_s = -1
+            if _c14_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c14_ReadyToChargeState is not None or _c14_ChargingProfile is not None or _c14_DC_EVPowerDeliveryParameter is not None or _c14_EVPowerDeliveryParameter is not None: raise _leftover(_c14_o)
+                    _c14_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_PowerDeliveryReq = None
             s = 1
         elif v_PowerDeliveryRes is not None:
@@ -2166,30 +3292,214 @@ def _e_BodyType(w, o):
         elif v_PreChargeReq is not None:
             el = 'PreChargeReq'
             _o = v_PreChargeReq
-            _c12_DC_EVStatus = _o.DC_EVStatus
-            _c12_EVTargetVoltage = _o.EVTargetVoltage
-            _c12_EVTargetCurrent = _o.EVTargetCurrent
-            if not (_c12_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c15_DC_EVStatus = _o.DC_EVStatus
+            _c15_EVTargetVoltage = _o.EVTargetVoltage
+            _c15_EVTargetCurrent = _o.EVTargetCurrent
+            if not (_c15_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'PreChargeReq/DC_EVStatus'
             v = (v << 7) | (21 << 1)
             n += 7
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, _c12_DC_EVStatus)
-            v = w.v; n = w.n
-            if not (_c12_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+            _c15_c1_o = _c15_DC_EVStatus
+            _c15_c1_EVReady = _c15_c1_o.EVReady
+            _c15_c1_EVCabinConditioning = _c15_c1_o.EVCabinConditioning
+            _c15_c1_EVRESSConditioning = _c15_c1_o.EVRESSConditioning
+            _c15_c1_EVErrorCode = _c15_c1_o.EVErrorCode
+            _c15_c1_EVRESSSOC = _c15_c1_o.EVRESSSOC
+            if _c15_c1_EVReady is not None:
+                el = 'PreChargeReq/DC_EVStatus/EVReady'
+                if _c15_c1_EVReady is not True and _c15_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVReady!r}')
+                v = (v << 4) | (_c15_c1_EVReady << 1)
+                n += 4
+                _c15_c1_EVReady = None
+                _c15_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c15_c1_s == 1:
+                if _c15_c1_EVCabinConditioning is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                    if _c15_c1_EVCabinConditioning is not True and _c15_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c15_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c15_c1_EVCabinConditioning = None
+                    _c15_c1_s = 2
+                elif _c15_c1_EVRESSConditioning is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                    if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c15_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c15_c1_EVRESSConditioning = None
+                    _c15_c1_s = 3
+                elif _c15_c1_EVErrorCode is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                    _c15_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
+                    if _c15_c1_i1 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c15_c1_i1 << 1)
+                    n += 8
+                    _c15_c1_EVErrorCode = None
+                    _c15_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c15_c1_s == 2:
+                if _c15_c1_EVRESSConditioning is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                    if _c15_c1_EVRESSConditioning is not True and _c15_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c15_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c15_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c15_c1_EVRESSConditioning = None
+                    _c15_c1_s = 3
+                elif _c15_c1_EVErrorCode is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                    _c15_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
+                    if _c15_c1_i2 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c15_c1_i2 << 1)
+                    n += 8
+                    _c15_c1_EVErrorCode = None
+                    _c15_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c15_c1_s == 3:
+                if _c15_c1_EVErrorCode is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                    _c15_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c15_c1_EVErrorCode)
+                    if _c15_c1_i3 is None: raise EncodeError(f'{_c15_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c15_c1_i3 << 1)
+                    n += 7
+                    _c15_c1_EVErrorCode = None
+                    _c15_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c15_c1_s == 4:
+                if _c15_c1_EVRESSSOC is not None:
+                    el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c15_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c15_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c15_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c15_c1_EVRESSSOC = None
+                    if _c15_c1_EVReady is not None or _c15_c1_EVCabinConditioning is not None or _c15_c1_EVRESSConditioning is not None or _c15_c1_EVErrorCode is not None or _c15_c1_EVRESSSOC is not None: raise _leftover(_c15_c1_o)
+                    _c15_c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c15_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'PreChargeReq/EVTargetVoltage'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, _c12_EVTargetVoltage)
-            v = w.v; n = w.n
-            if not (_c12_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            _c15_c2_o = _c15_EVTargetVoltage
+            _c15_c2_Multiplier = _c15_c2_o.Multiplier
+            _c15_c2_Unit = _c15_c2_o.Unit
+            _c15_c2_Value = _c15_c2_o.Value
+            if _c15_c2_Multiplier is not None:
+                el = 'PreChargeReq/EVTargetVoltage/Multiplier'
+                if not -3 <= _c15_c2_Multiplier <= 3: raise EncodeError(f'value {_c15_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c15_c2_Multiplier - -3) << 1)
+                n += 6
+                _c15_c2_Multiplier = None
+                _c15_c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c15_c2_s == 1:
+                if _c15_c2_Unit is not None:
+                    el = 'PreChargeReq/EVTargetVoltage/Unit'
+                    _c15_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c2_Unit)
+                    if _c15_c2_i1 is None: raise EncodeError(f'{_c15_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c15_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'PreChargeReq/EVTargetVoltage/Value'
+                    if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: raise EncodeError(f'value {_c15_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c15_c2_i1 << 4) | (_c15_c2_Value < 0)
+                    n += 11
+                    _c15_c2_Unit = None
+                    _m = (-_c15_c2_Value - 1 if _c15_c2_Value < 0 else _c15_c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c15_c2_Value = None
+                    _c15_c2_s = 3
+                elif _c15_c2_Value is not None:
+                    el = 'PreChargeReq/EVTargetVoltage/Value'
+                    if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: raise EncodeError(f'value {_c15_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c15_c2_Value < 0)
+                    n += 4
+                    _m = (-_c15_c2_Value - 1 if _c15_c2_Value < 0 else _c15_c2_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c15_c2_Value = None
+                    _c15_c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c15_c2_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c15_c2_Multiplier is not None or _c15_c2_Unit is not None or _c15_c2_Value is not None: raise _leftover(_c15_c2_o)
+                    _c15_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c15_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'PreChargeReq/EVTargetCurrent'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, _c12_EVTargetCurrent)
-            v = w.v; n = w.n
+            _c15_c3_o = _c15_EVTargetCurrent
+            _c15_c3_Multiplier = _c15_c3_o.Multiplier
+            _c15_c3_Unit = _c15_c3_o.Unit
+            _c15_c3_Value = _c15_c3_o.Value
+            if _c15_c3_Multiplier is not None:
+                el = 'PreChargeReq/EVTargetCurrent/Multiplier'
+                if not -3 <= _c15_c3_Multiplier <= 3: raise EncodeError(f'value {_c15_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c15_c3_Multiplier - -3) << 1)
+                n += 6
+                _c15_c3_Multiplier = None
+                _c15_c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c15_c3_s == 1:
+                if _c15_c3_Unit is not None:
+                    el = 'PreChargeReq/EVTargetCurrent/Unit'
+                    _c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c3_Unit)
+                    if _c15_c3_i1 is None: raise EncodeError(f'{_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c15_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'PreChargeReq/EVTargetCurrent/Value'
+                    if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
+                    n += 11
+                    _c15_c3_Unit = None
+                    _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c15_c3_Value = None
+                    _c15_c3_s = 3
+                elif _c15_c3_Value is not None:
+                    el = 'PreChargeReq/EVTargetCurrent/Value'
+                    if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c15_c3_Value < 0)
+                    n += 4
+                    _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c15_c3_Value = None
+                    _c15_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c15_c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c15_c3_Multiplier is not None or _c15_c3_Unit is not None or _c15_c3_Value is not None: raise _leftover(_c15_c3_o)
+                    _c15_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_PreChargeReq = None
@@ -2197,75 +3507,128 @@ def _e_BodyType(w, o):
         elif v_PreChargeRes is not None:
             el = 'PreChargeRes'
             _o = v_PreChargeRes
-            _c13_ResponseCode = _o.ResponseCode
-            _c13_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c13_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c13_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c16_ResponseCode = _o.ResponseCode
+            _c16_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c16_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c16_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'PreChargeRes/ResponseCode'
-            _c13_i1 = _I_din_msgdatatypes_responseCodeType.get(_c13_ResponseCode)
-            if _c13_i1 is None: raise EncodeError(f'{_c13_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c13_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            _c16_i1 = _I_din_msgdatatypes_responseCodeType.get(_c16_ResponseCode)
+            if _c16_i1 is None: raise EncodeError(f'{_c16_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c16_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'PreChargeRes/DC_EVSEStatus'
-            v = (v << 15) | (22 << 9) | (_c13_i1 << 2)
+            v = (v << 15) | (22 << 9) | (_c16_i1 << 2)
             n += 15
-            _c13_c2_o = _c13_DC_EVSEStatus
-            _c13_c2_EVSEIsolationStatus = _c13_c2_o.EVSEIsolationStatus
-            _c13_c2_EVSEStatusCode = _c13_c2_o.EVSEStatusCode
-            _c13_c2_NotificationMaxDelay = _c13_c2_o.NotificationMaxDelay
-            _c13_c2_EVSENotification = _c13_c2_o.EVSENotification
-            if _c13_c2_EVSEIsolationStatus is not None:
+            _c16_c2_o = _c16_DC_EVSEStatus
+            _c16_c2_EVSEIsolationStatus = _c16_c2_o.EVSEIsolationStatus
+            _c16_c2_EVSEStatusCode = _c16_c2_o.EVSEStatusCode
+            _c16_c2_NotificationMaxDelay = _c16_c2_o.NotificationMaxDelay
+            _c16_c2_EVSENotification = _c16_c2_o.EVSENotification
+            if _c16_c2_EVSEIsolationStatus is not None:
                 el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                _c13_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c13_c2_EVSEIsolationStatus)
-                if _c13_c2_i1 is None: raise EncodeError(f'{_c13_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                if not (_c13_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                _c16_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c16_c2_EVSEIsolationStatus)
+                if _c16_c2_i1 is None: raise EncodeError(f'{_c16_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c16_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                _c13_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c13_c2_EVSEStatusCode)
-                if _c13_c2_i2 is None: raise EncodeError(f'{_c13_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 13) | (_c13_c2_i1 << 8) | (_c13_c2_i2 << 1)
+                _c16_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c16_c2_EVSEStatusCode)
+                if _c16_c2_i2 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c16_c2_i1 << 8) | (_c16_c2_i2 << 1)
                 n += 13
-                _c13_c2_EVSEIsolationStatus = None
-                _c13_c2_EVSEStatusCode = None
-                _c13_c2_s = 2
-            elif _c13_c2_EVSEStatusCode is not None:
+                _c16_c2_EVSEIsolationStatus = None
+                _c16_c2_EVSEStatusCode = None
+                _c16_c2_s = 2
+            elif _c16_c2_EVSEStatusCode is not None:
                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                _c13_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c13_c2_EVSEStatusCode)
-                if _c13_c2_i3 is None: raise EncodeError(f'{_c13_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 8) | (1 << 6) | (_c13_c2_i3 << 1)
+                _c16_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c16_c2_EVSEStatusCode)
+                if _c16_c2_i3 is None: raise EncodeError(f'{_c16_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c16_c2_i3 << 1)
                 n += 8
-                _c13_c2_EVSEStatusCode = None
-                _c13_c2_s = 2
+                _c16_c2_EVSEStatusCode = None
+                _c16_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c13_c2_s == 2:
-                if _c13_c2_NotificationMaxDelay is not None:
+            if _c16_c2_s == 2:
+                if _c16_c2_NotificationMaxDelay is not None:
                     el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c13_c2_NotificationMaxDelay < 0 or _c13_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c13_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    if _c16_c2_NotificationMaxDelay < 0 or _c16_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c16_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c13_c2_NotificationMaxDelay < 128: v = (v << 8) | _c13_c2_NotificationMaxDelay; n += 8
-                    elif _c13_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c13_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c13_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c13_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c13_c2_NotificationMaxDelay & 127) << 16) | (((_c13_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c13_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c13_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c13_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c16_c2_NotificationMaxDelay < 128: v = (v << 8) | _c16_c2_NotificationMaxDelay; n += 8
+                    elif _c16_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c16_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c16_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c16_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c16_c2_NotificationMaxDelay & 127) << 16) | (((_c16_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c16_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c16_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c16_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                    _c13_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c13_c2_EVSENotification)
-                    if _c13_c2_i4 is None: raise EncodeError(f'{_c13_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c13_c2_i4 << 2)
+                    _c16_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c16_c2_EVSENotification)
+                    if _c16_c2_i4 is None: raise EncodeError(f'{_c16_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c16_c2_i4 << 2)
                     n += 7
-                    _c13_c2_NotificationMaxDelay = None
-                    _c13_c2_EVSENotification = None
-                    if _c13_c2_EVSEIsolationStatus is not None or _c13_c2_EVSEStatusCode is not None or _c13_c2_NotificationMaxDelay is not None or _c13_c2_EVSENotification is not None: raise _leftover(_c13_c2_o)
-                    _c13_c2_s = -1
+                    _c16_c2_NotificationMaxDelay = None
+                    _c16_c2_EVSENotification = None
+                    if _c16_c2_EVSEIsolationStatus is not None or _c16_c2_EVSEStatusCode is not None or _c16_c2_NotificationMaxDelay is not None or _c16_c2_EVSENotification is not None: raise _leftover(_c16_c2_o)
+                    _c16_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c13_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            if not (_c16_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'PreChargeRes/EVSEPresentVoltage'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, _c13_EVSEPresentVoltage)
-            v = w.v; n = w.n
+            _c16_c3_o = _c16_EVSEPresentVoltage
+            _c16_c3_Multiplier = _c16_c3_o.Multiplier
+            _c16_c3_Unit = _c16_c3_o.Unit
+            _c16_c3_Value = _c16_c3_o.Value
+            if _c16_c3_Multiplier is not None:
+                el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c16_c3_Multiplier <= 3: raise EncodeError(f'value {_c16_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c16_c3_Multiplier - -3) << 1)
+                n += 6
+                _c16_c3_Multiplier = None
+                _c16_c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c16_c3_s == 1:
+                if _c16_c3_Unit is not None:
+                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+                    _c16_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c16_c3_Unit)
+                    if _c16_c3_i1 is None: raise EncodeError(f'{_c16_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c16_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
+                    n += 11
+                    _c16_c3_Unit = None
+                    _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c16_c3_Value = None
+                    _c16_c3_s = 3
+                elif _c16_c3_Value is not None:
+                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c16_c3_Value < 0)
+                    n += 4
+                    _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c16_c3_Value = None
+                    _c16_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c16_c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c16_c3_Multiplier is not None or _c16_c3_Unit is not None or _c16_c3_Value is not None: raise _leftover(_c16_c3_o)
+                    _c16_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_PreChargeRes = None
@@ -2273,16 +3636,16 @@ def _e_BodyType(w, o):
         elif v_ServiceDetailReq is not None:
             el = 'ServiceDetailReq'
             _o = v_ServiceDetailReq
-            _c14_ServiceID = _o.ServiceID
-            if not (_c14_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            _c17_ServiceID = _o.ServiceID
+            if not (_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
             el = 'ServiceDetailReq/ServiceID'
-            if _c14_ServiceID < 0 or _c14_ServiceID > 65535: raise EncodeError(f'value {_c14_ServiceID!r} outside [0, 65535]')
+            if _c17_ServiceID < 0 or _c17_ServiceID > 65535: raise EncodeError(f'value {_c17_ServiceID!r} outside [0, 65535]')
             v = (v << 8) | (23 << 2)
             n += 8
-            if _c14_ServiceID < 128: v = (v << 8) | _c14_ServiceID; n += 8
-            elif _c14_ServiceID < 16384: v = (v << 16) | ((_c14_ServiceID & 127) << 8) | 32768 | (_c14_ServiceID >> 7); n += 16
-            elif _c14_ServiceID < 2097152: v = (v << 24) | ((_c14_ServiceID & 127) << 16) | (((_c14_ServiceID >> 7) & 127) << 8) | 8421376 | (_c14_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c14_ServiceID); v = w.v; n = w.n
+            if _c17_ServiceID < 128: v = (v << 8) | _c17_ServiceID; n += 8
+            elif _c17_ServiceID < 16384: v = (v << 16) | ((_c17_ServiceID & 127) << 8) | 32768 | (_c17_ServiceID >> 7); n += 16
+            elif _c17_ServiceID < 2097152: v = (v << 24) | ((_c17_ServiceID & 127) << 16) | (((_c17_ServiceID >> 7) & 127) << 8) | 8421376 | (_c17_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_ServiceDetailReq = None
@@ -2291,48 +3654,48 @@ def _e_BodyType(w, o):
             el = 'ServiceDetailRes'
             v = (v << 6) | 24
             n += 6
-            _c15_o = v_ServiceDetailRes
-            _c15_ResponseCode = _c15_o.ResponseCode
-            _c15_ServiceID = _c15_o.ServiceID
-            _c15_ServiceParameterList = _c15_o.ServiceParameterList
-            if _c15_ResponseCode is not None:
+            _c18_o = v_ServiceDetailRes
+            _c18_ResponseCode = _c18_o.ResponseCode
+            _c18_ServiceID = _c18_o.ServiceID
+            _c18_ServiceParameterList = _c18_o.ServiceParameterList
+            if _c18_ResponseCode is not None:
                 el = 'ServiceDetailRes/ResponseCode'
-                _c15_i1 = _I_din_msgdatatypes_responseCodeType.get(_c15_ResponseCode)
-                if _c15_i1 is None: raise EncodeError(f'{_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c15_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                _c18_i1 = _I_din_msgdatatypes_responseCodeType.get(_c18_ResponseCode)
+                if _c18_i1 is None: raise EncodeError(f'{_c18_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c18_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                 el = 'ServiceDetailRes/ServiceID'
-                if _c15_ServiceID < 0 or _c15_ServiceID > 65535: raise EncodeError(f'value {_c15_ServiceID!r} outside [0, 65535]')
-                v = (v << 10) | (_c15_i1 << 3)
+                if _c18_ServiceID < 0 or _c18_ServiceID > 65535: raise EncodeError(f'value {_c18_ServiceID!r} outside [0, 65535]')
+                v = (v << 10) | (_c18_i1 << 3)
                 n += 10
-                _c15_ResponseCode = None
-                if _c15_ServiceID < 128: v = (v << 8) | _c15_ServiceID; n += 8
-                elif _c15_ServiceID < 16384: v = (v << 16) | ((_c15_ServiceID & 127) << 8) | 32768 | (_c15_ServiceID >> 7); n += 16
-                elif _c15_ServiceID < 2097152: v = (v << 24) | ((_c15_ServiceID & 127) << 16) | (((_c15_ServiceID >> 7) & 127) << 8) | 8421376 | (_c15_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c15_ServiceID); v = w.v; n = w.n
+                _c18_ResponseCode = None
+                if _c18_ServiceID < 128: v = (v << 8) | _c18_ServiceID; n += 8
+                elif _c18_ServiceID < 16384: v = (v << 16) | ((_c18_ServiceID & 127) << 8) | 32768 | (_c18_ServiceID >> 7); n += 16
+                elif _c18_ServiceID < 2097152: v = (v << 24) | ((_c18_ServiceID & 127) << 16) | (((_c18_ServiceID >> 7) & 127) << 8) | 8421376 | (_c18_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c15_ServiceID = None
-                _c15_s = 2
+                _c18_ServiceID = None
+                _c18_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c15_s == 2:
-                if _c15_ServiceParameterList is not None:
+            if _c18_s == 2:
+                if _c18_ServiceParameterList is not None:
                     el = 'ServiceDetailRes/ServiceParameterList'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ServiceParameterListType(w, _c15_ServiceParameterList)
+                    c_din_msgdatatypes._e_ServiceParameterListType(w, _c18_ServiceParameterList)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c15_ServiceParameterList = None
-                    if _c15_ResponseCode is not None or _c15_ServiceID is not None or _c15_ServiceParameterList is not None: raise _leftover(_c15_o)
-                    _c15_s = -1
+                    _c18_ServiceParameterList = None
+                    if _c18_ResponseCode is not None or _c18_ServiceID is not None or _c18_ServiceParameterList is not None: raise _leftover(_c18_o)
+                    _c18_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c15_ResponseCode is not None or _c15_ServiceID is not None or _c15_ServiceParameterList is not None: raise _leftover(_c15_o)
-                    _c15_s = -1
+                    if _c18_ResponseCode is not None or _c18_ServiceID is not None or _c18_ServiceParameterList is not None: raise _leftover(_c18_o)
+                    _c18_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDetailRes = None
             s = 1
@@ -2340,56 +3703,56 @@ def _e_BodyType(w, o):
             el = 'ServiceDiscoveryReq'
             v = (v << 6) | 25
             n += 6
-            _c16_o = v_ServiceDiscoveryReq
-            _c16_ServiceScope = _c16_o.ServiceScope
-            _c16_ServiceCategory = _c16_o.ServiceCategory
-            if _c16_ServiceScope is not None:
+            _c19_o = v_ServiceDiscoveryReq
+            _c19_ServiceScope = _c19_o.ServiceScope
+            _c19_ServiceCategory = _c19_o.ServiceCategory
+            if _c19_ServiceScope is not None:
                 el = 'ServiceDiscoveryReq/ServiceScope'
                 v <<= 3
                 n += 3
-                if len(_c16_ServiceScope) > 32: raise EncodeError(f'length {len(_c16_ServiceScope)} outside [0, 32]')
-                _l = len(_c16_ServiceScope)
-                if _l < 126 and _c16_ServiceScope.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_ServiceScope.encode(), 'big')
+                if len(_c19_ServiceScope) > 32: raise EncodeError(f'length {len(_c19_ServiceScope)} outside [0, 32]')
+                _l = len(_c19_ServiceScope)
+                if _l < 126 and _c19_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_ServiceScope.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c16_ServiceScope); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.string(_c19_ServiceScope); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c16_ServiceScope = None
-                _c16_s = 1
-            elif _c16_ServiceCategory is not None:
+                _c19_ServiceScope = None
+                _c19_s = 1
+            elif _c19_ServiceCategory is not None:
                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                _c16_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c16_ServiceCategory)
-                if _c16_i1 is None: raise EncodeError(f'{_c16_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (1 << 4) | (_c16_i1 << 1)
+                _c19_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c19_ServiceCategory)
+                if _c19_i1 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c19_i1 << 1)
                 n += 6
-                _c16_ServiceCategory = None
-                _c16_s = 2
+                _c19_ServiceCategory = None
+                _c19_s = 2
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if _c16_ServiceScope is not None or _c16_ServiceCategory is not None: raise _leftover(_c16_o)
-                _c16_s = -1
-            if _c16_s == 1:
-                if _c16_ServiceCategory is not None:
+                if _c19_ServiceScope is not None or _c19_ServiceCategory is not None: raise _leftover(_c19_o)
+                _c19_s = -1
+            if _c19_s == 1:
+                if _c19_ServiceCategory is not None:
                     el = 'ServiceDiscoveryReq/ServiceCategory'
-                    _c16_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c16_ServiceCategory)
-                    if _c16_i2 is None: raise EncodeError(f'{_c16_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c16_i2 << 1)
+                    _c19_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c19_ServiceCategory)
+                    if _c19_i2 is None: raise EncodeError(f'{_c19_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c19_i2 << 1)
                     n += 6
-                    _c16_ServiceCategory = None
-                    _c16_s = 2
+                    _c19_ServiceCategory = None
+                    _c19_s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c16_ServiceScope is not None or _c16_ServiceCategory is not None: raise _leftover(_c16_o)
-                    _c16_s = -1
-            if _c16_s == 2:
+                    if _c19_ServiceScope is not None or _c19_ServiceCategory is not None: raise _leftover(_c19_o)
+                    _c19_s = -1
+            if _c19_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c16_ServiceScope is not None or _c16_ServiceCategory is not None: raise _leftover(_c16_o)
-                    _c16_s = -1
+                    if _c19_ServiceScope is not None or _c19_ServiceCategory is not None: raise _leftover(_c19_o)
+                    _c19_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDiscoveryReq = None
             s = 1
@@ -2397,86 +3760,26 @@ def _e_BodyType(w, o):
             el = 'ServiceDiscoveryRes'
             v = (v << 6) | 26
             n += 6
-            _c17_o = v_ServiceDiscoveryRes
-            _c17_ResponseCode = _c17_o.ResponseCode
-            _c17_PaymentOptions = _c17_o.PaymentOptions
-            _c17_ChargeService = _c17_o.ChargeService
-            _c17_ServiceList = _c17_o.ServiceList
-            if _c17_ResponseCode is not None:
-                el = 'ServiceDiscoveryRes/ResponseCode'
-                _c17_i1 = _I_din_msgdatatypes_responseCodeType.get(_c17_ResponseCode)
-                if _c17_i1 is None: raise EncodeError(f'{_c17_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c17_PaymentOptions is not None): raise EncodeError('missing content: PaymentOptions')
-                el = 'ServiceDiscoveryRes/PaymentOptions'
-                v = (v << 9) | (_c17_i1 << 2)
-                n += 9
-                _c17_ResponseCode = None
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_PaymentOptionsType(w, _c17_PaymentOptions)
-                v = w.v; n = w.n
-                if not (_c17_ChargeService is not None): raise EncodeError('missing content: ChargeService')
-                el = 'ServiceDiscoveryRes/ChargeService'
-                _o = _c17_ChargeService
-                _c17_c2_ServiceTag = _o.ServiceTag
-                _c17_c2_FreeService = _o.FreeService
-                _c17_c2_EnergyTransferType = _o.EnergyTransferType
-                if not (_c17_c2_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
-                el = 'ServiceDiscoveryRes/ChargeService/ServiceTag'
-                v <<= 2
-                n += 2
-                _c17_PaymentOptions = None
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_ServiceTagType(w, _c17_c2_ServiceTag)
-                v = w.v; n = w.n
-                if not (_c17_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
-                el = 'ServiceDiscoveryRes/ChargeService/FreeService'
-                if _c17_c2_FreeService is not True and _c17_c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c17_c2_FreeService!r}')
-                if not (_c17_c2_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
-                el = 'ServiceDiscoveryRes/ChargeService/EnergyTransferType'
-                _c17_c2_i1 = _I_din_msgdatatypes_EVSESupportedEnergyTransferType.get(_c17_c2_EnergyTransferType)
-                if _c17_c2_i1 is None: raise EncodeError(f'{_c17_c2_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-                v = (v << 12) | (_c17_c2_FreeService << 9) | (_c17_c2_i1 << 2)
-                n += 12
-                _c17_ChargeService = None
-                _c17_s = 3
-            else:
-                raise EncodeError('missing content: expected one of ResponseCode')
-            if _c17_s == 3:
-                if _c17_ServiceList is not None:
-                    el = 'ServiceDiscoveryRes/ServiceList'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ServiceTagListType(w, _c17_ServiceList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c17_ServiceList = None
-                    if _c17_ResponseCode is not None or _c17_PaymentOptions is not None or _c17_ChargeService is not None or _c17_ServiceList is not None: raise _leftover(_c17_o)
-                    _c17_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if _c17_ResponseCode is not None or _c17_PaymentOptions is not None or _c17_ChargeService is not None or _c17_ServiceList is not None: raise _leftover(_c17_o)
-                    _c17_s = -1
-            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            w.v = v; w.n = n
+            c_din_msgbody._e_ServiceDiscoveryResType(w, v_ServiceDiscoveryRes)
+            v = w.v; n = w.n
             v_ServiceDiscoveryRes = None
             s = 1
         elif v_ServicePaymentSelectionReq is not None:
             el = 'ServicePaymentSelectionReq'
             _o = v_ServicePaymentSelectionReq
-            _c18_SelectedPaymentOption = _o.SelectedPaymentOption
-            _c18_SelectedServiceList = _o.SelectedServiceList
-            if not (_c18_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+            _c20_SelectedPaymentOption = _o.SelectedPaymentOption
+            _c20_SelectedServiceList = _o.SelectedServiceList
+            if not (_c20_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
             el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
-            _c18_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c18_SelectedPaymentOption)
-            if _c18_i1 is None: raise EncodeError(f'{_c18_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-            if not (_c18_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+            _c20_i1 = _I_din_msgdatatypes_paymentOptionType.get(_c20_SelectedPaymentOption)
+            if _c20_i1 is None: raise EncodeError(f'{_c20_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            if not (_c20_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
             el = 'ServicePaymentSelectionReq/SelectedServiceList'
-            v = (v << 11) | (27 << 5) | (_c18_i1 << 2)
+            v = (v << 11) | (27 << 5) | (_c20_i1 << 2)
             n += 11
             w.v = v; w.n = n
-            c_din_msgdatatypes._e_SelectedServiceListType(w, _c18_SelectedServiceList)
+            c_din_msgdatatypes._e_SelectedServiceListType(w, _c20_SelectedServiceList)
             v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2485,27 +3788,27 @@ def _e_BodyType(w, o):
         elif v_ServicePaymentSelectionRes is not None:
             el = 'ServicePaymentSelectionRes'
             _o = v_ServicePaymentSelectionRes
-            _c19_ResponseCode = _o.ResponseCode
-            if not (_c19_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c21_ResponseCode = _o.ResponseCode
+            if not (_c21_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ServicePaymentSelectionRes/ResponseCode'
-            _c19_i1 = _I_din_msgdatatypes_responseCodeType.get(_c19_ResponseCode)
-            if _c19_i1 is None: raise EncodeError(f'{_c19_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 15) | (28 << 9) | (_c19_i1 << 2)
+            _c21_i1 = _I_din_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
+            if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 15) | (28 << 9) | (_c21_i1 << 2)
             n += 15
             v_ServicePaymentSelectionRes = None
             s = 1
         elif v_SessionSetupReq is not None:
             el = 'SessionSetupReq'
             _o = v_SessionSetupReq
-            _c20_EVCCID = _o.EVCCID
-            if not (_c20_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            _c22_EVCCID = _o.EVCCID
+            if not (_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
             el = 'SessionSetupReq/EVCCID'
             v = (v << 8) | (29 << 2)
             n += 8
-            if len(_c20_EVCCID) > 8: raise EncodeError(f'length {len(_c20_EVCCID)} outside [0, 8]')
-            _l = len(_c20_EVCCID)
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c20_EVCCID, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c20_EVCCID); v = w.v; n = w.n
+            if len(_c22_EVCCID) > 8: raise EncodeError(f'length {len(_c22_EVCCID)} outside [0, 8]')
+            _l = len(_c22_EVCCID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_SessionSetupReq = None
@@ -2514,50 +3817,50 @@ def _e_BodyType(w, o):
             el = 'SessionSetupRes'
             v = (v << 6) | 30
             n += 6
-            _c21_o = v_SessionSetupRes
-            _c21_ResponseCode = _c21_o.ResponseCode
-            _c21_EVSEID = _c21_o.EVSEID
-            _c21_DateTimeNow = _c21_o.DateTimeNow
-            if _c21_ResponseCode is not None:
+            _c23_o = v_SessionSetupRes
+            _c23_ResponseCode = _c23_o.ResponseCode
+            _c23_EVSEID = _c23_o.EVSEID
+            _c23_DateTimeNow = _c23_o.DateTimeNow
+            if _c23_ResponseCode is not None:
                 el = 'SessionSetupRes/ResponseCode'
-                _c21_i1 = _I_din_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
-                if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c21_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                _c23_i1 = _I_din_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
+                if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                 el = 'SessionSetupRes/EVSEID'
-                v = (v << 10) | (_c21_i1 << 3)
+                v = (v << 10) | (_c23_i1 << 3)
                 n += 10
-                _c21_ResponseCode = None
-                if len(_c21_EVSEID) > 32: raise EncodeError(f'length {len(_c21_EVSEID)} outside [0, 32]')
-                _l = len(_c21_EVSEID)
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c21_EVSEID, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c21_EVSEID); v = w.v; n = w.n
+                _c23_ResponseCode = None
+                if len(_c23_EVSEID) > 32: raise EncodeError(f'length {len(_c23_EVSEID)} outside [0, 32]')
+                _l = len(_c23_EVSEID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c23_EVSEID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c23_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c21_EVSEID = None
-                _c21_s = 2
+                _c23_EVSEID = None
+                _c23_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c21_s == 2:
-                if _c21_DateTimeNow is not None:
+            if _c23_s == 2:
+                if _c23_DateTimeNow is not None:
                     el = 'SessionSetupRes/DateTimeNow'
-                    if _c21_DateTimeNow < -9223372036854775808 or _c21_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c21_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c21_DateTimeNow < 0)
+                    if _c23_DateTimeNow < -9223372036854775808 or _c23_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c23_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c23_DateTimeNow < 0)
                     n += 4
-                    _m = (-_c21_DateTimeNow - 1 if _c21_DateTimeNow < 0 else _c21_DateTimeNow)
+                    _m = (-_c23_DateTimeNow - 1 if _c23_DateTimeNow < 0 else _c23_DateTimeNow)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c21_DateTimeNow = None
-                    if _c21_ResponseCode is not None or _c21_EVSEID is not None or _c21_DateTimeNow is not None: raise _leftover(_c21_o)
-                    _c21_s = -1
+                    _c23_DateTimeNow = None
+                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_DateTimeNow is not None: raise _leftover(_c23_o)
+                    _c23_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c21_ResponseCode is not None or _c21_EVSEID is not None or _c21_DateTimeNow is not None: raise _leftover(_c21_o)
-                    _c21_s = -1
+                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_DateTimeNow is not None: raise _leftover(_c23_o)
+                    _c23_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_SessionSetupRes = None
             s = 1
@@ -2571,26 +3874,104 @@ def _e_BodyType(w, o):
         elif v_SessionStopRes is not None:
             el = 'SessionStopRes'
             _o = v_SessionStopRes
-            _c23_ResponseCode = _o.ResponseCode
-            if not (_c23_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c25_ResponseCode = _o.ResponseCode
+            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'SessionStopRes/ResponseCode'
-            _c23_i1 = _I_din_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
-            if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 15) | (32 << 9) | (_c23_i1 << 2)
+            _c25_i1 = _I_din_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
+            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 15) | (32 << 9) | (_c25_i1 << 2)
             n += 15
             v_SessionStopRes = None
             s = 1
         elif v_WeldingDetectionReq is not None:
             el = 'WeldingDetectionReq'
             _o = v_WeldingDetectionReq
-            _c24_DC_EVStatus = _o.DC_EVStatus
-            if not (_c24_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c26_DC_EVStatus = _o.DC_EVStatus
+            if not (_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'WeldingDetectionReq/DC_EVStatus'
             v = (v << 7) | (33 << 1)
             n += 7
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_DC_EVStatusType(w, _c24_DC_EVStatus)
-            v = w.v; n = w.n
+            _c26_c1_o = _c26_DC_EVStatus
+            _c26_c1_EVReady = _c26_c1_o.EVReady
+            _c26_c1_EVCabinConditioning = _c26_c1_o.EVCabinConditioning
+            _c26_c1_EVRESSConditioning = _c26_c1_o.EVRESSConditioning
+            _c26_c1_EVErrorCode = _c26_c1_o.EVErrorCode
+            _c26_c1_EVRESSSOC = _c26_c1_o.EVRESSSOC
+            if _c26_c1_EVReady is not None:
+                el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
+                if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
+                v = (v << 4) | (_c26_c1_EVReady << 1)
+                n += 4
+                _c26_c1_EVReady = None
+                _c26_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of EVReady')
+            if _c26_c1_s == 1:
+                if _c26_c1_EVCabinConditioning is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                    if _c26_c1_EVCabinConditioning is not True and _c26_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c26_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c26_c1_EVCabinConditioning = None
+                    _c26_c1_s = 2
+                elif _c26_c1_EVRESSConditioning is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                    if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c26_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c26_c1_EVRESSConditioning = None
+                    _c26_c1_s = 3
+                elif _c26_c1_EVErrorCode is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                    _c26_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+                    if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c26_c1_i1 << 1)
+                    n += 8
+                    _c26_c1_EVErrorCode = None
+                    _c26_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c26_c1_s == 2:
+                if _c26_c1_EVRESSConditioning is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                    if _c26_c1_EVRESSConditioning is not True and _c26_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (_c26_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c26_c1_EVRESSConditioning = None
+                    _c26_c1_s = 3
+                elif _c26_c1_EVErrorCode is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                    _c26_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+                    if _c26_c1_i2 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_c26_c1_i2 << 1)
+                    n += 8
+                    _c26_c1_EVErrorCode = None
+                    _c26_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+            if _c26_c1_s == 3:
+                if _c26_c1_EVErrorCode is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                    _c26_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+                    if _c26_c1_i3 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_c26_c1_i3 << 1)
+                    n += 7
+                    _c26_c1_EVErrorCode = None
+                    _c26_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVErrorCode')
+            if _c26_c1_s == 4:
+                if _c26_c1_EVRESSSOC is not None:
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
+                    if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 11) | (_c26_c1_EVRESSSOC << 2)
+                    n += 11
+                    _c26_c1_EVRESSSOC = None
+                    if _c26_c1_EVReady is not None or _c26_c1_EVCabinConditioning is not None or _c26_c1_EVRESSConditioning is not None or _c26_c1_EVErrorCode is not None or _c26_c1_EVRESSSOC is not None: raise _leftover(_c26_c1_o)
+                    _c26_c1_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of EVRESSSOC')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_WeldingDetectionReq = None
@@ -2598,75 +3979,128 @@ def _e_BodyType(w, o):
         elif v_WeldingDetectionRes is not None:
             el = 'WeldingDetectionRes'
             _o = v_WeldingDetectionRes
-            _c25_ResponseCode = _o.ResponseCode
-            _c25_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c25_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c27_ResponseCode = _o.ResponseCode
+            _c27_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'WeldingDetectionRes/ResponseCode'
-            _c25_i1 = _I_din_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
-            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c25_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            _c27_i1 = _I_din_msgdatatypes_responseCodeType.get(_c27_ResponseCode)
+            if _c27_i1 is None: raise EncodeError(f'{_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'WeldingDetectionRes/DC_EVSEStatus'
-            v = (v << 15) | (34 << 9) | (_c25_i1 << 2)
+            v = (v << 15) | (34 << 9) | (_c27_i1 << 2)
             n += 15
-            _c25_c2_o = _c25_DC_EVSEStatus
-            _c25_c2_EVSEIsolationStatus = _c25_c2_o.EVSEIsolationStatus
-            _c25_c2_EVSEStatusCode = _c25_c2_o.EVSEStatusCode
-            _c25_c2_NotificationMaxDelay = _c25_c2_o.NotificationMaxDelay
-            _c25_c2_EVSENotification = _c25_c2_o.EVSENotification
-            if _c25_c2_EVSEIsolationStatus is not None:
+            _c27_c2_o = _c27_DC_EVSEStatus
+            _c27_c2_EVSEIsolationStatus = _c27_c2_o.EVSEIsolationStatus
+            _c27_c2_EVSEStatusCode = _c27_c2_o.EVSEStatusCode
+            _c27_c2_NotificationMaxDelay = _c27_c2_o.NotificationMaxDelay
+            _c27_c2_EVSENotification = _c27_c2_o.EVSENotification
+            if _c27_c2_EVSEIsolationStatus is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                _c25_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c25_c2_EVSEIsolationStatus)
-                if _c25_c2_i1 is None: raise EncodeError(f'{_c25_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                if not (_c25_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                _c27_c2_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c27_c2_EVSEIsolationStatus)
+                if _c27_c2_i1 is None: raise EncodeError(f'{_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c25_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c25_c2_EVSEStatusCode)
-                if _c25_c2_i2 is None: raise EncodeError(f'{_c25_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 13) | (_c25_c2_i1 << 8) | (_c25_c2_i2 << 1)
+                _c27_c2_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c27_c2_i1 << 8) | (_c27_c2_i2 << 1)
                 n += 13
-                _c25_c2_EVSEIsolationStatus = None
-                _c25_c2_EVSEStatusCode = None
-                _c25_c2_s = 2
-            elif _c25_c2_EVSEStatusCode is not None:
+                _c27_c2_EVSEIsolationStatus = None
+                _c27_c2_EVSEStatusCode = None
+                _c27_c2_s = 2
+            elif _c27_c2_EVSEStatusCode is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                _c25_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c25_c2_EVSEStatusCode)
-                if _c25_c2_i3 is None: raise EncodeError(f'{_c25_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 8) | (1 << 6) | (_c25_c2_i3 << 1)
+                _c27_c2_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c27_c2_i3 << 1)
                 n += 8
-                _c25_c2_EVSEStatusCode = None
-                _c25_c2_s = 2
+                _c27_c2_EVSEStatusCode = None
+                _c27_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c25_c2_s == 2:
-                if _c25_c2_NotificationMaxDelay is not None:
+            if _c27_c2_s == 2:
+                if _c27_c2_NotificationMaxDelay is not None:
                     el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c25_c2_NotificationMaxDelay < 0 or _c25_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c25_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    if _c27_c2_NotificationMaxDelay < 0 or _c27_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c27_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c25_c2_NotificationMaxDelay < 128: v = (v << 8) | _c25_c2_NotificationMaxDelay; n += 8
-                    elif _c25_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c25_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c25_c2_NotificationMaxDelay >> 7); n += 16
-                    elif _c25_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c25_c2_NotificationMaxDelay & 127) << 16) | (((_c25_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c25_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c25_c2_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c25_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c27_c2_NotificationMaxDelay < 128: v = (v << 8) | _c27_c2_NotificationMaxDelay; n += 8
+                    elif _c27_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c27_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c27_c2_NotificationMaxDelay >> 7); n += 16
+                    elif _c27_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c27_c2_NotificationMaxDelay & 127) << 16) | (((_c27_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c27_c2_NotificationMaxDelay >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_c27_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                    _c25_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c25_c2_EVSENotification)
-                    if _c25_c2_i4 is None: raise EncodeError(f'{_c25_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c25_c2_i4 << 2)
+                    _c27_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c27_c2_EVSENotification)
+                    if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_c27_c2_i4 << 2)
                     n += 7
-                    _c25_c2_NotificationMaxDelay = None
-                    _c25_c2_EVSENotification = None
-                    if _c25_c2_EVSEIsolationStatus is not None or _c25_c2_EVSEStatusCode is not None or _c25_c2_NotificationMaxDelay is not None or _c25_c2_EVSENotification is not None: raise _leftover(_c25_c2_o)
-                    _c25_c2_s = -1
+                    _c27_c2_NotificationMaxDelay = None
+                    _c27_c2_EVSENotification = None
+                    if _c27_c2_EVSEIsolationStatus is not None or _c27_c2_EVSEStatusCode is not None or _c27_c2_NotificationMaxDelay is not None or _c27_c2_EVSENotification is not None: raise _leftover(_c27_c2_o)
+                    _c27_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c25_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            if not (_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgdatatypes._e_PhysicalValueType(w, _c25_EVSEPresentVoltage)
-            v = w.v; n = w.n
+            _c27_c3_o = _c27_EVSEPresentVoltage
+            _c27_c3_Multiplier = _c27_c3_o.Multiplier
+            _c27_c3_Unit = _c27_c3_o.Unit
+            _c27_c3_Value = _c27_c3_o.Value
+            if _c27_c3_Multiplier is not None:
+                el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
+                if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c27_c3_Multiplier - -3) << 1)
+                n += 6
+                _c27_c3_Multiplier = None
+                _c27_c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c27_c3_s == 1:
+                if _c27_c3_Unit is not None:
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                    _c27_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c27_c3_Unit)
+                    if _c27_c3_i1 is None: raise EncodeError(f'{_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c27_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                    if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
+                    n += 11
+                    _c27_c3_Unit = None
+                    _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c27_c3_Value = None
+                    _c27_c3_s = 3
+                elif _c27_c3_Value is not None:
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                    if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c27_c3_Value < 0)
+                    n += 4
+                    _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c27_c3_Value = None
+                    _c27_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+            if _c27_c3_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c27_c3_Multiplier is not None or _c27_c3_Unit is not None or _c27_c3_Value is not None: raise _leftover(_c27_c3_o)
+                    _c27_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_WeldingDetectionRes = None
@@ -2700,9 +4134,117 @@ def _d_V2G_Message(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         el = 'Header'
-        r.pos = p
-        f_Header = c_din_msgheader._d_MessageHeaderType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_SessionID = None
+        _c1_Notification = None
+        _c1_Signature = None
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+        el = 'Header/SessionID'
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: V, E, p = r.slide(p, 3)
+            if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+            _c1_SessionID = b''
+        else:
+            if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                p += 8 + (_l << 3)
+                _c1_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = p; _c1_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+            if len(_c1_SessionID) > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(p))
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Notification'
+                _c1_c1_FaultCode = None
+                _c1_c1_FaultMsg = None
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('NotificationType', p)
+                el = 'Header/Notification/FaultCode'
+                _c1_c1_FaultCode = ((x >> 1) & 3)
+                if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(p))
+                else: _c1_c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
+                _c1_c1_s = 1
+                if _c1_c1_s == 1:
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    ec = (V >> (E - p)) & 3
+                    if ec == 0:
+                        el = 'Header/Notification/FaultMsg'
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                            _c1_c1_FaultMsg = ''
+                        else:
+                            r.pos = p
+                            _c1_c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
+                            if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
+                        _c1_c1_s = -1
+                    elif ec == 1:
+                        pass
+                        _c1_c1_s = -1
+                    else:
+                        raise r.deviation('NotificationType', p)
+                _c1_Notification = _new(din_msgdatatypes.NotificationType)
+                _c1_Notification.FaultCode = _c1_c1_FaultCode
+                _c1_Notification.FaultMsg = _c1_c1_FaultMsg
+                _c1_s = 2
+            elif ec == 1:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                _c1_s = 3
+            elif ec == 2:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Header/Signature'
+                r.pos = p
+                _c1_Signature = c_xmldsig._d_SignatureType(r)
+                V = r.v; E = r.end; p = r.pos
+                _c1_s = 3
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('MessageHeaderType', p)
+        if _c1_s == 3:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+            _c1_s = -1
+        f_Header = _new(din_msgheader.MessageHeaderType)
+        f_Header.SessionID = _c1_SessionID
+        f_Header.Notification = _c1_Notification
+        f_Header.Signature = _c1_Signature
         p += 1
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
@@ -2733,9 +4275,102 @@ def _e_V2G_Message(w, o):
             el = 'Header'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            c_din_msgheader._e_MessageHeaderType(w, v_Header)
-            v = w.v; n = w.n
+            _c1_o = v_Header
+            _c1_SessionID = _c1_o.SessionID
+            _c1_Notification = _c1_o.Notification
+            _c1_Signature = _c1_o.Signature
+            if _c1_SessionID is not None:
+                el = 'Header/SessionID'
+                v <<= 2
+                n += 2
+                if len(_c1_SessionID) > 8: raise EncodeError(f'length {len(_c1_SessionID)} outside [0, 8]')
+                _l = len(_c1_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_SessionID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of SessionID')
+            if _c1_s == 1:
+                if _c1_Notification is not None:
+                    el = 'Header/Notification'
+                    v <<= 2
+                    n += 2
+                    _c1_c1_o = _c1_Notification
+                    _c1_c1_FaultCode = _c1_c1_o.FaultCode
+                    _c1_c1_FaultMsg = _c1_c1_o.FaultMsg
+                    if _c1_c1_FaultCode is not None:
+                        el = 'Header/Notification/FaultCode'
+                        _c1_c1_i1 = _I_din_msgdatatypes_faultCodeType.get(_c1_c1_FaultCode)
+                        if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
+                        v = (v << 5) | (_c1_c1_i1 << 1)
+                        n += 5
+                        _c1_c1_FaultCode = None
+                        _c1_c1_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of FaultCode')
+                    if _c1_c1_s == 1:
+                        if _c1_c1_FaultMsg is not None:
+                            el = 'Header/Notification/FaultMsg'
+                            v <<= 3
+                            n += 3
+                            if len(_c1_c1_FaultMsg) > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
+                            _l = len(_c1_c1_FaultMsg)
+                            if _l < 126 and _c1_c1_FaultMsg.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_FaultMsg.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
+                            v <<= 2
+                            n += 2
+                            _c1_c1_FaultMsg = None
+                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
+                            _c1_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c1_c1_FaultCode is not None or _c1_c1_FaultMsg is not None: raise _leftover(_c1_c1_o)
+                            _c1_c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c1_Notification = None
+                    _c1_s = 2
+                elif _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    _c1_Signature = None
+                    _c1_s = 3
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if _c1_s == 2:
+                if _c1_Signature is not None:
+                    el = 'Header/Signature'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_xmldsig._e_SignatureType(w, _c1_Signature)
+                    v = w.v; n = w.n
+                    _c1_Signature = None
+                    _c1_s = 3
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if _c1_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c1_SessionID is not None or _c1_Notification is not None or _c1_Signature is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_Body is not None): raise EncodeError('missing content: Body')
             el = 'Body'
             v <<= 1
@@ -3170,20 +4805,20 @@ def _de17(r):  # ChargingProfileEntryMaxPower
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ChargingProfileEntryMaxPower', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -3219,20 +4854,20 @@ def _de18(r):  # ChargingProfileEntryStart
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -3382,20 +5017,20 @@ def _de22(r):  # DateTimeNow
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('DateTimeNow', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -3431,20 +5066,20 @@ def _de23(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -4102,20 +5737,20 @@ def _de48(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -4226,20 +5861,20 @@ def _de51(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -4333,20 +5968,20 @@ def _de54(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -4549,20 +6184,20 @@ def _de60(r):  # PMax
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('PMax', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -4600,20 +6235,20 @@ def _de61(r):  # PMaxScheduleID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('PMaxScheduleID', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -4651,20 +6286,20 @@ def _de62(r):  # ParameterSetID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ParameterSetID', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -4904,20 +6539,20 @@ def _de71(r):  # RetryCounter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('RetryCounter', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -4993,20 +6628,20 @@ def _de73(r):  # SAScheduleTupleID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -5044,20 +6679,20 @@ def _de74(r):  # SAScheduleTupleID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -5169,20 +6804,20 @@ def _de77(r):  # SalesTariffID
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SalesTariffID', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -5320,20 +6955,20 @@ def _de82(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -5367,20 +7002,20 @@ def _de83(r):  # ServiceID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -5644,20 +7279,20 @@ def _de90(r):  # TMeter
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('TMeter', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -5719,20 +7354,20 @@ def _de92(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -5914,20 +7549,20 @@ def _de97(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -6070,20 +7705,20 @@ def _de101(r):  # amount
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -6205,20 +7840,20 @@ def _de106(r):  # duration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -6254,20 +7889,20 @@ def _de107(r):  # intValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('intValue', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -6305,20 +7940,20 @@ def _de108(r):  # shortValue
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('shortValue', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -6354,20 +7989,20 @@ def _de109(r):  # start
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -6401,20 +8036,20 @@ def _de110(r):  # startValue
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:

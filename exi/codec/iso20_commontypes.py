@@ -102,20 +102,20 @@ def _d_ChargeLoopReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -321,20 +321,20 @@ def _d_ChargeLoopResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -384,20 +384,20 @@ def _d_ChargeLoopResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ChargeLoopResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -682,20 +682,20 @@ def _d_ChargeParameterDiscoveryReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -836,20 +836,20 @@ def _d_ChargeParameterDiscoveryResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -989,20 +989,20 @@ def _d_DetailedCostType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Amount/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -1020,20 +1020,20 @@ def _d_DetailedCostType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'CostPerUnit/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -1123,20 +1123,20 @@ def _d_DetailedTaxType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('DetailedTaxType', p)
         el = 'TaxRuleID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_TaxRuleID = _y >> 8
-            elif not _y & 128:
+                f_TaxRuleID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_TaxRuleID = (V >> (E - p)) & 127
         else:
@@ -1150,20 +1150,20 @@ def _d_DetailedTaxType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'Amount/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -1293,20 +1293,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToMinimumSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMinimumSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToMinimumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
                 else:
@@ -1324,20 +1324,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToTargetSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToTargetSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToTargetSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
                 else:
@@ -1352,20 +1352,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMaximumSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
                 else:
@@ -1392,20 +1392,20 @@ def _d_DisplayParametersType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
                 else:
@@ -1469,20 +1469,20 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            f_RemainingTimeToMinimumSOC = _y >> 8
-                        elif not _y & 128:
+                            f_RemainingTimeToMinimumSOC = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
                     else:
@@ -1497,20 +1497,20 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            f_RemainingTimeToTargetSOC = _y >> 8
-                        elif not _y & 128:
+                            f_RemainingTimeToTargetSOC = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
                     else:
@@ -1528,20 +1528,20 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            f_RemainingTimeToMaximumSOC = _y >> 8
-                        elif not _y & 128:
+                            f_RemainingTimeToMaximumSOC = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
                     else:
@@ -1568,20 +1568,20 @@ def _d_DisplayParametersType(r):
                     _c2_Exponent = ((x >> 4) & 255) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_Value = _y >> 8
-                        elif not _y & 128:
+                            _c2_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c2_Value = (V >> (E - p)) & 127
                     else:
@@ -1636,20 +1636,20 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            f_RemainingTimeToMinimumSOC = _y >> 8
-                        elif not _y & 128:
+                            f_RemainingTimeToMinimumSOC = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
                     else:
@@ -1664,20 +1664,20 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            f_RemainingTimeToTargetSOC = _y >> 8
-                        elif not _y & 128:
+                            f_RemainingTimeToTargetSOC = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
                     else:
@@ -1695,20 +1695,20 @@ def _d_DisplayParametersType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            f_RemainingTimeToMaximumSOC = _y >> 8
-                        elif not _y & 128:
+                            f_RemainingTimeToMaximumSOC = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
                     else:
@@ -1735,20 +1735,20 @@ def _d_DisplayParametersType(r):
                     _c3_Exponent = ((x >> 4) & 255) + -128
                     el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_Value = _y >> 8
-                        elif not _y & 128:
+                            _c3_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_Value = (V >> (E - p)) & 127
                     else:
@@ -1793,20 +1793,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToMinimumSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMinimumSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToMinimumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
                 else:
@@ -1821,20 +1821,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToTargetSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToTargetSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToTargetSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
                 else:
@@ -1849,20 +1849,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMaximumSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
                 else:
@@ -1889,20 +1889,20 @@ def _d_DisplayParametersType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -1938,20 +1938,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToMinimumSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMinimumSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToMinimumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToMinimumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
                 else:
@@ -1966,20 +1966,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToTargetSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToTargetSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToTargetSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
                 else:
@@ -1994,20 +1994,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMaximumSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
                 else:
@@ -2034,20 +2034,20 @@ def _d_DisplayParametersType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -2083,20 +2083,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToTargetSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToTargetSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToTargetSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToTargetSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
                 else:
@@ -2111,20 +2111,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMaximumSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
                 else:
@@ -2151,20 +2151,20 @@ def _d_DisplayParametersType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
                 else:
@@ -2200,20 +2200,20 @@ def _d_DisplayParametersType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 el = 'RemainingTimeToMaximumSOC'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RemainingTimeToMaximumSOC = _y >> 8
-                    elif not _y & 128:
+                        f_RemainingTimeToMaximumSOC = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RemainingTimeToMaximumSOC = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
                 else:
@@ -2240,20 +2240,20 @@ def _d_DisplayParametersType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -2301,20 +2301,20 @@ def _d_DisplayParametersType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -2354,20 +2354,20 @@ def _d_DisplayParametersType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'BatteryEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -3165,20 +3165,20 @@ def _d_Dynamic_CLReqControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
             el = 'DepartureTime'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_DepartureTime = _y >> 8
-                elif not _y & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
             else:
@@ -3192,20 +3192,20 @@ def _d_Dynamic_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -3228,20 +3228,20 @@ def _d_Dynamic_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -3266,20 +3266,20 @@ def _d_Dynamic_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -3297,20 +3297,20 @@ def _d_Dynamic_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c4_Value = _y >> 8
-                elif not _y & 128:
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
             else:
@@ -3469,20 +3469,20 @@ def _d_Dynamic_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
             el = 'DepartureTime'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_DepartureTime = _y >> 8
-                elif not _y & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
             else:
@@ -3515,20 +3515,20 @@ def _d_Dynamic_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
             el = 'AckMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_AckMaxDelay = _y >> 8
-                elif not _y & 128:
+                    f_AckMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_AckMaxDelay = (V >> (E - p)) & 127
             else:
@@ -3570,20 +3570,20 @@ def _d_Dynamic_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_AckMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -3616,20 +3616,20 @@ def _d_Dynamic_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_AckMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -3653,20 +3653,20 @@ def _d_Dynamic_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_AckMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -3853,20 +3853,20 @@ def _d_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -3953,20 +3953,20 @@ def _d_ListOfRootCertificateIDsType(r):
         if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
         el = 'RootCertificateID/X509SerialNumber'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_X509SerialNumber = _y >> 8
-            elif not _y & 128:
+                _c1_X509SerialNumber = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_X509SerialNumber = (V >> (E - p)) & 127
         else:
@@ -4011,20 +4011,20 @@ def _d_ListOfRootCertificateIDsType(r):
                     if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                     el = 'RootCertificateID/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c2_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c2_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -4173,20 +4173,20 @@ def _d_MessageHeaderType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_TimeStamp = _y >> 8
-            elif not _y & 128:
+                f_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -4317,20 +4317,20 @@ def _d_MeterInfoType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('MeterInfoType', p)
         el = 'ChargedEnergyReadingWh'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ChargedEnergyReadingWh = _y >> 8
-            elif not _y & 128:
+                f_ChargedEnergyReadingWh = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ChargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ChargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ChargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ChargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ChargedEnergyReadingWh = (V >> (E - p)) & 127
         else:
@@ -4349,20 +4349,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'BPT_DischargedEnergyReadingWh'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_BPT_DischargedEnergyReadingWh = _y >> 8
-                    elif not _y & 128:
+                        f_BPT_DischargedEnergyReadingWh = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_BPT_DischargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_BPT_DischargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_BPT_DischargedEnergyReadingWh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_BPT_DischargedEnergyReadingWh = (V >> (E - p)) & 127
                 else:
@@ -4377,20 +4377,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'CapacitiveEnergyReadingVARh'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_CapacitiveEnergyReadingVARh = _y >> 8
-                    elif not _y & 128:
+                        f_CapacitiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
                 else:
@@ -4405,20 +4405,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'BPT_InductiveEnergyReadingVARh'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_BPT_InductiveEnergyReadingVARh = _y >> 8
-                    elif not _y & 128:
+                        f_BPT_InductiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
                 else:
@@ -4455,20 +4455,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -4484,20 +4484,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterTimestamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterTimestamp = _y >> 8
-                    elif not _y & 128:
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterTimestamp = (V >> (E - p)) & 127
                 else:
@@ -4521,20 +4521,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'CapacitiveEnergyReadingVARh'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_CapacitiveEnergyReadingVARh = _y >> 8
-                    elif not _y & 128:
+                        f_CapacitiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_CapacitiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
                 else:
@@ -4549,20 +4549,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'BPT_InductiveEnergyReadingVARh'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_BPT_InductiveEnergyReadingVARh = _y >> 8
-                    elif not _y & 128:
+                        f_BPT_InductiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
                 else:
@@ -4599,20 +4599,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -4628,20 +4628,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterTimestamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterTimestamp = _y >> 8
-                    elif not _y & 128:
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterTimestamp = (V >> (E - p)) & 127
                 else:
@@ -4665,20 +4665,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'BPT_InductiveEnergyReadingVARh'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_BPT_InductiveEnergyReadingVARh = _y >> 8
-                    elif not _y & 128:
+                        f_BPT_InductiveEnergyReadingVARh = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
                 else:
@@ -4715,20 +4715,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -4744,20 +4744,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterTimestamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterTimestamp = _y >> 8
-                    elif not _y & 128:
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterTimestamp = (V >> (E - p)) & 127
                 else:
@@ -4803,20 +4803,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -4832,20 +4832,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterTimestamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterTimestamp = _y >> 8
-                    elif not _y & 128:
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterTimestamp = (V >> (E - p)) & 127
                 else:
@@ -4871,20 +4871,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -4900,20 +4900,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterTimestamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterTimestamp = _y >> 8
-                    elif not _y & 128:
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterTimestamp = (V >> (E - p)) & 127
                 else:
@@ -4937,20 +4937,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterTimestamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterTimestamp = _y >> 8
-                    elif not _y & 128:
+                        f_MeterTimestamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterTimestamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterTimestamp = (V >> (E - p)) & 127
                 else:
@@ -5362,20 +5362,20 @@ def _d_RationalNumberType(r):
         f_Exponent = ((x >> 4) & 255) + -128
         el = 'Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_Value = _y >> 8
-            elif not _y & 128:
+                f_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_Value = (V >> (E - p)) & 127
         else:
@@ -5443,20 +5443,20 @@ def _d_ReceiptType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
         el = 'TimeAnchor'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_TimeAnchor = _y >> 8
-            elif not _y & 128:
+                f_TimeAnchor = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_TimeAnchor = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_TimeAnchor = (V >> (E - p)) & 127
         else:
@@ -5479,20 +5479,20 @@ def _d_ReceiptType(r):
                 _c1_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EnergyCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c1_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -5510,20 +5510,20 @@ def _d_ReceiptType(r):
                 _c1_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EnergyCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c1_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -5549,20 +5549,20 @@ def _d_ReceiptType(r):
                 _c2_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -5580,20 +5580,20 @@ def _d_ReceiptType(r):
                 _c2_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -5619,20 +5619,20 @@ def _d_ReceiptType(r):
                 _c3_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c3_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -5650,20 +5650,20 @@ def _d_ReceiptType(r):
                 _c3_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c3_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -5689,20 +5689,20 @@ def _d_ReceiptType(r):
                 _c4_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -5720,20 +5720,20 @@ def _d_ReceiptType(r):
                 _c4_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -5755,20 +5755,20 @@ def _d_ReceiptType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_TaxRuleID = _y >> 8
-                    elif not _y & 128:
+                        _c5_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_TaxRuleID = (V >> (E - p)) & 127
                 else:
@@ -5782,20 +5782,20 @@ def _d_ReceiptType(r):
                 _c5_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -5831,20 +5831,20 @@ def _d_ReceiptType(r):
                 _c6_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -5862,20 +5862,20 @@ def _d_ReceiptType(r):
                 _c6_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OccupancyCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -5901,20 +5901,20 @@ def _d_ReceiptType(r):
                 _c7_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -5932,20 +5932,20 @@ def _d_ReceiptType(r):
                 _c7_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -5971,20 +5971,20 @@ def _d_ReceiptType(r):
                 _c8_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6002,20 +6002,20 @@ def _d_ReceiptType(r):
                 _c8_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -6037,20 +6037,20 @@ def _d_ReceiptType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_TaxRuleID = _y >> 8
-                    elif not _y & 128:
+                        _c9_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_TaxRuleID = (V >> (E - p)) & 127
                 else:
@@ -6064,20 +6064,20 @@ def _d_ReceiptType(r):
                 _c9_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6113,20 +6113,20 @@ def _d_ReceiptType(r):
                 _c10_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c10_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c10_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c10_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c10_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c10_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c10_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c10_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6144,20 +6144,20 @@ def _d_ReceiptType(r):
                 _c10_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c10_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c10_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c10_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c10_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c10_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c10_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c10_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -6183,20 +6183,20 @@ def _d_ReceiptType(r):
                 _c11_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c11_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c11_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c11_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c11_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c11_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c11_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c11_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6214,20 +6214,20 @@ def _d_ReceiptType(r):
                 _c11_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c11_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c11_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c11_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c11_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c11_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c11_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c11_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -6249,20 +6249,20 @@ def _d_ReceiptType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c12_TaxRuleID = _y >> 8
-                    elif not _y & 128:
+                        _c12_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c12_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c12_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c12_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c12_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c12_TaxRuleID = (V >> (E - p)) & 127
                 else:
@@ -6276,20 +6276,20 @@ def _d_ReceiptType(r):
                 _c12_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c12_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c12_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c12_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c12_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6325,20 +6325,20 @@ def _d_ReceiptType(r):
                 _c13_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c13_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c13_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c13_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c13_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6356,20 +6356,20 @@ def _d_ReceiptType(r):
                 _c13_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayCosts/CostPerUnit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c13_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c13_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c13_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c13_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c13_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -6391,20 +6391,20 @@ def _d_ReceiptType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c14_TaxRuleID = _y >> 8
-                    elif not _y & 128:
+                        _c14_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c14_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c14_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c14_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c14_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c14_TaxRuleID = (V >> (E - p)) & 127
                 else:
@@ -6418,20 +6418,20 @@ def _d_ReceiptType(r):
                 _c14_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c14_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c14_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c14_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c14_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c14_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c14_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c14_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6463,20 +6463,20 @@ def _d_ReceiptType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
                 el = 'TaxCosts/TaxRuleID'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c15_TaxRuleID = _y >> 8
-                    elif not _y & 128:
+                        _c15_TaxRuleID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c15_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c15_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c15_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c15_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c15_TaxRuleID = (V >> (E - p)) & 127
                 else:
@@ -6490,20 +6490,20 @@ def _d_ReceiptType(r):
                 _c15_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxCosts/Amount/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c15_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c15_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c15_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c15_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c15_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c15_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c15_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6537,20 +6537,20 @@ def _d_ReceiptType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     if (V >> (E - p)) & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts/TaxRuleID'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c16_TaxRuleID = _y >> 8
-                        elif not _y & 128:
+                            _c16_TaxRuleID = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c16_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c16_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c16_TaxRuleID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c16_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c16_TaxRuleID = (V >> (E - p)) & 127
                     else:
@@ -6564,20 +6564,20 @@ def _d_ReceiptType(r):
                     _c16_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c16_c1_Value = _y >> 8
-                        elif not _y & 128:
+                            _c16_c1_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c16_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c16_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c16_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c16_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c16_c1_Value = (V >> (E - p)) & 127
                     else:
@@ -7391,20 +7391,20 @@ def _d_Scheduled_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -7427,20 +7427,20 @@ def _d_Scheduled_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -7463,20 +7463,20 @@ def _d_Scheduled_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -7508,20 +7508,20 @@ def _d_Scheduled_CLReqControlModeType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -7544,20 +7544,20 @@ def _d_Scheduled_CLReqControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -7589,20 +7589,20 @@ def _d_Scheduled_CLReqControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
                 else:
@@ -7863,20 +7863,20 @@ def _d_V2GMessageType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -8016,20 +8016,20 @@ def _d_V2GRequestType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -8170,20 +8170,20 @@ def _d_V2GResponseType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:

@@ -41,20 +41,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -72,20 +72,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -103,20 +103,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -134,20 +134,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c4_Value = _y >> 8
-            elif not _y & 128:
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c4_Value = (V >> (E - p)) & 127
         else:
@@ -165,20 +165,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c5_Value = _y >> 8
-            elif not _y & 128:
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c5_Value = (V >> (E - p)) & 127
         else:
@@ -196,20 +196,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c6_Value = _y >> 8
-            elif not _y & 128:
+                _c6_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c6_Value = (V >> (E - p)) & 127
         else:
@@ -239,20 +239,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -275,20 +275,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -313,20 +313,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c9_Value = _y >> 8
-                elif not _y & 128:
+                    _c9_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c9_Value = (V >> (E - p)) & 127
             else:
@@ -344,20 +344,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c10_Value = _y >> 8
-                elif not _y & 128:
+                    _c10_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
             else:
@@ -375,20 +375,20 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c11_Value = _y >> 8
-                elif not _y & 128:
+                    _c11_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
             else:
@@ -701,20 +701,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -732,20 +732,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -763,20 +763,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -794,20 +794,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c4_Value = _y >> 8
-            elif not _y & 128:
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c4_Value = (V >> (E - p)) & 127
         else:
@@ -825,20 +825,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c5_Value = _y >> 8
-            elif not _y & 128:
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c5_Value = (V >> (E - p)) & 127
         else:
@@ -856,20 +856,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c6_Value = _y >> 8
-            elif not _y & 128:
+                _c6_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c6_Value = (V >> (E - p)) & 127
         else:
@@ -896,20 +896,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -927,20 +927,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -963,20 +963,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -1001,20 +1001,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c10_Value = _y >> 8
-                elif not _y & 128:
+                    _c10_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
             else:
@@ -1032,20 +1032,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c11_Value = _y >> 8
-                elif not _y & 128:
+                    _c11_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
             else:
@@ -1063,20 +1063,20 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
             _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c12_Value = _y >> 8
-                elif not _y & 128:
+                    _c12_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c12_Value = (V >> (E - p)) & 127
             else:
@@ -1407,20 +1407,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', p)
             el = 'DepartureTime'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_DepartureTime = _y >> 8
-                elif not _y & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
             else:
@@ -1434,20 +1434,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -1470,20 +1470,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -1508,20 +1508,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -1539,20 +1539,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c4_Value = _y >> 8
-                elif not _y & 128:
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
             else:
@@ -1570,20 +1570,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c5_Value = _y >> 8
-                elif not _y & 128:
+                    _c5_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
             else:
@@ -1601,20 +1601,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c6_Value = _y >> 8
-                elif not _y & 128:
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
             else:
@@ -1632,20 +1632,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c7_Value = _y >> 8
-                elif not _y & 128:
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
             else:
@@ -1663,20 +1663,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c8_Value = _y >> 8
-                elif not _y & 128:
+                    _c8_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c8_Value = (V >> (E - p)) & 127
             else:
@@ -1694,20 +1694,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c9_Value = _y >> 8
-                elif not _y & 128:
+                    _c9_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c9_Value = (V >> (E - p)) & 127
             else:
@@ -1725,20 +1725,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c10_Value = _y >> 8
-                elif not _y & 128:
+                    _c10_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
             else:
@@ -1756,20 +1756,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c11_Value = _y >> 8
-                elif not _y & 128:
+                    _c11_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
             else:
@@ -1787,20 +1787,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c12_Value = _y >> 8
-                elif not _y & 128:
+                    _c12_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c12_Value = (V >> (E - p)) & 127
             else:
@@ -1827,20 +1827,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c13_Value = _y >> 8
-                    elif not _y & 128:
+                        _c13_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c13_Value = (V >> (E - p)) & 127
                 else:
@@ -1863,20 +1863,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c14_Value = _y >> 8
-                    elif not _y & 128:
+                        _c14_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c14_Value = (V >> (E - p)) & 127
                 else:
@@ -1908,20 +1908,20 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumV2XEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c15_Value = _y >> 8
-                    elif not _y & 128:
+                        _c15_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c15_Value = (V >> (E - p)) & 127
                 else:
@@ -2353,20 +2353,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
             el = 'DepartureTime'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_DepartureTime = _y >> 8
-                elif not _y & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
             else:
@@ -2399,20 +2399,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
             el = 'AckMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_AckMaxDelay = _y >> 8
-                elif not _y & 128:
+                    f_AckMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_AckMaxDelay = (V >> (E - p)) & 127
             else:
@@ -2431,20 +2431,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -2487,20 +2487,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_AckMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -2519,20 +2519,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
                 else:
@@ -2566,20 +2566,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_AckMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -2598,20 +2598,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
                 else:
@@ -2636,20 +2636,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_AckMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -2668,20 +2668,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -2706,20 +2706,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c5_Value = _y >> 8
-                elif not _y & 128:
+                    _c5_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
             else:
@@ -2742,20 +2742,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c6_Value = _y >> 8
-                elif not _y & 128:
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
             else:
@@ -2773,20 +2773,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c7_Value = _y >> 8
-                elif not _y & 128:
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
             else:
@@ -2804,20 +2804,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c8_Value = _y >> 8
-                elif not _y & 128:
+                    _c8_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c8_Value = (V >> (E - p)) & 127
             else:
@@ -2835,20 +2835,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c9_Value = _y >> 8
-                elif not _y & 128:
+                    _c9_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c9_Value = (V >> (E - p)) & 127
             else:
@@ -2866,20 +2866,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumDischargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c10_Value = _y >> 8
-                elif not _y & 128:
+                    _c10_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
             else:
@@ -2897,20 +2897,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumDischargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c11_Value = _y >> 8
-                elif not _y & 128:
+                    _c11_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
             else:
@@ -2928,20 +2928,20 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             _c12_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c12_Value = _y >> 8
-                elif not _y & 128:
+                    _c12_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c12_Value = (V >> (E - p)) & 127
             else:
@@ -3392,20 +3392,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -3428,20 +3428,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -3464,20 +3464,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -3500,20 +3500,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c4_Value = _y >> 8
-                elif not _y & 128:
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
             else:
@@ -3542,20 +3542,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -3578,20 +3578,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
                 else:
@@ -3614,20 +3614,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -3656,20 +3656,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -3692,20 +3692,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -3730,20 +3730,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c10_Value = _y >> 8
-                elif not _y & 128:
+                    _c10_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
             else:
@@ -3766,20 +3766,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c11_Value = _y >> 8
-                elif not _y & 128:
+                    _c11_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
             else:
@@ -3807,20 +3807,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c12_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumChargePower/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c12_Value = _y >> 8
-                        elif not _y & 128:
+                            _c12_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c12_Value = (V >> (E - p)) & 127
                     else:
@@ -3843,20 +3843,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c13_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMinimumChargePower/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c13_Value = _y >> 8
-                        elif not _y & 128:
+                            _c13_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c13_Value = (V >> (E - p)) & 127
                     else:
@@ -3879,20 +3879,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c14_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumChargeCurrent/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c14_Value = _y >> 8
-                        elif not _y & 128:
+                            _c14_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c14_Value = (V >> (E - p)) & 127
                     else:
@@ -3915,20 +3915,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c15_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumVoltage/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c15_Value = _y >> 8
-                        elif not _y & 128:
+                            _c15_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c15_Value = (V >> (E - p)) & 127
                     else:
@@ -3954,20 +3954,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c16_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMinimumVoltage/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c16_Value = _y >> 8
-                        elif not _y & 128:
+                            _c16_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c16_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c16_Value = (V >> (E - p)) & 127
                     else:
@@ -3990,20 +3990,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c17_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumDischargePower/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c17_Value = _y >> 8
-                        elif not _y & 128:
+                            _c17_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c17_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c17_Value = (V >> (E - p)) & 127
                     else:
@@ -4026,20 +4026,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c18_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMinimumDischargePower/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c18_Value = _y >> 8
-                        elif not _y & 128:
+                            _c18_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c18_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c18_Value = (V >> (E - p)) & 127
                     else:
@@ -4062,20 +4062,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     _c19_Exponent = ((x >> 4) & 255) + -128
                     el = 'EVMaximumDischargeCurrent/Value'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c19_Value = _y >> 8
-                        elif not _y & 128:
+                            _c19_Value = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c19_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c19_Value = (V >> (E - p)) & 127
                     else:
@@ -4107,20 +4107,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c20_Value = _y >> 8
-                    elif not _y & 128:
+                        _c20_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c20_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c20_Value = (V >> (E - p)) & 127
                 else:
@@ -4143,20 +4143,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c21_Value = _y >> 8
-                    elif not _y & 128:
+                        _c21_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c21_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c21_Value = (V >> (E - p)) & 127
                 else:
@@ -4179,20 +4179,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c22_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c22_Value = _y >> 8
-                    elif not _y & 128:
+                        _c22_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c22_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c22_Value = (V >> (E - p)) & 127
                 else:
@@ -4215,20 +4215,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c23_Value = _y >> 8
-                    elif not _y & 128:
+                        _c23_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c23_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c23_Value = (V >> (E - p)) & 127
                 else:
@@ -4251,20 +4251,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c24_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c24_Value = _y >> 8
-                    elif not _y & 128:
+                        _c24_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c24_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c24_Value = (V >> (E - p)) & 127
                 else:
@@ -4287,20 +4287,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c25_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c25_Value = _y >> 8
-                    elif not _y & 128:
+                        _c25_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c25_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c25_Value = (V >> (E - p)) & 127
                 else:
@@ -4323,20 +4323,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c26_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c26_Value = _y >> 8
-                    elif not _y & 128:
+                        _c26_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c26_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c26_Value = (V >> (E - p)) & 127
                 else:
@@ -4368,20 +4368,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c27_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c27_Value = _y >> 8
-                    elif not _y & 128:
+                        _c27_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c27_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c27_Value = (V >> (E - p)) & 127
                 else:
@@ -4404,20 +4404,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c28_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c28_Value = _y >> 8
-                    elif not _y & 128:
+                        _c28_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c28_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c28_Value = (V >> (E - p)) & 127
                 else:
@@ -4440,20 +4440,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c29_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c29_Value = _y >> 8
-                    elif not _y & 128:
+                        _c29_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c29_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c29_Value = (V >> (E - p)) & 127
                 else:
@@ -4476,20 +4476,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c30_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c30_Value = _y >> 8
-                    elif not _y & 128:
+                        _c30_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c30_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c30_Value = (V >> (E - p)) & 127
                 else:
@@ -4512,20 +4512,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c31_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c31_Value = _y >> 8
-                    elif not _y & 128:
+                        _c31_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c31_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c31_Value = (V >> (E - p)) & 127
                 else:
@@ -4548,20 +4548,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c32_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c32_Value = _y >> 8
-                    elif not _y & 128:
+                        _c32_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c32_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c32_Value = (V >> (E - p)) & 127
                 else:
@@ -4593,20 +4593,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c33_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c33_Value = _y >> 8
-                    elif not _y & 128:
+                        _c33_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c33_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c33_Value = (V >> (E - p)) & 127
                 else:
@@ -4629,20 +4629,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c34_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c34_Value = _y >> 8
-                    elif not _y & 128:
+                        _c34_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c34_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c34_Value = (V >> (E - p)) & 127
                 else:
@@ -4665,20 +4665,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c35_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c35_Value = _y >> 8
-                    elif not _y & 128:
+                        _c35_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c35_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c35_Value = (V >> (E - p)) & 127
                 else:
@@ -4701,20 +4701,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c36_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c36_Value = _y >> 8
-                    elif not _y & 128:
+                        _c36_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c36_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c36_Value = (V >> (E - p)) & 127
                 else:
@@ -4737,20 +4737,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c37_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c37_Value = _y >> 8
-                    elif not _y & 128:
+                        _c37_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c37_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c37_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c37_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c37_Value = (V >> (E - p)) & 127
                 else:
@@ -4782,20 +4782,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c38_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c38_Value = _y >> 8
-                    elif not _y & 128:
+                        _c38_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c38_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c38_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c38_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c38_Value = (V >> (E - p)) & 127
                 else:
@@ -4818,20 +4818,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c39_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c39_Value = _y >> 8
-                    elif not _y & 128:
+                        _c39_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c39_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c39_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c39_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c39_Value = (V >> (E - p)) & 127
                 else:
@@ -4854,20 +4854,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c40_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c40_Value = _y >> 8
-                    elif not _y & 128:
+                        _c40_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c40_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c40_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c40_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c40_Value = (V >> (E - p)) & 127
                 else:
@@ -4890,20 +4890,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c41_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c41_Value = _y >> 8
-                    elif not _y & 128:
+                        _c41_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c41_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c41_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c41_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c41_Value = (V >> (E - p)) & 127
                 else:
@@ -4935,20 +4935,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c42_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c42_Value = _y >> 8
-                    elif not _y & 128:
+                        _c42_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c42_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c42_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c42_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c42_Value = (V >> (E - p)) & 127
                 else:
@@ -4971,20 +4971,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c43_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c43_Value = _y >> 8
-                    elif not _y & 128:
+                        _c43_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c43_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c43_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c43_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c43_Value = (V >> (E - p)) & 127
                 else:
@@ -5007,20 +5007,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c44_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c44_Value = _y >> 8
-                    elif not _y & 128:
+                        _c44_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c44_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c44_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c44_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c44_Value = (V >> (E - p)) & 127
                 else:
@@ -5052,20 +5052,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c45_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c45_Value = _y >> 8
-                    elif not _y & 128:
+                        _c45_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c45_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c45_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c45_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c45_Value = (V >> (E - p)) & 127
                 else:
@@ -5088,20 +5088,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c46_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c46_Value = _y >> 8
-                    elif not _y & 128:
+                        _c46_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c46_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c46_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c46_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c46_Value = (V >> (E - p)) & 127
                 else:
@@ -5133,20 +5133,20 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 _c47_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c47_Value = _y >> 8
-                    elif not _y & 128:
+                        _c47_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c47_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c47_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c47_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c47_Value = (V >> (E - p)) & 127
                 else:
@@ -6343,20 +6343,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6379,20 +6379,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
                 else:
@@ -6415,20 +6415,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
                 else:
@@ -6451,20 +6451,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -6490,20 +6490,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -6526,20 +6526,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
                 else:
@@ -6562,20 +6562,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -6598,20 +6598,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -6643,20 +6643,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -6679,20 +6679,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c10_Value = _y >> 8
-                    elif not _y & 128:
+                        _c10_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c10_Value = (V >> (E - p)) & 127
                 else:
@@ -6715,20 +6715,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c11_Value = _y >> 8
-                    elif not _y & 128:
+                        _c11_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c11_Value = (V >> (E - p)) & 127
                 else:
@@ -6751,20 +6751,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c12_Value = _y >> 8
-                    elif not _y & 128:
+                        _c12_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c12_Value = (V >> (E - p)) & 127
                 else:
@@ -6787,20 +6787,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c13_Value = _y >> 8
-                    elif not _y & 128:
+                        _c13_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c13_Value = (V >> (E - p)) & 127
                 else:
@@ -6823,20 +6823,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c14_Value = _y >> 8
-                    elif not _y & 128:
+                        _c14_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c14_Value = (V >> (E - p)) & 127
                 else:
@@ -6859,20 +6859,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c15_Value = _y >> 8
-                    elif not _y & 128:
+                        _c15_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c15_Value = (V >> (E - p)) & 127
                 else:
@@ -6904,20 +6904,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c16_Value = _y >> 8
-                    elif not _y & 128:
+                        _c16_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c16_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c16_Value = (V >> (E - p)) & 127
                 else:
@@ -6940,20 +6940,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c17_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c17_Value = _y >> 8
-                    elif not _y & 128:
+                        _c17_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c17_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c17_Value = (V >> (E - p)) & 127
                 else:
@@ -6976,20 +6976,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c18_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c18_Value = _y >> 8
-                    elif not _y & 128:
+                        _c18_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c18_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c18_Value = (V >> (E - p)) & 127
                 else:
@@ -7012,20 +7012,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c19_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c19_Value = _y >> 8
-                    elif not _y & 128:
+                        _c19_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c19_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c19_Value = (V >> (E - p)) & 127
                 else:
@@ -7048,20 +7048,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c20_Value = _y >> 8
-                    elif not _y & 128:
+                        _c20_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c20_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c20_Value = (V >> (E - p)) & 127
                 else:
@@ -7084,20 +7084,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c21_Value = _y >> 8
-                    elif not _y & 128:
+                        _c21_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c21_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c21_Value = (V >> (E - p)) & 127
                 else:
@@ -7129,20 +7129,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c22_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c22_Value = _y >> 8
-                    elif not _y & 128:
+                        _c22_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c22_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c22_Value = (V >> (E - p)) & 127
                 else:
@@ -7165,20 +7165,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c23_Value = _y >> 8
-                    elif not _y & 128:
+                        _c23_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c23_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c23_Value = (V >> (E - p)) & 127
                 else:
@@ -7201,20 +7201,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c24_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c24_Value = _y >> 8
-                    elif not _y & 128:
+                        _c24_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c24_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c24_Value = (V >> (E - p)) & 127
                 else:
@@ -7237,20 +7237,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c25_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c25_Value = _y >> 8
-                    elif not _y & 128:
+                        _c25_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c25_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c25_Value = (V >> (E - p)) & 127
                 else:
@@ -7273,20 +7273,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c26_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c26_Value = _y >> 8
-                    elif not _y & 128:
+                        _c26_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c26_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c26_Value = (V >> (E - p)) & 127
                 else:
@@ -7318,20 +7318,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c27_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c27_Value = _y >> 8
-                    elif not _y & 128:
+                        _c27_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c27_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c27_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c27_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c27_Value = (V >> (E - p)) & 127
                 else:
@@ -7354,20 +7354,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c28_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c28_Value = _y >> 8
-                    elif not _y & 128:
+                        _c28_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c28_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c28_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c28_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c28_Value = (V >> (E - p)) & 127
                 else:
@@ -7390,20 +7390,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c29_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c29_Value = _y >> 8
-                    elif not _y & 128:
+                        _c29_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c29_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c29_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c29_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c29_Value = (V >> (E - p)) & 127
                 else:
@@ -7426,20 +7426,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c30_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c30_Value = _y >> 8
-                    elif not _y & 128:
+                        _c30_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c30_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c30_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c30_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c30_Value = (V >> (E - p)) & 127
                 else:
@@ -7471,20 +7471,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c31_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumDischargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c31_Value = _y >> 8
-                    elif not _y & 128:
+                        _c31_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c31_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c31_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c31_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c31_Value = (V >> (E - p)) & 127
                 else:
@@ -7507,20 +7507,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c32_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c32_Value = _y >> 8
-                    elif not _y & 128:
+                        _c32_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c32_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c32_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c32_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c32_Value = (V >> (E - p)) & 127
                 else:
@@ -7543,20 +7543,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c33_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c33_Value = _y >> 8
-                    elif not _y & 128:
+                        _c33_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c33_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c33_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c33_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c33_Value = (V >> (E - p)) & 127
                 else:
@@ -7588,20 +7588,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c34_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c34_Value = _y >> 8
-                    elif not _y & 128:
+                        _c34_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c34_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c34_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c34_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c34_Value = (V >> (E - p)) & 127
                 else:
@@ -7624,20 +7624,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c35_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c35_Value = _y >> 8
-                    elif not _y & 128:
+                        _c35_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c35_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c35_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c35_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c35_Value = (V >> (E - p)) & 127
                 else:
@@ -7669,20 +7669,20 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 _c36_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c36_Value = _y >> 8
-                    elif not _y & 128:
+                        _c36_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c36_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c36_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c36_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c36_Value = (V >> (E - p)) & 127
                 else:
@@ -8606,20 +8606,20 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -8637,20 +8637,20 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -8668,20 +8668,20 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -8699,20 +8699,20 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c4_Value = _y >> 8
-            elif not _y & 128:
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c4_Value = (V >> (E - p)) & 127
         else:
@@ -8730,20 +8730,20 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c5_Value = _y >> 8
-            elif not _y & 128:
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c5_Value = (V >> (E - p)) & 127
         else:
@@ -8761,20 +8761,20 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c6_Value = _y >> 8
-            elif not _y & 128:
+                _c6_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c6_Value = (V >> (E - p)) & 127
         else:
@@ -8992,20 +8992,20 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargePower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -9023,20 +9023,20 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargePower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -9054,20 +9054,20 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -9085,20 +9085,20 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumChargeCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c4_Value = _y >> 8
-            elif not _y & 128:
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c4_Value = (V >> (E - p)) & 127
         else:
@@ -9116,20 +9116,20 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMaximumVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c5_Value = _y >> 8
-            elif not _y & 128:
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c5_Value = (V >> (E - p)) & 127
         else:
@@ -9147,20 +9147,20 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         _c6_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEMinimumVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c6_Value = _y >> 8
-            elif not _y & 128:
+                _c6_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c6_Value = (V >> (E - p)) & 127
         else:
@@ -9187,20 +9187,20 @@ def _d_DC_CPDResEnergyTransferModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPowerRampLimitation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -9427,20 +9427,20 @@ def _d_DC_CableCheckReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -9582,20 +9582,20 @@ def _d_DC_CableCheckResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -9766,20 +9766,20 @@ def _d_DC_ChargeLoopReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -9847,20 +9847,20 @@ def _d_DC_ChargeLoopReqType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPresentVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -10151,20 +10151,20 @@ def _d_DC_ChargeLoopResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -10214,20 +10214,20 @@ def _d_DC_ChargeLoopResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('DC_ChargeLoopResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -10266,20 +10266,20 @@ def _d_DC_ChargeLoopResType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
                 else:
@@ -10320,20 +10320,20 @@ def _d_DC_ChargeLoopResType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -10368,20 +10368,20 @@ def _d_DC_ChargeLoopResType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -10406,20 +10406,20 @@ def _d_DC_ChargeLoopResType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c6_Value = _y >> 8
-                elif not _y & 128:
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
             else:
@@ -10442,20 +10442,20 @@ def _d_DC_ChargeLoopResType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEPresentVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c7_Value = _y >> 8
-                elif not _y & 128:
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
             else:
@@ -10914,20 +10914,20 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -11120,20 +11120,20 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -11343,20 +11343,20 @@ def _d_DC_PreChargeReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -11400,20 +11400,20 @@ def _d_DC_PreChargeReqType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -11431,20 +11431,20 @@ def _d_DC_PreChargeReqType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -11613,20 +11613,20 @@ def _d_DC_PreChargeResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -11670,20 +11670,20 @@ def _d_DC_PreChargeResType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -11830,20 +11830,20 @@ def _d_DC_WeldingDetectionReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -11997,20 +11997,20 @@ def _d_DC_WeldingDetectionResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -12054,20 +12054,20 @@ def _d_DC_WeldingDetectionResType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -12208,20 +12208,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLReqControlModeType', p)
             el = 'DepartureTime'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_DepartureTime = _y >> 8
-                elif not _y & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
             else:
@@ -12235,20 +12235,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -12271,20 +12271,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -12309,20 +12309,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -12340,20 +12340,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c4_Value = _y >> 8
-                elif not _y & 128:
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
             else:
@@ -12371,20 +12371,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c5_Value = _y >> 8
-                elif not _y & 128:
+                    _c5_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
             else:
@@ -12402,20 +12402,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c6_Value = _y >> 8
-                elif not _y & 128:
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
             else:
@@ -12433,20 +12433,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c7_Value = _y >> 8
-                elif not _y & 128:
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
             else:
@@ -12464,20 +12464,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c8_Value = _y >> 8
-                elif not _y & 128:
+                    _c8_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c8_Value = (V >> (E - p)) & 127
             else:
@@ -12495,20 +12495,20 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             _c9_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c9_Value = _y >> 8
-                elif not _y & 128:
+                    _c9_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c9_Value = (V >> (E - p)) & 127
             else:
@@ -12776,20 +12776,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
             el = 'DepartureTime'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_DepartureTime = _y >> 8
-                elif not _y & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
             else:
@@ -12822,20 +12822,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
             el = 'AckMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_AckMaxDelay = _y >> 8
-                elif not _y & 128:
+                    f_AckMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_AckMaxDelay = (V >> (E - p)) & 127
             else:
@@ -12854,20 +12854,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -12910,20 +12910,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_AckMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -12942,20 +12942,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
                 else:
@@ -12989,20 +12989,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_AckMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -13021,20 +13021,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
                 else:
@@ -13059,20 +13059,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_DC_CLResControlModeType', p)
                 el = 'AckMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_AckMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        f_AckMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_AckMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_AckMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -13091,20 +13091,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -13129,20 +13129,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c5_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c5_Value = _y >> 8
-                elif not _y & 128:
+                    _c5_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
             else:
@@ -13165,20 +13165,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c6_Value = _y >> 8
-                elif not _y & 128:
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
             else:
@@ -13196,20 +13196,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c7_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c7_Value = _y >> 8
-                elif not _y & 128:
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c7_Value = (V >> (E - p)) & 127
             else:
@@ -13227,20 +13227,20 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             _c8_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c8_Value = _y >> 8
-                elif not _y & 128:
+                    _c8_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c8_Value = (V >> (E - p)) & 127
             else:
@@ -13604,20 +13604,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -13640,20 +13640,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMaximumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -13676,20 +13676,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVMinimumEnergyRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -13712,20 +13712,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c4_Value = _y >> 8
-                elif not _y & 128:
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
             else:
@@ -13754,20 +13754,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -13790,20 +13790,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
                 else:
@@ -13826,20 +13826,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -13868,20 +13868,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -13904,20 +13904,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -13942,20 +13942,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c10_Value = _y >> 8
-                elif not _y & 128:
+                    _c10_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
             else:
@@ -13978,20 +13978,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             _c11_Exponent = ((x >> 4) & 255) + -128
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c11_Value = _y >> 8
-                elif not _y & 128:
+                    _c11_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c11_Value = (V >> (E - p)) & 127
             else:
@@ -14018,20 +14018,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c12_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c12_Value = _y >> 8
-                    elif not _y & 128:
+                        _c12_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c12_Value = (V >> (E - p)) & 127
                 else:
@@ -14054,20 +14054,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c13_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c13_Value = _y >> 8
-                    elif not _y & 128:
+                        _c13_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c13_Value = (V >> (E - p)) & 127
                 else:
@@ -14090,20 +14090,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c14_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c14_Value = _y >> 8
-                    elif not _y & 128:
+                        _c14_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c14_Value = (V >> (E - p)) & 127
                 else:
@@ -14126,20 +14126,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c15_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c15_Value = _y >> 8
-                    elif not _y & 128:
+                        _c15_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c15_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c15_Value = (V >> (E - p)) & 127
                 else:
@@ -14162,20 +14162,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c16_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c16_Value = _y >> 8
-                    elif not _y & 128:
+                        _c16_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c16_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c16_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c16_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c16_Value = (V >> (E - p)) & 127
                 else:
@@ -14207,20 +14207,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c17_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c17_Value = _y >> 8
-                    elif not _y & 128:
+                        _c17_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c17_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c17_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c17_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c17_Value = (V >> (E - p)) & 127
                 else:
@@ -14243,20 +14243,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c18_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c18_Value = _y >> 8
-                    elif not _y & 128:
+                        _c18_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c18_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c18_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c18_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c18_Value = (V >> (E - p)) & 127
                 else:
@@ -14279,20 +14279,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c19_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c19_Value = _y >> 8
-                    elif not _y & 128:
+                        _c19_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c19_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c19_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c19_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c19_Value = (V >> (E - p)) & 127
                 else:
@@ -14315,20 +14315,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c20_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c20_Value = _y >> 8
-                    elif not _y & 128:
+                        _c20_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c20_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c20_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c20_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c20_Value = (V >> (E - p)) & 127
                 else:
@@ -14360,20 +14360,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c21_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c21_Value = _y >> 8
-                    elif not _y & 128:
+                        _c21_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c21_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c21_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c21_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c21_Value = (V >> (E - p)) & 127
                 else:
@@ -14396,20 +14396,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c22_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c22_Value = _y >> 8
-                    elif not _y & 128:
+                        _c22_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c22_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c22_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c22_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c22_Value = (V >> (E - p)) & 127
                 else:
@@ -14432,20 +14432,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c23_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c23_Value = _y >> 8
-                    elif not _y & 128:
+                        _c23_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c23_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c23_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c23_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c23_Value = (V >> (E - p)) & 127
                 else:
@@ -14477,20 +14477,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c24_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c24_Value = _y >> 8
-                    elif not _y & 128:
+                        _c24_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c24_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c24_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c24_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c24_Value = (V >> (E - p)) & 127
                 else:
@@ -14513,20 +14513,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c25_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c25_Value = _y >> 8
-                    elif not _y & 128:
+                        _c25_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c25_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c25_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c25_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c25_Value = (V >> (E - p)) & 127
                 else:
@@ -14558,20 +14558,20 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 _c26_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVMinimumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c26_Value = _y >> 8
-                    elif not _y & 128:
+                        _c26_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c26_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c26_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c26_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c26_Value = (V >> (E - p)) & 127
                 else:
@@ -15277,20 +15277,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             _c1_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -15313,20 +15313,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMinimumChargePower/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -15349,20 +15349,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumChargeCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -15385,20 +15385,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             _c4_Exponent = ((x >> 4) & 255) + -128
             el = 'EVSEMaximumVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c4_Value = _y >> 8
-                elif not _y & 128:
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
             else:
@@ -15430,20 +15430,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMinimumChargePower/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -15466,20 +15466,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c6_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
                 else:
@@ -15502,20 +15502,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -15547,20 +15547,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumChargeCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -15583,20 +15583,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -15628,20 +15628,20 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 _c10_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVSEMaximumVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c10_Value = _y >> 8
-                    elif not _y & 128:
+                        _c10_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c10_Value = (V >> (E - p)) & 127
                 else:
@@ -16213,20 +16213,20 @@ def _de11(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -16260,20 +16260,20 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -16307,20 +16307,20 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -16354,20 +16354,20 @@ def _de14(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -16401,20 +16401,20 @@ def _de15(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -16469,20 +16469,20 @@ def _de17(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -16746,20 +16746,20 @@ def _de27(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -16972,20 +16972,20 @@ def _de34(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -17021,20 +17021,20 @@ def _de35(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -17126,20 +17126,20 @@ def _de38(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -17375,20 +17375,20 @@ def _de45(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -17422,20 +17422,20 @@ def _de46(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -17469,20 +17469,20 @@ def _de47(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -17689,20 +17689,20 @@ def _de54(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -17736,20 +17736,20 @@ def _de55(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -17783,20 +17783,20 @@ def _de56(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -17832,20 +17832,20 @@ def _de57(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -18027,20 +18027,20 @@ def _de62(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:

@@ -205,20 +205,20 @@ def _d_AlternativeSECCType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
             el = 'Port'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_Port = _y >> 8
-                elif not _y & 128:
+                    f_Port = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_Port = (V >> (E - p)) & 127
             else:
@@ -278,20 +278,20 @@ def _d_AlternativeSECCType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
                 el = 'Port'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_Port = _y >> 8
-                    elif not _y & 128:
+                        f_Port = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_Port = (V >> (E - p)) & 127
                 else:
@@ -333,20 +333,20 @@ def _d_AlternativeSECCType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
                 el = 'Port'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_Port = _y >> 8
-                    elif not _y & 128:
+                        f_Port = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_Port = (V >> (E - p)) & 127
                 else:
@@ -370,20 +370,20 @@ def _d_AlternativeSECCType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('AlternativeSECCType', p)
                 el = 'Port'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_Port = _y >> 8
-                    elif not _y & 128:
+                        f_Port = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_Port = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_Port = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_Port = (V >> (E - p)) & 127
                 else:
@@ -732,20 +732,20 @@ def _d_WPT_AlignmentCheckReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -799,20 +799,20 @@ def _d_WPT_AlignmentCheckReqType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'TargetCoilCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
                 else:
@@ -1079,20 +1079,20 @@ def _d_WPT_AlignmentCheckResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -1150,20 +1150,20 @@ def _d_WPT_AlignmentCheckResType(r):
                 _c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'PowerTransmitted/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_Value = (V >> (E - p)) & 127
                 else:
@@ -1186,20 +1186,20 @@ def _d_WPT_AlignmentCheckResType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'SupplyDeviceCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
                 else:
@@ -1254,20 +1254,20 @@ def _d_WPT_AlignmentCheckResType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'SupplyDeviceCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -1669,20 +1669,20 @@ def _d_WPT_ChargeLoopReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -1750,20 +1750,20 @@ def _d_WPT_ChargeLoopReqType(r):
             _c2_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -1781,20 +1781,20 @@ def _d_WPT_ChargeLoopReqType(r):
             _c3_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerOutput/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -1824,20 +1824,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCOperatingFrequency/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -1860,20 +1860,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -1891,20 +1891,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -1922,20 +1922,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_c3_Value = (V >> (E - p)) & 127
                 else:
@@ -1953,20 +1953,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c5_c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_c4_Value = (V >> (E - p)) & 127
                 else:
@@ -2026,20 +2026,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -2057,20 +2057,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c2_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -2088,20 +2088,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_c3_Value = (V >> (E - p)) & 127
                 else:
@@ -2119,20 +2119,20 @@ def _d_WPT_ChargeLoopReqType(r):
                 _c6_c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_c4_Value = (V >> (E - p)) & 127
                 else:
@@ -2733,20 +2733,20 @@ def _d_WPT_ChargeLoopResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -2796,20 +2796,20 @@ def _d_WPT_ChargeLoopResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -2848,20 +2848,20 @@ def _d_WPT_ChargeLoopResType(r):
                 _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
                 else:
@@ -2902,20 +2902,20 @@ def _d_WPT_ChargeLoopResType(r):
                 _c4_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -2950,20 +2950,20 @@ def _d_WPT_ChargeLoopResType(r):
                 _c5_Exponent = ((x >> 4) & 255) + -128
                 el = 'EVPCPowerRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -2988,20 +2988,20 @@ def _d_WPT_ChargeLoopResType(r):
             _c6_Exponent = ((x >> 4) & 255) + -128
             el = 'EVPCPowerRequest/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c6_Value = _y >> 8
-                elif not _y & 128:
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c6_Value = (V >> (E - p)) & 127
             else:
@@ -3028,20 +3028,20 @@ def _d_WPT_ChargeLoopResType(r):
                 _c7_Exponent = ((x >> 4) & 255) + -128
                 el = 'SDPowerInput/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -3059,20 +3059,20 @@ def _d_WPT_ChargeLoopResType(r):
                 _c8_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -3095,20 +3095,20 @@ def _d_WPT_ChargeLoopResType(r):
                 _c9_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCMaxOutputPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -3133,20 +3133,20 @@ def _d_WPT_ChargeLoopResType(r):
             _c10_Exponent = ((x >> 4) & 255) + -128
             el = 'SPCMinOutputPowerLimit/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c10_Value = _y >> 8
-                elif not _y & 128:
+                    _c10_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c10_Value = (V >> (E - p)) & 127
             else:
@@ -3178,20 +3178,20 @@ def _d_WPT_ChargeLoopResType(r):
                 _c11_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCOperatingFrequency/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c11_Value = _y >> 8
-                    elif not _y & 128:
+                        _c11_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c11_Value = (V >> (E - p)) & 127
                 else:
@@ -3214,20 +3214,20 @@ def _d_WPT_ChargeLoopResType(r):
                 _c12_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c12_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c12_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c12_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c12_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c12_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c12_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -3284,20 +3284,20 @@ def _d_WPT_ChargeLoopResType(r):
                 _c13_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SPCPowerControlParameter/SPCPrimaryDeviceCoilCurrentInformation/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c13_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c13_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c13_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c13_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c13_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -3979,20 +3979,20 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -4032,20 +4032,20 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCMaxReceivablePower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -4059,20 +4059,20 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         f_EVPCMaxReceivablePower.Exponent = _c2_Exponent
         f_EVPCMaxReceivablePower.Value = _c2_Value
         el = 'SDMaxGroundClearence'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_SDMaxGroundClearence = _y >> 8
-            elif not _y & 128:
+                f_SDMaxGroundClearence = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_SDMaxGroundClearence = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_SDMaxGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_SDMaxGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_SDMaxGroundClearence = (V >> (E - p)) & 127
         else:
@@ -4082,20 +4082,20 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
         if f_SDMaxGroundClearence > 65535: r.facet('WPT_ChargeParameterDiscoveryReqType/SDMaxGroundClearence', 'range [0, 65535]', f_SDMaxGroundClearence, r.at(p))
         el = 'SDMinGroundClearence'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_SDMinGroundClearence = _y >> 8
-            elif not _y & 128:
+                f_SDMinGroundClearence = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_SDMinGroundClearence = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_SDMinGroundClearence = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_SDMinGroundClearence = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_SDMinGroundClearence = (V >> (E - p)) & 127
         else:
@@ -4109,20 +4109,20 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCNaturalFrequency/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -4402,20 +4402,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -4461,20 +4461,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'SDMinOutputPower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -4492,20 +4492,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'SDMaxOutputPower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -4519,20 +4519,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         f_SDMaxOutputPower.Exponent = _c3_Exponent
         f_SDMaxOutputPower.Value = _c3_Value
         el = 'SDMaxGroundClearanceSupport'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_SDMaxGroundClearanceSupport = _y >> 8
-            elif not _y & 128:
+                f_SDMaxGroundClearanceSupport = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_SDMaxGroundClearanceSupport = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_SDMaxGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_SDMaxGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_SDMaxGroundClearanceSupport = (V >> (E - p)) & 127
         else:
@@ -4542,20 +4542,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if (V >> (E - p)) & 7: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
         if f_SDMaxGroundClearanceSupport > 65535: r.facet('WPT_ChargeParameterDiscoveryResType/SDMaxGroundClearanceSupport', 'range [0, 65535]', f_SDMaxGroundClearanceSupport, r.at(p))
         el = 'SDMinGroundClearanceSupport'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_SDMinGroundClearanceSupport = _y >> 8
-            elif not _y & 128:
+                f_SDMinGroundClearanceSupport = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_SDMinGroundClearanceSupport = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_SDMinGroundClearanceSupport = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_SDMinGroundClearanceSupport = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_SDMinGroundClearanceSupport = (V >> (E - p)) & 127
         else:
@@ -4569,20 +4569,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'PDMinCoilCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c4_Value = _y >> 8
-            elif not _y & 128:
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c4_Value = (V >> (E - p)) & 127
         else:
@@ -4600,20 +4600,20 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         _c5_Exponent = ((x >> 4) & 255) + -128
         el = 'PDMaxCoilCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c5_Value = _y >> 8
-            elif not _y & 128:
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c5_Value = (V >> (E - p)) & 127
         else:
@@ -4918,20 +4918,20 @@ def _d_WPT_CoordinateXYZType(r):
         if x & 6: raise r.deviation('WPT_CoordinateXYZType', p)
         el = 'Coord_X'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_Coord_X = _y >> 8
-            elif not _y & 128:
+                f_Coord_X = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_Coord_X = (V >> (E - p)) & 127
         else:
@@ -4944,20 +4944,20 @@ def _d_WPT_CoordinateXYZType(r):
         if f_Coord_X < -32768 or f_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', f_Coord_X, r.at(p))
         el = 'Coord_Y'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_Coord_Y = _y >> 8
-            elif not _y & 128:
+                f_Coord_Y = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_Coord_Y = (V >> (E - p)) & 127
         else:
@@ -4970,20 +4970,20 @@ def _d_WPT_CoordinateXYZType(r):
         if f_Coord_Y < -32768 or f_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', f_Coord_Y, r.at(p))
         el = 'Coord_Z'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_Coord_Z = _y >> 8
-            elif not _y & 128:
+                f_Coord_Z = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_Coord_Z = (V >> (E - p)) & 127
         else:
@@ -5073,20 +5073,20 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCCoilCurrentRequest/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -5104,20 +5104,20 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c2_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCCoilCurrentInformation/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -5135,20 +5135,20 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c3_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCCurrentOutputInformation/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -5166,20 +5166,20 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         _c4_Exponent = ((x >> 4) & 255) + -128
         el = 'EVPCVoltageOutputInformation/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c4_Value = _y >> 8
-            elif not _y & 128:
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c4_Value = (V >> (E - p)) & 127
         else:
@@ -5440,20 +5440,20 @@ def _d_WPT_FinePositioningReqType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/TimeStamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_TimeStamp = _y >> 8
-                    elif not _y & 128:
+                        _c1_TimeStamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_TimeStamp = (V >> (E - p)) & 127
                 else:
@@ -5797,20 +5797,20 @@ def _d_WPT_FinePositioningResType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/TimeStamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_TimeStamp = _y >> 8
-                    elif not _y & 128:
+                        _c1_TimeStamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_TimeStamp = (V >> (E - p)) & 127
                 else:
@@ -6157,20 +6157,20 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/TimeStamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_TimeStamp = _y >> 8
-                    elif not _y & 128:
+                        _c1_TimeStamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_TimeStamp = (V >> (E - p)) & 127
                 else:
@@ -6232,20 +6232,20 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('WPT_FinePositioningSetupReqType', p)
                 el = 'NaturalOffset'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_NaturalOffset = _y >> 8
-                    elif not _y & 128:
+                        f_NaturalOffset = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_NaturalOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_NaturalOffset = (V >> (E - p)) & 127
                 else:
@@ -6644,20 +6644,20 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'Header/TimeStamp'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_TimeStamp = _y >> 8
-                    elif not _y & 128:
+                        _c1_TimeStamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_TimeStamp = (V >> (E - p)) & 127
                 else:
@@ -6719,20 +6719,20 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('WPT_FinePositioningSetupResType', p)
                 el = 'NaturalOffset'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_NaturalOffset = _y >> 8
-                    elif not _y & 128:
+                        f_NaturalOffset = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_NaturalOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_NaturalOffset = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_NaturalOffset = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_NaturalOffset = (V >> (E - p)) & 127
                 else:
@@ -7178,20 +7178,20 @@ def _d_WPT_LF_DataPackageType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_DataPackageType', p)
                 el = 'LF_TxData/WPT_LF_TxDataList/TxIdentifier'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_c1_TxIdentifier = _y >> 8
-                    elif not _y & 128:
+                        _c1_c1_TxIdentifier = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_c1_TxIdentifier = (V >> (E - p)) & 127
                 else:
@@ -7205,20 +7205,20 @@ def _d_WPT_LF_DataPackageType(r):
                 _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_c1_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c1_c1_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_c1_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -7242,20 +7242,20 @@ def _d_WPT_LF_DataPackageType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_DataPackageType', p)
                 el = 'LF_RxData/WPT_LF_RxDataList/RxIdentifier'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_RxIdentifier = _y >> 8
-                    elif not _y & 128:
+                        _c2_c1_RxIdentifier = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c1_RxIdentifier = (V >> (E - p)) & 127
                 else:
@@ -7265,20 +7265,20 @@ def _d_WPT_LF_DataPackageType(r):
                 if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_DataPackageType', p)
                 if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c2_c1_RxIdentifier, r.at(p))
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_c1_c1_TxIdentifier = _y >> 8
-                    elif not _y & 128:
+                        _c2_c1_c1_c1_TxIdentifier = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c1_c1_c1_TxIdentifier = (V >> (E - p)) & 127
                 else:
@@ -7292,20 +7292,20 @@ def _d_WPT_LF_DataPackageType(r):
                 _c2_c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_c1_c1_c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_c1_c1_c1_c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c1_c1_c1_c1_Value = (V >> (E - p)) & 127
                 else:
@@ -7482,20 +7482,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         el = 'NumberOfReceivers'
         f_NumberOfReceivers = ((x >> 4) & 255)
         el = 'RxSpecData/TxRxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TxRxIdentifier = _y >> 8
-            elif not _y & 128:
+                _c1_TxRxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TxRxIdentifier = (V >> (E - p)) & 127
         else:
@@ -7507,20 +7507,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c1_TxRxIdentifier, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_X'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c1_Coord_X = _y >> 8
-            elif not _y & 128:
+                _c1_c1_Coord_X = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c1_Coord_X = (V >> (E - p)) & 127
         else:
@@ -7533,20 +7533,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c1_Coord_X, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c1_Coord_Y = _y >> 8
-            elif not _y & 128:
+                _c1_c1_Coord_Y = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c1_Coord_Y = (V >> (E - p)) & 127
         else:
@@ -7559,20 +7559,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c1_Coord_Y, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c1_Coord_Z = _y >> 8
-            elif not _y & 128:
+                _c1_c1_Coord_Z = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c1_Coord_Z = (V >> (E - p)) & 127
         else:
@@ -7589,20 +7589,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         _c1_TxRxPosition.Coord_Z = _c1_c1_Coord_Z
         el = 'RxSpecData/TxRxOrientation/Coord_X'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c2_Coord_X = _y >> 8
-            elif not _y & 128:
+                _c1_c2_Coord_X = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c2_Coord_X = (V >> (E - p)) & 127
         else:
@@ -7615,20 +7615,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_c2_Coord_X, r.at(p))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c2_Coord_Y = _y >> 8
-            elif not _y & 128:
+                _c1_c2_Coord_Y = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c2_Coord_Y = (V >> (E - p)) & 127
         else:
@@ -7641,20 +7641,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_c2_Coord_Y, r.at(p))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c2_Coord_Z = _y >> 8
-            elif not _y & 128:
+                _c1_c2_Coord_Z = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c2_Coord_Z = (V >> (E - p)) & 127
         else:
@@ -7677,20 +7677,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
         el = 'RxSpecData/TxRxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_TxRxIdentifier = _y >> 8
-            elif not _y & 128:
+                _c2_TxRxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_TxRxIdentifier = (V >> (E - p)) & 127
         else:
@@ -7702,20 +7702,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_X'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_c1_Coord_X = _y >> 8
-            elif not _y & 128:
+                _c2_c1_Coord_X = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_c1_Coord_X = (V >> (E - p)) & 127
         else:
@@ -7728,20 +7728,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_Y'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_c1_Coord_Y = _y >> 8
-            elif not _y & 128:
+                _c2_c1_Coord_Y = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_c1_Coord_Y = (V >> (E - p)) & 127
         else:
@@ -7754,20 +7754,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(p))
         el = 'RxSpecData/TxRxPosition/Coord_Z'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_c1_Coord_Z = _y >> 8
-            elif not _y & 128:
+                _c2_c1_Coord_Z = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_c1_Coord_Z = (V >> (E - p)) & 127
         else:
@@ -7784,20 +7784,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
         el = 'RxSpecData/TxRxOrientation/Coord_X'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_c2_Coord_X = _y >> 8
-            elif not _y & 128:
+                _c2_c2_Coord_X = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_c2_Coord_X = (V >> (E - p)) & 127
         else:
@@ -7810,20 +7810,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(p))
         el = 'RxSpecData/TxRxOrientation/Coord_Y'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_c2_Coord_Y = _y >> 8
-            elif not _y & 128:
+                _c2_c2_Coord_Y = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_c2_Coord_Y = (V >> (E - p)) & 127
         else:
@@ -7836,20 +7836,20 @@ def _d_WPT_LF_ReceiverDataType(r):
         if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(p))
         el = 'RxSpecData/TxRxOrientation/Coord_Z'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_c2_Coord_Z = _y >> 8
-            elif not _y & 128:
+                _c2_c2_Coord_Z = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_c2_Coord_Z = (V >> (E - p)) & 127
         else:
@@ -7880,20 +7880,20 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_ReceiverDataType', p)
                     el = 'RxSpecData/TxRxIdentifier'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_TxRxIdentifier = _y >> 8
-                        elif not _y & 128:
+                            _c3_TxRxIdentifier = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_TxRxIdentifier = (V >> (E - p)) & 127
                     else:
@@ -7905,20 +7905,20 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(p))
                     el = 'RxSpecData/TxRxPosition/Coord_X'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_c1_Coord_X = _y >> 8
-                        elif not _y & 128:
+                            _c3_c1_Coord_X = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_c1_Coord_X = (V >> (E - p)) & 127
                     else:
@@ -7931,20 +7931,20 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(p))
                     el = 'RxSpecData/TxRxPosition/Coord_Y'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_c1_Coord_Y = _y >> 8
-                        elif not _y & 128:
+                            _c3_c1_Coord_Y = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_c1_Coord_Y = (V >> (E - p)) & 127
                     else:
@@ -7957,20 +7957,20 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(p))
                     el = 'RxSpecData/TxRxPosition/Coord_Z'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_c1_Coord_Z = _y >> 8
-                        elif not _y & 128:
+                            _c3_c1_Coord_Z = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_c1_Coord_Z = (V >> (E - p)) & 127
                     else:
@@ -7987,20 +7987,20 @@ def _d_WPT_LF_ReceiverDataType(r):
                     _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
                     el = 'RxSpecData/TxRxOrientation/Coord_X'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_c2_Coord_X = _y >> 8
-                        elif not _y & 128:
+                            _c3_c2_Coord_X = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_c2_Coord_X = (V >> (E - p)) & 127
                     else:
@@ -8013,20 +8013,20 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(p))
                     el = 'RxSpecData/TxRxOrientation/Coord_Y'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_c2_Coord_Y = _y >> 8
-                        elif not _y & 128:
+                            _c3_c2_Coord_Y = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_c2_Coord_Y = (V >> (E - p)) & 127
                     else:
@@ -8039,20 +8039,20 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(p))
                     el = 'RxSpecData/TxRxOrientation/Coord_Z'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_c2_Coord_Z = _y >> 8
-                        elif not _y & 128:
+                            _c3_c2_Coord_Z = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_c2_Coord_Z = (V >> (E - p)) & 127
                     else:
@@ -8417,20 +8417,20 @@ def _d_WPT_LF_RxDataListType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_RxDataListType', p)
         el = 'WPT_LF_RxDataList/RxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_RxIdentifier = _y >> 8
-            elif not _y & 128:
+                _c1_RxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_RxIdentifier = (V >> (E - p)) & 127
         else:
@@ -8440,20 +8440,20 @@ def _d_WPT_LF_RxDataListType(r):
         if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_RxDataListType', p)
         if _c1_RxIdentifier < 1 or _c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c1_RxIdentifier, r.at(p))
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c1_c1_TxIdentifier = _y >> 8
-            elif not _y & 128:
+                _c1_c1_c1_TxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c1_c1_TxIdentifier = (V >> (E - p)) & 127
         else:
@@ -8467,20 +8467,20 @@ def _d_WPT_LF_RxDataListType(r):
         _c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c1_c1_c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_c1_c1_c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c1_c1_c1_Value = (V >> (E - p)) & 127
         else:
@@ -8589,20 +8589,20 @@ def _d_WPT_LF_RxDataType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_RxDataType', p)
         el = 'RxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_RxIdentifier = _y >> 8
-            elif not _y & 128:
+                f_RxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_RxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_RxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_RxIdentifier = (V >> (E - p)) & 127
         else:
@@ -8612,20 +8612,20 @@ def _d_WPT_LF_RxDataType(r):
         if (V >> (E - p)) & 31: raise r.deviation('WPT_LF_RxDataType', p)
         if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', f_RxIdentifier, r.at(p))
         el = 'RSSIData/RSSIDataList/TxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c1_TxIdentifier = _y >> 8
-            elif not _y & 128:
+                _c1_c1_TxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c1_TxIdentifier = (V >> (E - p)) & 127
         else:
@@ -8639,20 +8639,20 @@ def _d_WPT_LF_RxDataType(r):
         _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'RSSIData/RSSIDataList/RSSI/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c1_c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_c1_c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c1_c1_Value = (V >> (E - p)) & 127
         else:
@@ -8755,20 +8755,20 @@ def _d_WPT_LF_RxRSSIListType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_RxRSSIListType', p)
         el = 'RSSIDataList/TxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TxIdentifier = _y >> 8
-            elif not _y & 128:
+                _c1_TxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TxIdentifier = (V >> (E - p)) & 127
         else:
@@ -8782,20 +8782,20 @@ def _d_WPT_LF_RxRSSIListType(r):
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'RSSIDataList/RSSI/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c1_Value = (V >> (E - p)) & 127
         else:
@@ -8881,20 +8881,20 @@ def _d_WPT_LF_RxRSSIType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_RxRSSIType', p)
         el = 'TxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_TxIdentifier = _y >> 8
-            elif not _y & 128:
+                f_TxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_TxIdentifier = (V >> (E - p)) & 127
         else:
@@ -8908,20 +8908,20 @@ def _d_WPT_LF_RxRSSIType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'RSSI/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -9088,20 +9088,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'SignalFrequency/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
                 else:
@@ -9115,20 +9115,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 f_SignalFrequency.Exponent = _c1_Exponent
                 f_SignalFrequency.Value = _c1_Value
                 el = 'TxSpecData/TxRxIdentifier'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_TxRxIdentifier = _y >> 8
-                    elif not _y & 128:
+                        _c2_TxRxIdentifier = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_TxRxIdentifier = (V >> (E - p)) & 127
                 else:
@@ -9140,20 +9140,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_Coord_X = _y >> 8
-                    elif not _y & 128:
+                        _c2_c1_Coord_X = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c1_Coord_X = (V >> (E - p)) & 127
                 else:
@@ -9166,20 +9166,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c1_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_Coord_Y = _y >> 8
-                    elif not _y & 128:
+                        _c2_c1_Coord_Y = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c1_Coord_Y = (V >> (E - p)) & 127
                 else:
@@ -9192,20 +9192,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c1_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_Coord_Z = _y >> 8
-                    elif not _y & 128:
+                        _c2_c1_Coord_Z = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c1_Coord_Z = (V >> (E - p)) & 127
                 else:
@@ -9222,20 +9222,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c2_Coord_X = _y >> 8
-                    elif not _y & 128:
+                        _c2_c2_Coord_X = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c2_Coord_X = (V >> (E - p)) & 127
                 else:
@@ -9248,20 +9248,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_c2_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c2_Coord_Y = _y >> 8
-                    elif not _y & 128:
+                        _c2_c2_Coord_Y = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c2_Coord_Y = (V >> (E - p)) & 127
                 else:
@@ -9274,20 +9274,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_c2_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c2_Coord_Z = _y >> 8
-                    elif not _y & 128:
+                        _c2_c2_Coord_Z = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c2_Coord_Z = (V >> (E - p)) & 127
                 else:
@@ -9310,20 +9310,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 el = 'TxSpecData/TxRxIdentifier'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_TxRxIdentifier = _y >> 8
-                    elif not _y & 128:
+                        _c3_TxRxIdentifier = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_TxRxIdentifier = (V >> (E - p)) & 127
                 else:
@@ -9335,20 +9335,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_X'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c1_Coord_X = _y >> 8
-                    elif not _y & 128:
+                        _c3_c1_Coord_X = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_c1_Coord_X = (V >> (E - p)) & 127
                 else:
@@ -9361,20 +9361,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Y'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c1_Coord_Y = _y >> 8
-                    elif not _y & 128:
+                        _c3_c1_Coord_Y = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_c1_Coord_Y = (V >> (E - p)) & 127
                 else:
@@ -9387,20 +9387,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxPosition/Coord_Z'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c1_Coord_Z = _y >> 8
-                    elif not _y & 128:
+                        _c3_c1_Coord_Z = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_c1_Coord_Z = (V >> (E - p)) & 127
                 else:
@@ -9417,20 +9417,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
                 el = 'TxSpecData/TxRxOrientation/Coord_X'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c2_Coord_X = _y >> 8
-                    elif not _y & 128:
+                        _c3_c2_Coord_X = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_c2_Coord_X = (V >> (E - p)) & 127
                 else:
@@ -9443,20 +9443,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Y'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c2_Coord_Y = _y >> 8
-                    elif not _y & 128:
+                        _c3_c2_Coord_Y = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_c2_Coord_Y = (V >> (E - p)) & 127
                 else:
@@ -9469,20 +9469,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(p))
                 el = 'TxSpecData/TxRxOrientation/Coord_Z'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_c2_Coord_Z = _y >> 8
-                    elif not _y & 128:
+                        _c3_c2_Coord_Z = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_c2_Coord_Z = (V >> (E - p)) & 127
                 else:
@@ -9513,20 +9513,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         el = 'TxSpecData/TxRxIdentifier'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c4_TxRxIdentifier = _y >> 8
-                            elif not _y & 128:
+                                _c4_TxRxIdentifier = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c4_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c4_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c4_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c4_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c4_TxRxIdentifier = (V >> (E - p)) & 127
                         else:
@@ -9538,20 +9538,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_TxRxIdentifier < 1 or _c4_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c4_TxRxIdentifier, r.at(p))
                         el = 'TxSpecData/TxRxPosition/Coord_X'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c4_c1_Coord_X = _y >> 8
-                            elif not _y & 128:
+                                _c4_c1_Coord_X = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c4_c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c4_c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c4_c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c4_c1_Coord_X = (V >> (E - p)) & 127
                         else:
@@ -9564,20 +9564,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c1_Coord_X, r.at(p))
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c4_c1_Coord_Y = _y >> 8
-                            elif not _y & 128:
+                                _c4_c1_Coord_Y = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c4_c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c4_c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c4_c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c4_c1_Coord_Y = (V >> (E - p)) & 127
                         else:
@@ -9590,20 +9590,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c1_Coord_Y, r.at(p))
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c4_c1_Coord_Z = _y >> 8
-                            elif not _y & 128:
+                                _c4_c1_Coord_Z = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c4_c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c4_c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c4_c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c4_c1_Coord_Z = (V >> (E - p)) & 127
                         else:
@@ -9620,20 +9620,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                         _c4_TxRxPosition.Coord_Z = _c4_c1_Coord_Z
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c4_c2_Coord_X = _y >> 8
-                            elif not _y & 128:
+                                _c4_c2_Coord_X = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c4_c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c4_c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c4_c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c4_c2_Coord_X = (V >> (E - p)) & 127
                         else:
@@ -9646,20 +9646,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c4_c2_Coord_X, r.at(p))
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c4_c2_Coord_Y = _y >> 8
-                            elif not _y & 128:
+                                _c4_c2_Coord_Y = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c4_c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c4_c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c4_c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c4_c2_Coord_Y = (V >> (E - p)) & 127
                         else:
@@ -9672,20 +9672,20 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c4_c2_Coord_Y, r.at(p))
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c4_c2_Coord_Z = _y >> 8
-                            elif not _y & 128:
+                                _c4_c2_Coord_Z = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c4_c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c4_c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c4_c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c4_c2_Coord_Z = (V >> (E - p)) & 127
                         else:
@@ -10123,20 +10123,20 @@ def _d_WPT_LF_TxDataListType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('WPT_LF_TxDataListType', p)
         el = 'WPT_LF_TxDataList/TxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TxIdentifier = _y >> 8
-            elif not _y & 128:
+                _c1_TxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TxIdentifier = (V >> (E - p)) & 127
         else:
@@ -10150,20 +10150,20 @@ def _d_WPT_LF_TxDataListType(r):
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'WPT_LF_TxDataList/EIRP/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_c1_Value = (V >> (E - p)) & 127
         else:
@@ -10249,20 +10249,20 @@ def _d_WPT_LF_TxDataType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('WPT_LF_TxDataType', p)
         el = 'TxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_TxIdentifier = _y >> 8
-            elif not _y & 128:
+                f_TxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_TxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_TxIdentifier = (V >> (E - p)) & 127
         else:
@@ -10276,20 +10276,20 @@ def _d_WPT_LF_TxDataType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'EIRP/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -10496,20 +10496,20 @@ def _d_WPT_PairingReqType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -10559,20 +10559,20 @@ def _d_WPT_PairingReqType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingReqType', p)
                 el = 'ObservedIDCode'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_ObservedIDCode = _y >> 8
-                    elif not _y & 128:
+                        f_ObservedIDCode = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_ObservedIDCode = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_ObservedIDCode = (V >> (E - p)) & 127
                 else:
@@ -10826,20 +10826,20 @@ def _d_WPT_PairingResType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MessageHeaderType', p)
         el = 'Header/TimeStamp'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_TimeStamp = _y >> 8
-            elif not _y & 128:
+                _c1_TimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_TimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_TimeStamp = (V >> (E - p)) & 127
         else:
@@ -10893,20 +10893,20 @@ def _d_WPT_PairingResType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('WPT_PairingResType', p)
                 el = 'ObservedIDCode'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_ObservedIDCode = _y >> 8
-                    elif not _y & 128:
+                        f_ObservedIDCode = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_ObservedIDCode = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_ObservedIDCode = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_ObservedIDCode = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_ObservedIDCode = (V >> (E - p)) & 127
                 else:
@@ -11292,20 +11292,20 @@ def _d_WPT_SPCPowerControlParameterType(r):
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'SPCPrimaryDeviceCoilCurrentInformation/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -11379,20 +11379,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseSequenceOrder/IndexNumber'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_IndexNumber = _y >> 8
-                    elif not _y & 128:
+                        _c1_IndexNumber = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_IndexNumber = (V >> (E - p)) & 127
                 else:
@@ -11402,20 +11402,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 if _c1_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c1_IndexNumber, r.at(p))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_TxRxIdentifier = _y >> 8
-                    elif not _y & 128:
+                        _c1_TxRxIdentifier = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_TxRxIdentifier = (V >> (E - p)) & 127
                 else:
@@ -11434,20 +11434,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseSequenceOrder/IndexNumber'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_IndexNumber = _y >> 8
-                    elif not _y & 128:
+                        _c2_IndexNumber = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_IndexNumber = (V >> (E - p)) & 127
                 else:
@@ -11457,20 +11457,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 if _c2_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c2_IndexNumber, r.at(p))
                 el = 'PulseSequenceOrder/TxRxIdentifier'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_TxRxIdentifier = _y >> 8
-                    elif not _y & 128:
+                        _c2_TxRxIdentifier = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_TxRxIdentifier = (V >> (E - p)) & 127
                 else:
@@ -11497,20 +11497,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                         el = 'PulseSequenceOrder/IndexNumber'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c3_IndexNumber = _y >> 8
-                            elif not _y & 128:
+                                _c3_IndexNumber = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c3_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c3_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c3_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c3_IndexNumber = (V >> (E - p)) & 127
                         else:
@@ -11520,20 +11520,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                         if _c3_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', _c3_IndexNumber, r.at(p))
                         el = 'PulseSequenceOrder/TxRxIdentifier'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c3_TxRxIdentifier = _y >> 8
-                            elif not _y & 128:
+                                _c3_TxRxIdentifier = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c3_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c3_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c3_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c3_TxRxIdentifier = (V >> (E - p)) & 127
                         else:
@@ -11557,20 +11557,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                         el = 'PulseSeparationTime'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                f_PulseSeparationTime = _y >> 8
-                            elif not _y & 128:
+                                f_PulseSeparationTime = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                f_PulseSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             f_PulseSeparationTime = (V >> (E - p)) & 127
                         else:
@@ -11588,20 +11588,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseDuration'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_PulseDuration = _y >> 8
-                    elif not _y & 128:
+                        f_PulseDuration = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_PulseDuration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_PulseDuration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_PulseDuration = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_PulseDuration = (V >> (E - p)) & 127
                 else:
@@ -11611,20 +11611,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 if f_PulseDuration > 65535: r.facet('WPT_TxRxPackageSpecDataType/PulseDuration', 'range [0, 65535]', f_PulseDuration, r.at(p))
                 el = 'PackageSeparationTime'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_PackageSeparationTime = _y >> 8
-                    elif not _y & 128:
+                        f_PackageSeparationTime = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_PackageSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_PackageSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_PackageSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_PackageSeparationTime = (V >> (E - p)) & 127
                 else:
@@ -11639,20 +11639,20 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseSeparationTime'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_PulseSeparationTime = _y >> 8
-                    elif not _y & 128:
+                        f_PulseSeparationTime = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_PulseSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_PulseSeparationTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_PulseSeparationTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_PulseSeparationTime = (V >> (E - p)) & 127
                 else:
@@ -11852,20 +11852,20 @@ def _d_WPT_TxRxPulseOrderType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxPulseOrderType', p)
         el = 'IndexNumber'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_IndexNumber = _y >> 8
-            elif not _y & 128:
+                f_IndexNumber = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_IndexNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_IndexNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_IndexNumber = (V >> (E - p)) & 127
         else:
@@ -11875,20 +11875,20 @@ def _d_WPT_TxRxPulseOrderType(r):
         if (V >> (E - p)) & 7: raise r.deviation('WPT_TxRxPulseOrderType', p)
         if f_IndexNumber > 65535: r.facet('WPT_TxRxPulseOrderType/IndexNumber', 'range [0, 65535]', f_IndexNumber, r.at(p))
         el = 'TxRxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_TxRxIdentifier = _y >> 8
-            elif not _y & 128:
+                f_TxRxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_TxRxIdentifier = (V >> (E - p)) & 127
         else:
@@ -11957,20 +11957,20 @@ def _d_WPT_TxRxSpecDataType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('WPT_TxRxSpecDataType', p)
         el = 'TxRxIdentifier'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_TxRxIdentifier = _y >> 8
-            elif not _y & 128:
+                f_TxRxIdentifier = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_TxRxIdentifier = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_TxRxIdentifier = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_TxRxIdentifier = (V >> (E - p)) & 127
         else:
@@ -11982,20 +11982,20 @@ def _d_WPT_TxRxSpecDataType(r):
         if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', f_TxRxIdentifier, r.at(p))
         el = 'TxRxPosition/Coord_X'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Coord_X = _y >> 8
-            elif not _y & 128:
+                _c1_Coord_X = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Coord_X = (V >> (E - p)) & 127
         else:
@@ -12008,20 +12008,20 @@ def _d_WPT_TxRxSpecDataType(r):
         if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c1_Coord_X, r.at(p))
         el = 'TxRxPosition/Coord_Y'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Coord_Y = _y >> 8
-            elif not _y & 128:
+                _c1_Coord_Y = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Coord_Y = (V >> (E - p)) & 127
         else:
@@ -12034,20 +12034,20 @@ def _d_WPT_TxRxSpecDataType(r):
         if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c1_Coord_Y, r.at(p))
         el = 'TxRxPosition/Coord_Z'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Coord_Z = _y >> 8
-            elif not _y & 128:
+                _c1_Coord_Z = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Coord_Z = (V >> (E - p)) & 127
         else:
@@ -12064,20 +12064,20 @@ def _d_WPT_TxRxSpecDataType(r):
         f_TxRxPosition.Coord_Z = _c1_Coord_Z
         el = 'TxRxOrientation/Coord_X'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Coord_X = _y >> 8
-            elif not _y & 128:
+                _c2_Coord_X = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Coord_X = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Coord_X = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Coord_X = (V >> (E - p)) & 127
         else:
@@ -12090,20 +12090,20 @@ def _d_WPT_TxRxSpecDataType(r):
         if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c2_Coord_X, r.at(p))
         el = 'TxRxOrientation/Coord_Y'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Coord_Y = _y >> 8
-            elif not _y & 128:
+                _c2_Coord_Y = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Coord_Y = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Coord_Y = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Coord_Y = (V >> (E - p)) & 127
         else:
@@ -12116,20 +12116,20 @@ def _d_WPT_TxRxSpecDataType(r):
         if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c2_Coord_Y, r.at(p))
         el = 'TxRxOrientation/Coord_Z'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Coord_Z = _y >> 8
-            elif not _y & 128:
+                _c2_Coord_Z = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Coord_Z = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Coord_Z = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Coord_Z = (V >> (E - p)) & 127
         else:
@@ -12543,20 +12543,20 @@ def _de11(r):  # AckMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -12590,20 +12590,20 @@ def _de12(r):  # BPT_DischargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -12637,20 +12637,20 @@ def _de13(r):  # BPT_InductiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -12722,20 +12722,20 @@ def _de15(r):  # CapacitiveEnergyReadingVARh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -12769,20 +12769,20 @@ def _de16(r):  # ChargedEnergyReadingWh
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -12839,20 +12839,20 @@ def _de18(r):  # Coord_X
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Coord_X', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -12890,20 +12890,20 @@ def _de19(r):  # Coord_Y
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Coord_Y', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -12941,20 +12941,20 @@ def _de20(r):  # Coord_Z
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Coord_Z', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -12990,20 +12990,20 @@ def _de21(r):  # DepartureTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -13271,20 +13271,20 @@ def _de31(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -13357,20 +13357,20 @@ def _de33(r):  # IndexNumber
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('IndexNumber', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -13620,20 +13620,20 @@ def _de41(r):  # MeterStatus
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -13669,20 +13669,20 @@ def _de42(r):  # MeterTimestamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -13774,20 +13774,20 @@ def _de45(r):  # NaturalOffset
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NaturalOffset', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -13821,20 +13821,20 @@ def _de46(r):  # NotificationMaxDelay
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -13931,20 +13931,20 @@ def _de50(r):  # ObservedIDCode
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ObservedIDCode', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14129,20 +14129,20 @@ def _de56(r):  # PackageSeparationTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PackageSeparationTime', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14212,20 +14212,20 @@ def _de58(r):  # Port
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Port', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14281,20 +14281,20 @@ def _de60(r):  # PulseDuration
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PulseDuration', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14328,20 +14328,20 @@ def _de61(r):  # PulseSeparationTime
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PulseSeparationTime', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14411,20 +14411,20 @@ def _de63(r):  # RemainingTimeToMaximumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14458,20 +14458,20 @@ def _de64(r):  # RemainingTimeToMinimumSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14505,20 +14505,20 @@ def _de65(r):  # RemainingTimeToTargetSOC
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14576,20 +14576,20 @@ def _de67(r):  # RxIdentifier
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RxIdentifier', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14661,20 +14661,20 @@ def _de69(r):  # SDMaxGroundClearanceSupport
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearanceSupport', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14708,20 +14708,20 @@ def _de70(r):  # SDMaxGroundClearence
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMaxGroundClearence', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14755,20 +14755,20 @@ def _de71(r):  # SDMinGroundClearanceSupport
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearanceSupport', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -14802,20 +14802,20 @@ def _de72(r):  # SDMinGroundClearence
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SDMinGroundClearence', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -15038,20 +15038,20 @@ def _de79(r):  # TaxRuleID
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -15085,20 +15085,20 @@ def _de80(r):  # TimeAnchor
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -15132,20 +15132,20 @@ def _de81(r):  # TimeStamp
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -15179,20 +15179,20 @@ def _de82(r):  # TxIdentifier
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TxIdentifier', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -15226,20 +15226,20 @@ def _de83(r):  # TxRxIdentifier
     p += 1
     if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TxRxIdentifier', p)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -15275,20 +15275,20 @@ def _de84(r):  # Value
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -15580,20 +15580,20 @@ def _de93(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:

@@ -413,20 +413,20 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                         el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c5_c1_NotificationMaxDelay = _y >> 8
-                            elif not _y & 128:
+                                _c5_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c5_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c5_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c5_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c5_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                         else:
@@ -937,9 +937,128 @@ def _d_BodyType(r):
                     if ec == 9:
                         el = 'ChargeParameterDiscoveryReq'
                         _cf = 'ChargeParameterDiscoveryReq'
-                        r.pos = p
-                        _cv = _d_ChargeParameterDiscoveryReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c9_MaxEntriesSAScheduleTuple = None
+                        _c9_RequestedEnergyTransferMode = None
+                        _c9_AC_EVChargeParameter = None
+                        _c9_DC_EVChargeParameter = None
+                        _c9_EVChargeParameter = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            el = 'ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
+                                    p += 8
+                                    _c9_MaxEntriesSAScheduleTuple = _y >> 16
+                                elif not _y & 32768:
+                                    p += 16
+                                    _c9_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
+                                    p += 24
+                                    _c9_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                else:
+                                    r.pos = p; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                p += 8
+                                _c9_MaxEntriesSAScheduleTuple = (V >> (E - p)) & 127
+                            else:
+                                r.pos = p; _c9_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
+                            p += 7
+                            if p > E: V, E, p = r.slide(p, 7)
+                            x = (V >> (E - p)) & 127
+                            if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            if _c9_MaxEntriesSAScheduleTuple > 65535: r.facet('ChargeParameterDiscoveryReqType/MaxEntriesSAScheduleTuple', 'range [0, 65535]', _c9_MaxEntriesSAScheduleTuple, r.at(p))
+                            el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                            _c9_RequestedEnergyTransferMode = ((x >> 1) & 7)
+                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(p))
+                            else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
+                            _c9_s = 2
+                        elif ec == 1:
+                            p += 5
+                            if p > E: V, E, p = r.slide(p, 5)
+                            x = (V >> (E - p)) & 31
+                            if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                            _c9_RequestedEnergyTransferMode = ((x >> 1) & 7)
+                            if _c9_RequestedEnergyTransferMode >= 6: _c9_RequestedEnergyTransferMode = r.enum_index('ChargeParameterDiscoveryReqType/RequestedEnergyTransferMode', _c9_RequestedEnergyTransferMode, 6, r.at(p))
+                            else: _c9_RequestedEnergyTransferMode = _E_iso2_msgdatatypes_EnergyTransferModeType[_c9_RequestedEnergyTransferMode]
+                            _c9_s = 2
+                        else:
+                            raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                        if _c9_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                                r.pos = p
+                                _c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 3
+                            elif ec == 1:
+                                el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                                r.pos = p
+                                _c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 3
+                            elif ec == 2:
+                                el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
+                                _c9_c1_DepartureTime = None
+                                p += 2
+                                if p > E: V, E, p = r.slide(p, 2)
+                                ec = (V >> (E - p)) & 3
+                                if ec == 0:
+                                    p += 1
+                                    if p > E: V, E, p = r.slide(p, 1)
+                                    if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
+                                    el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                                    if p + 24 <= E:
+                                        _y = (V >> (E - p - 24)) & 16777215
+                                        if _y < 8388608:
+                                            p += 8
+                                            _c9_c1_DepartureTime = _y >> 16
+                                        elif not _y & 32768:
+                                            p += 16
+                                            _c9_c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                        elif not _y & 128:
+                                            p += 24
+                                            _c9_c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        else:
+                                            r.pos = p; _c9_c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                                        p += 8
+                                        _c9_c1_DepartureTime = (V >> (E - p)) & 127
+                                    else:
+                                        r.pos = p; _c9_c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
+                                    p += 2
+                                    if p > E: V, E, p = r.slide(p, 2)
+                                    if (V >> (E - p)) & 3: raise r.deviation('EVChargeParameterType', p)
+                                    if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(p))
+                                elif ec == 1:
+                                    pass
+                                else:
+                                    raise r.deviation('EVChargeParameterType', p)
+                                _c9_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
+                                _c9_EVChargeParameter.DepartureTime = _c9_c1_DepartureTime
+                                _c9_s = 3
+                            else:
+                                raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                        if _c9_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                            _c9_s = -1
+                        _cv = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
+                        _cv.MaxEntriesSAScheduleTuple = _c9_MaxEntriesSAScheduleTuple
+                        _cv.RequestedEnergyTransferMode = _c9_RequestedEnergyTransferMode
+                        _cv.AC_EVChargeParameter = _c9_AC_EVChargeParameter
+                        _cv.DC_EVChargeParameter = _c9_DC_EVChargeParameter
+                        _cv.EVChargeParameter = _c9_EVChargeParameter
                         s = 1
                     elif ec == 10:
                         el = 'ChargeParameterDiscoveryRes'
@@ -983,9 +1102,97 @@ def _d_BodyType(r):
                     elif ec == 15:
                         el = 'MeteringReceiptReq'
                         _cf = 'MeteringReceiptReq'
-                        r.pos = p
-                        _cv = _d_MeteringReceiptReqType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c11_Id = None
+                        _c11_SessionID = None
+                        _c11_SAScheduleTupleID = None
+                        _c11_MeterInfo = None
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'MeteringReceiptReq/@Id'
+                            r.pos = p
+                            _c11_Id = r.string('iso2_msgbody:Id')
+                            V = r.v; E = r.end; p = r.pos
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            el = 'MeteringReceiptReq/SessionID'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                                _c11_SessionID = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c11_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c11_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                            _c11_s = 2
+                        elif ec == 1:
+                            el = 'MeteringReceiptReq/SessionID'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                                _c11_SessionID = b''
+                            else:
+                                if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
+                                    p += 8 + (_l << 3)
+                                    _c11_SessionID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                else:
+                                    r.pos = p; _c11_SessionID = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c11_SessionID) > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(p))
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+                            _c11_s = 2
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', p)
+                        if _c11_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                p += 11
+                                if p > E: V, E, p = r.slide(p, 11)
+                                x = (V >> (E - p)) & 2047
+                                if x & 1027: raise r.deviation('MeteringReceiptReqType', p)
+                                el = 'MeteringReceiptReq/SAScheduleTupleID'
+                                _c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                                if _c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c11_SAScheduleTupleID, r.at(p))
+                                el = 'MeteringReceiptReq/MeterInfo'
+                                r.pos = p
+                                _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 4
+                            elif ec == 1:
+                                el = 'MeteringReceiptReq/MeterInfo'
+                                r.pos = p
+                                _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 4
+                            else:
+                                raise r.deviation('MeteringReceiptReqType', p)
+                        if _c11_s == 4:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                            _c11_s = -1
+                        _cv = _new(iso2_msgbody.MeteringReceiptReqType)
+                        _cv.Id = _c11_Id
+                        _cv.SessionID = _c11_SessionID
+                        _cv.SAScheduleTupleID = _c11_SAScheduleTupleID
+                        _cv.MeterInfo = _c11_MeterInfo
                         s = 1
                     elif ec == 16:
                         el = 'MeteringReceiptRes'
@@ -1002,23 +1209,23 @@ def _d_BodyType(r):
                         _cf = 'PaymentDetailsReq'
                         el = 'PaymentDetailsReq/eMAID'
                         r.pos = p
-                        _c10_eMAID = r.string('iso2_msgbody:eMAID')
-                        if len(_c10_eMAID) < 14 or len(_c10_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', _c10_eMAID, r.at(r.pos))
+                        _c12_eMAID = r.string('iso2_msgbody:eMAID')
+                        if len(_c12_eMAID) < 14 or len(_c12_eMAID) > 15: r.facet('PaymentDetailsReqType/eMAID', 'length [14, 15]', _c12_eMAID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
-                        _c10_c1_Id = None
-                        _c10_c1_Certificate = None
-                        _c10_c1_SubCertificates = None
+                        _c12_c1_Id = None
+                        _c12_c1_Certificate = None
+                        _c12_c1_SubCertificates = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         ec = (V >> (E - p)) & 3
                         if ec == 0:
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/@Id'
                             r.pos = p
-                            _c10_c1_Id = r.string('iso2_msgdatatypes:Id')
+                            _c12_c1_Id = r.string('iso2_msgdatatypes:Id')
                             V = r.v; E = r.end; p = r.pos
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
@@ -1030,18 +1237,18 @@ def _d_BodyType(r):
                                 p += 3
                                 if p > E: V, E, p = r.slide(p, 3)
                                 if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                                _c10_c1_Certificate = b''
+                                _c12_c1_Certificate = b''
                             else:
                                 if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                                     p += 8 + (_l << 3)
-                                    _c10_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                    _c12_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c10_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c10_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c10_c1_Certificate, r.at(p))
+                                    r.pos = p; _c12_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(p))
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                            _c10_c1_s = 2
+                            _c12_c1_s = 2
                         elif ec == 1:
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                             p += 1
@@ -1050,48 +1257,48 @@ def _d_BodyType(r):
                                 p += 3
                                 if p > E: V, E, p = r.slide(p, 3)
                                 if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
-                                _c10_c1_Certificate = b''
+                                _c12_c1_Certificate = b''
                             else:
                                 if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                                     p += 8 + (_l << 3)
-                                    _c10_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                    _c12_c1_Certificate = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                                 else:
-                                    r.pos = p; _c10_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
-                                if len(_c10_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c10_c1_Certificate, r.at(p))
+                                    r.pos = p; _c12_c1_Certificate = r.binary(); V = r.v; E = r.end; p = r.pos
+                                if len(_c12_c1_Certificate) > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(p))
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-                            _c10_c1_s = 2
+                            _c12_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', p)
-                        if _c10_c1_s == 2:
+                        if _c12_c1_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
                             if ec == 0:
                                 el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                                 r.pos = p
-                                _c10_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                                _c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
                                 V = r.v; E = r.end; p = r.pos
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
-                                _c10_c1_s = -1
+                                _c12_c1_s = -1
                             elif ec == 1:
                                 pass
-                                _c10_c1_s = -1
+                                _c12_c1_s = -1
                             else:
                                 raise r.deviation('CertificateChainType', p)
-                        _c10_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
-                        _c10_ContractSignatureCertChain.Id = _c10_c1_Id
-                        _c10_ContractSignatureCertChain.Certificate = _c10_c1_Certificate
-                        _c10_ContractSignatureCertChain.SubCertificates = _c10_c1_SubCertificates
+                        _c12_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        _c12_ContractSignatureCertChain.Id = _c12_c1_Id
+                        _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
+                        _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(iso2_msgbody.PaymentDetailsReqType)
-                        _cv.eMAID = _c10_eMAID
-                        _cv.ContractSignatureCertChain = _c10_ContractSignatureCertChain
+                        _cv.eMAID = _c12_eMAID
+                        _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1106,49 +1313,49 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsRes'
                         _cf = 'PaymentDetailsRes'
                         el = 'PaymentDetailsRes/ResponseCode'
-                        _c11_ResponseCode = ((x >> 3) & 31)
-                        if _c11_ResponseCode >= 26: _c11_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c11_ResponseCode, 26, r.at(p))
-                        else: _c11_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c11_ResponseCode]
+                        _c13_ResponseCode = ((x >> 3) & 31)
+                        if _c13_ResponseCode >= 26: _c13_ResponseCode = r.enum_index('PaymentDetailsResType/ResponseCode', _c13_ResponseCode, 26, r.at(p))
+                        else: _c13_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c13_ResponseCode]
                         el = 'PaymentDetailsRes/GenChallenge'
                         if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                             p += 8 + (_l << 3)
-                            _c11_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            _c13_GenChallenge = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
-                            r.pos = p; _c11_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
-                        if len(_c11_GenChallenge) < 16 or len(_c11_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c11_GenChallenge, r.at(p))
+                            r.pos = p; _c13_GenChallenge = r.binary(); V = r.v; E = r.end; p = r.pos
+                        if len(_c13_GenChallenge) < 16 or len(_c13_GenChallenge) > 16: r.facet('PaymentDetailsResType/GenChallenge', 'length [16, 16]', _c13_GenChallenge, r.at(p))
                         p += 4
                         if p > E: V, E, p = r.slide(p, 4)
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('BodyType', p)
                         el = 'PaymentDetailsRes/EVSETimeStamp'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c11_EVSETimeStamp = _y >> 8
-                            elif not _y & 128:
+                                _c13_EVSETimeStamp = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c11_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c13_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c11_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c13_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c11_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c13_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c11_EVSETimeStamp = (V >> (E - p)) & 127
+                            _c13_EVSETimeStamp = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c11_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c13_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
-                        if _neg: _c11_EVSETimeStamp = -_c11_EVSETimeStamp - 1
-                        if _c11_EVSETimeStamp < -9223372036854775808 or _c11_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c11_EVSETimeStamp, r.at(p))
+                        if _neg: _c13_EVSETimeStamp = -_c13_EVSETimeStamp - 1
+                        if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c13_EVSETimeStamp, r.at(p))
                         _cv = _new(iso2_msgbody.PaymentDetailsResType)
-                        _cv.ResponseCode = _c11_ResponseCode
-                        _cv.GenChallenge = _c11_GenChallenge
-                        _cv.EVSETimeStamp = _c11_EVSETimeStamp
+                        _cv.ResponseCode = _c13_ResponseCode
+                        _cv.GenChallenge = _c13_GenChallenge
+                        _cv.EVSETimeStamp = _c13_EVSETimeStamp
                         s = 1
                     elif ec == 19:
                         p += 5
@@ -1158,17 +1365,17 @@ def _d_BodyType(r):
                         el = 'PaymentServiceSelectionReq'
                         _cf = 'PaymentServiceSelectionReq'
                         el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
-                        _c12_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
+                        _c14_SelectedPaymentOption = _E_iso2_msgdatatypes_paymentOptionType[((x >> 2) & 1)]
                         el = 'PaymentServiceSelectionReq/SelectedServiceList'
                         r.pos = p
-                        _c12_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
+                        _c14_SelectedServiceList = c_iso2_msgdatatypes._d_SelectedServiceListType(r)
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(iso2_msgbody.PaymentServiceSelectionReqType)
-                        _cv.SelectedPaymentOption = _c12_SelectedPaymentOption
-                        _cv.SelectedServiceList = _c12_SelectedServiceList
+                        _cv.SelectedPaymentOption = _c14_SelectedPaymentOption
+                        _cv.SelectedServiceList = _c14_SelectedServiceList
                         s = 1
                     elif ec == 20:
                         p += 9
@@ -1178,11 +1385,11 @@ def _d_BodyType(r):
                         el = 'PaymentServiceSelectionRes'
                         _cf = 'PaymentServiceSelectionRes'
                         el = 'PaymentServiceSelectionRes/ResponseCode'
-                        _c13_ResponseCode = ((x >> 2) & 31)
-                        if _c13_ResponseCode >= 26: _c13_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c13_ResponseCode, 26, r.at(p))
-                        else: _c13_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c13_ResponseCode]
+                        _c15_ResponseCode = ((x >> 2) & 31)
+                        if _c15_ResponseCode >= 26: _c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c15_ResponseCode, 26, r.at(p))
+                        else: _c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c15_ResponseCode]
                         _cv = _new(iso2_msgbody.PaymentServiceSelectionResType)
-                        _cv.ResponseCode = _c13_ResponseCode
+                        _cv.ResponseCode = _c15_ResponseCode
                         s = 1
                     elif ec == 21:
                         el = 'PowerDeliveryReq'
@@ -1209,95 +1416,95 @@ def _d_BodyType(r):
                         el = 'PreChargeReq'
                         _cf = 'PreChargeReq'
                         el = 'PreChargeReq/DC_EVStatus/EVReady'
-                        _c14_c1_EVReady = ((x >> 35) & 1) == 1
+                        _c16_c1_EVReady = ((x >> 35) & 1) == 1
                         el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                        _c14_c1_EVErrorCode = ((x >> 28) & 15)
-                        if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(p))
-                        else: _c14_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
+                        _c16_c1_EVErrorCode = ((x >> 28) & 15)
+                        if _c16_c1_EVErrorCode >= 12: _c16_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c16_c1_EVErrorCode, 12, r.at(p))
+                        else: _c16_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c16_c1_EVErrorCode]
                         el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
-                        _c14_c1_EVRESSSOC = ((x >> 18) & 127)
-                        if _c14_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c14_c1_EVRESSSOC, r.at(p))
-                        _c14_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
-                        _c14_DC_EVStatus.EVReady = _c14_c1_EVReady
-                        _c14_DC_EVStatus.EVErrorCode = _c14_c1_EVErrorCode
-                        _c14_DC_EVStatus.EVRESSSOC = _c14_c1_EVRESSSOC
+                        _c16_c1_EVRESSSOC = ((x >> 18) & 127)
+                        if _c16_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c16_c1_EVRESSSOC, r.at(p))
+                        _c16_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c16_DC_EVStatus.EVReady = _c16_c1_EVReady
+                        _c16_DC_EVStatus.EVErrorCode = _c16_c1_EVErrorCode
+                        _c16_DC_EVStatus.EVRESSSOC = _c16_c1_EVRESSSOC
                         el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-                        _c14_c2_Multiplier = ((x >> 10) & 7) + -3
-                        if _c14_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c2_Multiplier, r.at(p))
+                        _c16_c2_Multiplier = ((x >> 10) & 7) + -3
+                        if _c16_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c2_Multiplier, r.at(p))
                         el = 'PreChargeReq/EVTargetVoltage/Unit'
-                        _c14_c2_Unit = ((x >> 4) & 7)
-                        if _c14_c2_Unit >= 7: _c14_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c2_Unit, 7, r.at(p))
-                        else: _c14_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_c2_Unit]
+                        _c16_c2_Unit = ((x >> 4) & 7)
+                        if _c16_c2_Unit >= 7: _c16_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c2_Unit, 7, r.at(p))
+                        else: _c16_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c16_c2_Unit]
                         el = 'PreChargeReq/EVTargetVoltage/Value'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c14_c2_Value = _y >> 8
-                            elif not _y & 128:
+                                _c16_c2_Value = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c14_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c14_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c16_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c14_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c14_c2_Value = (V >> (E - p)) & 127
+                            _c16_c2_Value = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c14_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c16_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 18
                         if p > E: V, E, p = r.slide(p, 18)
                         x = (V >> (E - p)) & 262143
                         if x & 254862: raise r.deviation('BodyType', p)
-                        if _neg: _c14_c2_Value = -_c14_c2_Value - 1
-                        if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(p))
-                        _c14_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
-                        _c14_EVTargetVoltage.Multiplier = _c14_c2_Multiplier
-                        _c14_EVTargetVoltage.Unit = _c14_c2_Unit
-                        _c14_EVTargetVoltage.Value = _c14_c2_Value
+                        if _neg: _c16_c2_Value = -_c16_c2_Value - 1
+                        if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(p))
+                        _c16_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c16_EVTargetVoltage.Multiplier = _c16_c2_Multiplier
+                        _c16_EVTargetVoltage.Unit = _c16_c2_Unit
+                        _c16_EVTargetVoltage.Value = _c16_c2_Value
                         el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-                        _c14_c3_Multiplier = ((x >> 10) & 7) + -3
-                        if _c14_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c3_Multiplier, r.at(p))
+                        _c16_c3_Multiplier = ((x >> 10) & 7) + -3
+                        if _c16_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c16_c3_Multiplier, r.at(p))
                         el = 'PreChargeReq/EVTargetCurrent/Unit'
-                        _c14_c3_Unit = ((x >> 4) & 7)
-                        if _c14_c3_Unit >= 7: _c14_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c3_Unit, 7, r.at(p))
-                        else: _c14_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_c3_Unit]
+                        _c16_c3_Unit = ((x >> 4) & 7)
+                        if _c16_c3_Unit >= 7: _c16_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c16_c3_Unit, 7, r.at(p))
+                        else: _c16_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c16_c3_Unit]
                         el = 'PreChargeReq/EVTargetCurrent/Value'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c14_c3_Value = _y >> 8
-                            elif not _y & 128:
+                                _c16_c3_Value = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c14_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c16_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c14_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c16_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c14_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c16_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c14_c3_Value = (V >> (E - p)) & 127
+                            _c16_c3_Value = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c14_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c16_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
-                        if _neg: _c14_c3_Value = -_c14_c3_Value - 1
-                        if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(p))
-                        _c14_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
-                        _c14_EVTargetCurrent.Multiplier = _c14_c3_Multiplier
-                        _c14_EVTargetCurrent.Unit = _c14_c3_Unit
-                        _c14_EVTargetCurrent.Value = _c14_c3_Value
+                        if _neg: _c16_c3_Value = -_c16_c3_Value - 1
+                        if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c3_Value, r.at(p))
+                        _c16_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c16_EVTargetCurrent.Multiplier = _c16_c3_Multiplier
+                        _c16_EVTargetCurrent.Unit = _c16_c3_Unit
+                        _c16_EVTargetCurrent.Value = _c16_c3_Value
                         _cv = _new(iso2_msgbody.PreChargeReqType)
-                        _cv.DC_EVStatus = _c14_DC_EVStatus
-                        _cv.EVTargetVoltage = _c14_EVTargetVoltage
-                        _cv.EVTargetCurrent = _c14_EVTargetCurrent
+                        _cv.DC_EVStatus = _c16_DC_EVStatus
+                        _cv.EVTargetVoltage = _c16_EVTargetVoltage
+                        _cv.EVTargetCurrent = _c16_EVTargetCurrent
                         s = 1
                     elif ec == 24:
                         p += 9
@@ -1307,47 +1514,47 @@ def _d_BodyType(r):
                         el = 'PreChargeRes'
                         _cf = 'PreChargeRes'
                         el = 'PreChargeRes/ResponseCode'
-                        _c15_ResponseCode = ((x >> 2) & 31)
-                        if _c15_ResponseCode >= 26: _c15_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c15_ResponseCode, 26, r.at(p))
-                        else: _c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c15_ResponseCode]
+                        _c17_ResponseCode = ((x >> 2) & 31)
+                        if _c17_ResponseCode >= 26: _c17_ResponseCode = r.enum_index('PreChargeResType/ResponseCode', _c17_ResponseCode, 26, r.at(p))
+                        else: _c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c17_ResponseCode]
                         el = 'PreChargeRes/DC_EVSEStatus'
-                        _c15_c1_NotificationMaxDelay = None
-                        _c15_c1_EVSENotification = None
-                        _c15_c1_EVSEIsolationStatus = None
-                        _c15_c1_EVSEStatusCode = None
+                        _c17_c1_NotificationMaxDelay = None
+                        _c17_c1_EVSENotification = None
+                        _c17_c1_EVSEIsolationStatus = None
+                        _c17_c1_EVSEStatusCode = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                         el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c15_c1_NotificationMaxDelay = _y >> 8
-                            elif not _y & 128:
+                                _c17_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c15_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c17_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c15_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c17_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c15_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                            _c17_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c17_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 6
                         if p > E: V, E, p = r.slide(p, 6)
                         x = (V >> (E - p)) & 63
                         if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                        if _c15_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c15_c1_NotificationMaxDelay, r.at(p))
+                        if _c17_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c17_c1_NotificationMaxDelay, r.at(p))
                         el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c15_c1_EVSENotification = ((x >> 1) & 3)
-                        if _c15_c1_EVSENotification >= 3: _c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c15_c1_EVSENotification, 3, r.at(p))
-                        else: _c15_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c15_c1_EVSENotification]
-                        _c15_c1_s = 2
-                        if _c15_c1_s == 2:
+                        _c17_c1_EVSENotification = ((x >> 1) & 3)
+                        if _c17_c1_EVSENotification >= 3: _c17_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c17_c1_EVSENotification, 3, r.at(p))
+                        else: _c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c17_c1_EVSENotification]
+                        _c17_c1_s = 2
+                        if _c17_c1_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
@@ -1357,80 +1564,80 @@ def _d_BodyType(r):
                                 x = (V >> (E - p)) & 4095
                                 if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c15_c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                                if _c15_c1_EVSEIsolationStatus >= 5: _c15_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c15_c1_EVSEIsolationStatus, 5, r.at(p))
-                                else: _c15_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c15_c1_EVSEIsolationStatus]
+                                _c17_c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                                if _c17_c1_EVSEIsolationStatus >= 5: _c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c17_c1_EVSEIsolationStatus, 5, r.at(p))
+                                else: _c17_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c17_c1_EVSEIsolationStatus]
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c15_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(p))
-                                else: _c15_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
-                                _c15_c1_s = 4
+                                _c17_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
+                                _c17_c1_s = 4
                             elif ec == 1:
                                 p += 6
                                 if p > E: V, E, p = r.slide(p, 6)
                                 x = (V >> (E - p)) & 63
                                 if x & 33: raise r.deviation('DC_EVSEStatusType', p)
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c15_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c15_c1_EVSEStatusCode >= 12: _c15_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c15_c1_EVSEStatusCode, 12, r.at(p))
-                                else: _c15_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c15_c1_EVSEStatusCode]
-                                _c15_c1_s = 4
+                                _c17_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
+                                _c17_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVSEStatusType', p)
-                        if _c15_c1_s == 4:
+                        if _c17_c1_s == 4:
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
-                            _c15_c1_s = -1
-                        _c15_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
-                        _c15_DC_EVSEStatus.NotificationMaxDelay = _c15_c1_NotificationMaxDelay
-                        _c15_DC_EVSEStatus.EVSENotification = _c15_c1_EVSENotification
-                        _c15_DC_EVSEStatus.EVSEIsolationStatus = _c15_c1_EVSEIsolationStatus
-                        _c15_DC_EVSEStatus.EVSEStatusCode = _c15_c1_EVSEStatusCode
+                            _c17_c1_s = -1
+                        _c17_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                        _c17_DC_EVSEStatus.NotificationMaxDelay = _c17_c1_NotificationMaxDelay
+                        _c17_DC_EVSEStatus.EVSENotification = _c17_c1_EVSENotification
+                        _c17_DC_EVSEStatus.EVSEIsolationStatus = _c17_c1_EVSEIsolationStatus
+                        _c17_DC_EVSEStatus.EVSEStatusCode = _c17_c1_EVSEStatusCode
                         p += 16
                         if p > E: V, E, p = r.slide(p, 16)
                         x = (V >> (E - p)) & 65535
                         if x & 58254: raise r.deviation('BodyType', p)
                         el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-                        _c15_c2_Multiplier = ((x >> 10) & 7) + -3
-                        if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(p))
+                        _c17_c2_Multiplier = ((x >> 10) & 7) + -3
+                        if _c17_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c17_c2_Multiplier, r.at(p))
                         el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                        _c15_c2_Unit = ((x >> 4) & 7)
-                        if _c15_c2_Unit >= 7: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 7, r.at(p))
-                        else: _c15_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c15_c2_Unit]
+                        _c17_c2_Unit = ((x >> 4) & 7)
+                        if _c17_c2_Unit >= 7: _c17_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c17_c2_Unit, 7, r.at(p))
+                        else: _c17_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c17_c2_Unit]
                         el = 'PreChargeRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c15_c2_Value = _y >> 8
-                            elif not _y & 128:
+                                _c17_c2_Value = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c15_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c17_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c15_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c17_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c17_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c15_c2_Value = (V >> (E - p)) & 127
+                            _c17_c2_Value = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c15_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c17_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
-                        if _neg: _c15_c2_Value = -_c15_c2_Value - 1
-                        if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(p))
-                        _c15_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
-                        _c15_EVSEPresentVoltage.Multiplier = _c15_c2_Multiplier
-                        _c15_EVSEPresentVoltage.Unit = _c15_c2_Unit
-                        _c15_EVSEPresentVoltage.Value = _c15_c2_Value
+                        if _neg: _c17_c2_Value = -_c17_c2_Value - 1
+                        if _c17_c2_Value < -32768 or _c17_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_c2_Value, r.at(p))
+                        _c17_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c17_EVSEPresentVoltage.Multiplier = _c17_c2_Multiplier
+                        _c17_EVSEPresentVoltage.Unit = _c17_c2_Unit
+                        _c17_EVSEPresentVoltage.Value = _c17_c2_Value
                         _cv = _new(iso2_msgbody.PreChargeResType)
-                        _cv.ResponseCode = _c15_ResponseCode
-                        _cv.DC_EVSEStatus = _c15_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c15_EVSEPresentVoltage
+                        _cv.ResponseCode = _c17_ResponseCode
+                        _cv.DC_EVSEStatus = _c17_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c17_EVSEPresentVoltage
                         s = 1
                     elif ec == 25:
                         p += 2
@@ -1439,91 +1646,91 @@ def _d_BodyType(r):
                         el = 'ServiceDetailReq'
                         _cf = 'ServiceDetailReq'
                         el = 'ServiceDetailReq/ServiceID'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c16_ServiceID = _y >> 8
-                            elif not _y & 128:
+                                _c18_ServiceID = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c16_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c16_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c18_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c16_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c16_ServiceID = (V >> (E - p)) & 127
+                            _c18_ServiceID = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c16_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c18_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('BodyType', p)
-                        if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(p))
+                        if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(p))
                         _cv = _new(iso2_msgbody.ServiceDetailReqType)
-                        _cv.ServiceID = _c16_ServiceID
+                        _cv.ServiceID = _c18_ServiceID
                         s = 1
                     elif ec == 26:
                         el = 'ServiceDetailRes'
                         _cf = 'ServiceDetailRes'
-                        _c17_ResponseCode = None
-                        _c17_ServiceID = None
-                        _c17_ServiceParameterList = None
+                        _c19_ResponseCode = None
+                        _c19_ServiceID = None
+                        _c19_ServiceParameterList = None
                         p += 10
                         if p > E: V, E, p = r.slide(p, 10)
                         x = (V >> (E - p)) & 1023
                         if x & 775: raise r.deviation('ServiceDetailResType', p)
                         el = 'ServiceDetailRes/ResponseCode'
-                        _c17_ResponseCode = ((x >> 3) & 31)
-                        if _c17_ResponseCode >= 26: _c17_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c17_ResponseCode, 26, r.at(p))
-                        else: _c17_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c17_ResponseCode]
+                        _c19_ResponseCode = ((x >> 3) & 31)
+                        if _c19_ResponseCode >= 26: _c19_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', _c19_ResponseCode, 26, r.at(p))
+                        else: _c19_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c19_ResponseCode]
                         el = 'ServiceDetailRes/ServiceID'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c17_ServiceID = _y >> 8
-                            elif not _y & 128:
+                                _c19_ServiceID = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c17_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c19_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c17_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c19_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c19_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c17_ServiceID = (V >> (E - p)) & 127
+                            _c19_ServiceID = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c17_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c19_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                        if _c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(p))
-                        _c17_s = 2
-                        if _c17_s == 2:
+                        if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(p))
+                        _c19_s = 2
+                        if _c19_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
                             if ec == 0:
                                 el = 'ServiceDetailRes/ServiceParameterList'
                                 r.pos = p
-                                _c17_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
+                                _c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
                                 V = r.v; E = r.end; p = r.pos
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                                _c17_s = -1
+                                _c19_s = -1
                             elif ec == 1:
                                 pass
-                                _c17_s = -1
+                                _c19_s = -1
                             else:
                                 raise r.deviation('ServiceDetailResType', p)
                         _cv = _new(iso2_msgbody.ServiceDetailResType)
-                        _cv.ResponseCode = _c17_ResponseCode
-                        _cv.ServiceID = _c17_ServiceID
-                        _cv.ServiceParameterList = _c17_ServiceParameterList
+                        _cv.ResponseCode = _c19_ResponseCode
+                        _cv.ServiceID = _c19_ServiceID
+                        _cv.ServiceParameterList = _c19_ServiceParameterList
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1532,8 +1739,8 @@ def _d_BodyType(r):
                     if ec == 27:
                         el = 'ServiceDiscoveryReq'
                         _cf = 'ServiceDiscoveryReq'
-                        _c18_ServiceScope = None
-                        _c18_ServiceCategory = None
+                        _c20_ServiceScope = None
+                        _c20_ServiceCategory = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         ec = (V >> (E - p)) & 3
@@ -1545,30 +1752,30 @@ def _d_BodyType(r):
                                 p += 3
                                 if p > E: V, E, p = r.slide(p, 3)
                                 if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
-                                _c18_ServiceScope = ''
+                                _c20_ServiceScope = ''
                             else:
                                 r.pos = p
-                                _c18_ServiceScope = r.string('iso2_msgbody:ServiceScope')
-                                if len(_c18_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', _c18_ServiceScope, r.at(r.pos))
+                                _c20_ServiceScope = r.string('iso2_msgbody:ServiceScope')
+                                if len(_c20_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', _c20_ServiceScope, r.at(r.pos))
                                 V = r.v; E = r.end; p = r.pos
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-                            _c18_s = 1
+                            _c20_s = 1
                         elif ec == 1:
                             p += 4
                             if p > E: V, E, p = r.slide(p, 4)
                             x = (V >> (E - p)) & 15
                             if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                             el = 'ServiceDiscoveryReq/ServiceCategory'
-                            _c18_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                            _c18_s = 2
+                            _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c20_s = 2
                         elif ec == 2:
                             pass
-                            _c18_s = -1
+                            _c20_s = -1
                         else:
                             raise r.deviation('ServiceDiscoveryReqType', p)
-                        if _c18_s == 1:
+                        if _c20_s == 1:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
@@ -1578,72 +1785,72 @@ def _d_BodyType(r):
                                 x = (V >> (E - p)) & 15
                                 if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                                _c18_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
-                                _c18_s = 2
+                                _c20_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                                _c20_s = 2
                             elif ec == 1:
                                 pass
-                                _c18_s = -1
+                                _c20_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryReqType', p)
-                        if _c18_s == 2:
+                        if _c20_s == 2:
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
-                            _c18_s = -1
+                            _c20_s = -1
                         _cv = _new(iso2_msgbody.ServiceDiscoveryReqType)
-                        _cv.ServiceScope = _c18_ServiceScope
-                        _cv.ServiceCategory = _c18_ServiceCategory
+                        _cv.ServiceScope = _c20_ServiceScope
+                        _cv.ServiceCategory = _c20_ServiceCategory
                         s = 1
                     elif ec == 28:
                         el = 'ServiceDiscoveryRes'
                         _cf = 'ServiceDiscoveryRes'
-                        _c19_ResponseCode = None
-                        _c19_PaymentOptionList = None
-                        _c19_ChargeService = None
-                        _c19_ServiceList = None
+                        _c21_ResponseCode = None
+                        _c21_PaymentOptionList = None
+                        _c21_ChargeService = None
+                        _c21_ServiceList = None
                         p += 9
                         if p > E: V, E, p = r.slide(p, 9)
                         x = (V >> (E - p)) & 511
                         if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
                         el = 'ServiceDiscoveryRes/ResponseCode'
-                        _c19_ResponseCode = ((x >> 2) & 31)
-                        if _c19_ResponseCode >= 26: _c19_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c19_ResponseCode, 26, r.at(p))
-                        else: _c19_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c19_ResponseCode]
+                        _c21_ResponseCode = ((x >> 2) & 31)
+                        if _c21_ResponseCode >= 26: _c21_ResponseCode = r.enum_index('ServiceDiscoveryResType/ResponseCode', _c21_ResponseCode, 26, r.at(p))
+                        else: _c21_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c21_ResponseCode]
                         el = 'ServiceDiscoveryRes/PaymentOptionList'
                         r.pos = p
-                        _c19_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
+                        _c21_PaymentOptionList = c_iso2_msgdatatypes._d_PaymentOptionListType(r)
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
                         el = 'ServiceDiscoveryRes/ChargeService'
                         r.pos = p
-                        _c19_ChargeService = c_iso2_msgdatatypes._d_ChargeServiceType(r)
+                        _c21_ChargeService = c_iso2_msgdatatypes._d_ChargeServiceType(r)
                         V = r.v; E = r.end; p = r.pos
-                        _c19_s = 3
-                        if _c19_s == 3:
+                        _c21_s = 3
+                        if _c21_s == 3:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
                             if ec == 0:
                                 el = 'ServiceDiscoveryRes/ServiceList'
                                 r.pos = p
-                                _c19_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
+                                _c21_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
                                 V = r.v; E = r.end; p = r.pos
                                 p += 1
                                 if p > E: V, E, p = r.slide(p, 1)
                                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
-                                _c19_s = -1
+                                _c21_s = -1
                             elif ec == 1:
                                 pass
-                                _c19_s = -1
+                                _c21_s = -1
                             else:
                                 raise r.deviation('ServiceDiscoveryResType', p)
                         _cv = _new(iso2_msgbody.ServiceDiscoveryResType)
-                        _cv.ResponseCode = _c19_ResponseCode
-                        _cv.PaymentOptionList = _c19_PaymentOptionList
-                        _cv.ChargeService = _c19_ChargeService
-                        _cv.ServiceList = _c19_ServiceList
+                        _cv.ResponseCode = _c21_ResponseCode
+                        _cv.PaymentOptionList = _c21_PaymentOptionList
+                        _cv.ChargeService = _c21_ChargeService
+                        _cv.ServiceList = _c21_ServiceList
                         s = 1
                     elif ec == 29:
                         p += 1
@@ -1658,14 +1865,14 @@ def _d_BodyType(r):
                             p += 3
                             if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
-                            _c20_EVCCID = b''
+                            _c22_EVCCID = b''
                         else:
                             if p + 8 <= E and (_l := (V >> (E - p - 8)) & 255) < 128 and p + 8 + (_l << 3) <= E:
                                 p += 8 + (_l << 3)
-                                _c20_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                                _c22_EVCCID = ((V >> (E - p)) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                r.pos = p; _c20_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
-                            if len(_c20_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c20_EVCCID, r.at(p))
+                                r.pos = p; _c22_EVCCID = r.binary(); V = r.v; E = r.end; p = r.pos
+                            if len(_c22_EVCCID) > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c22_EVCCID, r.at(p))
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
@@ -1673,32 +1880,32 @@ def _d_BodyType(r):
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                         _cv = _new(iso2_msgbody.SessionSetupReqType)
-                        _cv.EVCCID = _c20_EVCCID
+                        _cv.EVCCID = _c22_EVCCID
                         s = 1
                     elif ec == 30:
                         el = 'SessionSetupRes'
                         _cf = 'SessionSetupRes'
-                        _c21_ResponseCode = None
-                        _c21_EVSEID = None
-                        _c21_EVSETimeStamp = None
+                        _c23_ResponseCode = None
+                        _c23_EVSEID = None
+                        _c23_EVSETimeStamp = None
                         p += 10
                         if p > E: V, E, p = r.slide(p, 10)
                         x = (V >> (E - p)) & 1023
                         if x & 775: raise r.deviation('SessionSetupResType', p)
                         el = 'SessionSetupRes/ResponseCode'
-                        _c21_ResponseCode = ((x >> 3) & 31)
-                        if _c21_ResponseCode >= 26: _c21_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c21_ResponseCode, 26, r.at(p))
-                        else: _c21_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c21_ResponseCode]
+                        _c23_ResponseCode = ((x >> 3) & 31)
+                        if _c23_ResponseCode >= 26: _c23_ResponseCode = r.enum_index('SessionSetupResType/ResponseCode', _c23_ResponseCode, 26, r.at(p))
+                        else: _c23_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c23_ResponseCode]
                         el = 'SessionSetupRes/EVSEID'
                         r.pos = p
-                        _c21_EVSEID = r.string('iso2_msgbody:EVSEID')
-                        if len(_c21_EVSEID) < 7 or len(_c21_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c21_EVSEID, r.at(r.pos))
+                        _c23_EVSEID = r.string('iso2_msgbody:EVSEID')
+                        if len(_c23_EVSEID) < 7 or len(_c23_EVSEID) > 37: r.facet('SessionSetupResType/EVSEID', 'length [7, 37]', _c23_EVSEID, r.at(r.pos))
                         V = r.v; E = r.end; p = r.pos
                         p += 1
                         if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SessionSetupResType', p)
-                        _c21_s = 2
-                        if _c21_s == 2:
+                        _c23_s = 2
+                        if _c23_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
@@ -1709,39 +1916,39 @@ def _d_BodyType(r):
                                 if x & 2: raise r.deviation('SessionSetupResType', p)
                                 el = 'SessionSetupRes/EVSETimeStamp'
                                 _neg = (x & 1)
-                                if p + 16 <= E:
-                                    _y = (V >> (E - p - 16)) & 65535
-                                    if _y < 32768:
+                                if p + 24 <= E:
+                                    _y = (V >> (E - p - 24)) & 16777215
+                                    if _y < 8388608:
                                         p += 8
-                                        _c21_EVSETimeStamp = _y >> 8
-                                    elif not _y & 128:
+                                        _c23_EVSETimeStamp = _y >> 16
+                                    elif not _y & 32768:
                                         p += 16
-                                        _c21_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                        _c23_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                    elif not _y & 128:
                                         p += 24
-                                        _c21_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                        _c23_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                     else:
-                                        r.pos = p; _c21_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                        r.pos = p; _c23_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                                     p += 8
-                                    _c21_EVSETimeStamp = (V >> (E - p)) & 127
+                                    _c23_EVSETimeStamp = (V >> (E - p)) & 127
                                 else:
-                                    r.pos = p; _c21_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
+                                    r.pos = p; _c23_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                                 p += 2
                                 if p > E: V, E, p = r.slide(p, 2)
                                 if (V >> (E - p)) & 3: raise r.deviation('SessionSetupResType', p)
-                                if _neg: _c21_EVSETimeStamp = -_c21_EVSETimeStamp - 1
-                                if _c21_EVSETimeStamp < -9223372036854775808 or _c21_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c21_EVSETimeStamp, r.at(p))
-                                _c21_s = -1
+                                if _neg: _c23_EVSETimeStamp = -_c23_EVSETimeStamp - 1
+                                if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c23_EVSETimeStamp, r.at(p))
+                                _c23_s = -1
                             elif ec == 1:
                                 pass
-                                _c21_s = -1
+                                _c23_s = -1
                             else:
                                 raise r.deviation('SessionSetupResType', p)
                         _cv = _new(iso2_msgbody.SessionSetupResType)
-                        _cv.ResponseCode = _c21_ResponseCode
-                        _cv.EVSEID = _c21_EVSEID
-                        _cv.EVSETimeStamp = _c21_EVSETimeStamp
+                        _cv.ResponseCode = _c23_ResponseCode
+                        _cv.EVSEID = _c23_EVSEID
+                        _cv.EVSETimeStamp = _c23_EVSETimeStamp
                         s = 1
                     else:
                         raise r.deviation('BodyType', p)
@@ -1754,9 +1961,9 @@ def _d_BodyType(r):
                         el = 'SessionStopReq'
                         _cf = 'SessionStopReq'
                         el = 'SessionStopReq/ChargingSession'
-                        _c22_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
+                        _c24_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 2) & 1)]
                         _cv = _new(iso2_msgbody.SessionStopReqType)
-                        _cv.ChargingSession = _c22_ChargingSession
+                        _cv.ChargingSession = _c24_ChargingSession
                         s = 1
                     elif ec == 32:
                         p += 9
@@ -1766,11 +1973,11 @@ def _d_BodyType(r):
                         el = 'SessionStopRes'
                         _cf = 'SessionStopRes'
                         el = 'SessionStopRes/ResponseCode'
-                        _c23_ResponseCode = ((x >> 2) & 31)
-                        if _c23_ResponseCode >= 26: _c23_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c23_ResponseCode, 26, r.at(p))
-                        else: _c23_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c23_ResponseCode]
+                        _c25_ResponseCode = ((x >> 2) & 31)
+                        if _c25_ResponseCode >= 26: _c25_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c25_ResponseCode, 26, r.at(p))
+                        else: _c25_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c25_ResponseCode]
                         _cv = _new(iso2_msgbody.SessionStopResType)
-                        _cv.ResponseCode = _c23_ResponseCode
+                        _cv.ResponseCode = _c25_ResponseCode
                         s = 1
                     elif ec == 33:
                         p += 24
@@ -1780,20 +1987,20 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionReq'
                         _cf = 'WeldingDetectionReq'
                         el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-                        _c24_c1_EVReady = ((x >> 20) & 1) == 1
+                        _c26_c1_EVReady = ((x >> 20) & 1) == 1
                         el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                        _c24_c1_EVErrorCode = ((x >> 13) & 15)
-                        if _c24_c1_EVErrorCode >= 12: _c24_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c24_c1_EVErrorCode, 12, r.at(p))
-                        else: _c24_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c24_c1_EVErrorCode]
+                        _c26_c1_EVErrorCode = ((x >> 13) & 15)
+                        if _c26_c1_EVErrorCode >= 12: _c26_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c26_c1_EVErrorCode, 12, r.at(p))
+                        else: _c26_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c26_c1_EVErrorCode]
                         el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-                        _c24_c1_EVRESSSOC = ((x >> 3) & 127)
-                        if _c24_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c24_c1_EVRESSSOC, r.at(p))
-                        _c24_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
-                        _c24_DC_EVStatus.EVReady = _c24_c1_EVReady
-                        _c24_DC_EVStatus.EVErrorCode = _c24_c1_EVErrorCode
-                        _c24_DC_EVStatus.EVRESSSOC = _c24_c1_EVRESSSOC
+                        _c26_c1_EVRESSSOC = ((x >> 3) & 127)
+                        if _c26_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c26_c1_EVRESSSOC, r.at(p))
+                        _c26_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c26_DC_EVStatus.EVReady = _c26_c1_EVReady
+                        _c26_DC_EVStatus.EVErrorCode = _c26_c1_EVErrorCode
+                        _c26_DC_EVStatus.EVRESSSOC = _c26_c1_EVRESSSOC
                         _cv = _new(iso2_msgbody.WeldingDetectionReqType)
-                        _cv.DC_EVStatus = _c24_DC_EVStatus
+                        _cv.DC_EVStatus = _c26_DC_EVStatus
                         s = 1
                     elif ec == 34:
                         p += 9
@@ -1803,47 +2010,47 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionRes'
                         _cf = 'WeldingDetectionRes'
                         el = 'WeldingDetectionRes/ResponseCode'
-                        _c25_ResponseCode = ((x >> 2) & 31)
-                        if _c25_ResponseCode >= 26: _c25_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c25_ResponseCode, 26, r.at(p))
-                        else: _c25_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c25_ResponseCode]
+                        _c27_ResponseCode = ((x >> 2) & 31)
+                        if _c27_ResponseCode >= 26: _c27_ResponseCode = r.enum_index('WeldingDetectionResType/ResponseCode', _c27_ResponseCode, 26, r.at(p))
+                        else: _c27_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c27_ResponseCode]
                         el = 'WeldingDetectionRes/DC_EVSEStatus'
-                        _c25_c1_NotificationMaxDelay = None
-                        _c25_c1_EVSENotification = None
-                        _c25_c1_EVSEIsolationStatus = None
-                        _c25_c1_EVSEStatusCode = None
+                        _c27_c1_NotificationMaxDelay = None
+                        _c27_c1_EVSENotification = None
+                        _c27_c1_EVSEIsolationStatus = None
+                        _c27_c1_EVSEStatusCode = None
                         p += 2
                         if p > E: V, E, p = r.slide(p, 2)
                         if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                         el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c25_c1_NotificationMaxDelay = _y >> 8
-                            elif not _y & 128:
+                                _c27_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c25_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c25_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c27_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c25_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c25_c1_NotificationMaxDelay = (V >> (E - p)) & 127
+                            _c27_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c25_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c27_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 6
                         if p > E: V, E, p = r.slide(p, 6)
                         x = (V >> (E - p)) & 63
                         if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                        if _c25_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c25_c1_NotificationMaxDelay, r.at(p))
+                        if _c27_c1_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c27_c1_NotificationMaxDelay, r.at(p))
                         el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c25_c1_EVSENotification = ((x >> 1) & 3)
-                        if _c25_c1_EVSENotification >= 3: _c25_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c25_c1_EVSENotification, 3, r.at(p))
-                        else: _c25_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c25_c1_EVSENotification]
-                        _c25_c1_s = 2
-                        if _c25_c1_s == 2:
+                        _c27_c1_EVSENotification = ((x >> 1) & 3)
+                        if _c27_c1_EVSENotification >= 3: _c27_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c27_c1_EVSENotification, 3, r.at(p))
+                        else: _c27_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c27_c1_EVSENotification]
+                        _c27_c1_s = 2
+                        if _c27_c1_s == 2:
                             p += 2
                             if p > E: V, E, p = r.slide(p, 2)
                             ec = (V >> (E - p)) & 3
@@ -1853,80 +2060,80 @@ def _d_BodyType(r):
                                 x = (V >> (E - p)) & 4095
                                 if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                _c25_c1_EVSEIsolationStatus = ((x >> 8) & 7)
-                                if _c25_c1_EVSEIsolationStatus >= 5: _c25_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c25_c1_EVSEIsolationStatus, 5, r.at(p))
-                                else: _c25_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c25_c1_EVSEIsolationStatus]
+                                _c27_c1_EVSEIsolationStatus = ((x >> 8) & 7)
+                                if _c27_c1_EVSEIsolationStatus >= 5: _c27_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c27_c1_EVSEIsolationStatus, 5, r.at(p))
+                                else: _c27_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c27_c1_EVSEIsolationStatus]
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c25_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c25_c1_EVSEStatusCode >= 12: _c25_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c25_c1_EVSEStatusCode, 12, r.at(p))
-                                else: _c25_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c25_c1_EVSEStatusCode]
-                                _c25_c1_s = 4
+                                _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                                _c27_c1_s = 4
                             elif ec == 1:
                                 p += 6
                                 if p > E: V, E, p = r.slide(p, 6)
                                 x = (V >> (E - p)) & 63
                                 if x & 33: raise r.deviation('DC_EVSEStatusType', p)
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                _c25_c1_EVSEStatusCode = ((x >> 1) & 15)
-                                if _c25_c1_EVSEStatusCode >= 12: _c25_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c25_c1_EVSEStatusCode, 12, r.at(p))
-                                else: _c25_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c25_c1_EVSEStatusCode]
-                                _c25_c1_s = 4
+                                _c27_c1_EVSEStatusCode = ((x >> 1) & 15)
+                                if _c27_c1_EVSEStatusCode >= 12: _c27_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c27_c1_EVSEStatusCode, 12, r.at(p))
+                                else: _c27_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c27_c1_EVSEStatusCode]
+                                _c27_c1_s = 4
                             else:
                                 raise r.deviation('DC_EVSEStatusType', p)
-                        if _c25_c1_s == 4:
+                        if _c27_c1_s == 4:
                             p += 1
                             if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
-                            _c25_c1_s = -1
-                        _c25_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
-                        _c25_DC_EVSEStatus.NotificationMaxDelay = _c25_c1_NotificationMaxDelay
-                        _c25_DC_EVSEStatus.EVSENotification = _c25_c1_EVSENotification
-                        _c25_DC_EVSEStatus.EVSEIsolationStatus = _c25_c1_EVSEIsolationStatus
-                        _c25_DC_EVSEStatus.EVSEStatusCode = _c25_c1_EVSEStatusCode
+                            _c27_c1_s = -1
+                        _c27_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                        _c27_DC_EVSEStatus.NotificationMaxDelay = _c27_c1_NotificationMaxDelay
+                        _c27_DC_EVSEStatus.EVSENotification = _c27_c1_EVSENotification
+                        _c27_DC_EVSEStatus.EVSEIsolationStatus = _c27_c1_EVSEIsolationStatus
+                        _c27_DC_EVSEStatus.EVSEStatusCode = _c27_c1_EVSEStatusCode
                         p += 16
                         if p > E: V, E, p = r.slide(p, 16)
                         x = (V >> (E - p)) & 65535
                         if x & 58254: raise r.deviation('BodyType', p)
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-                        _c25_c2_Multiplier = ((x >> 10) & 7) + -3
-                        if _c25_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c25_c2_Multiplier, r.at(p))
+                        _c27_c2_Multiplier = ((x >> 10) & 7) + -3
+                        if _c27_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c27_c2_Multiplier, r.at(p))
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                        _c25_c2_Unit = ((x >> 4) & 7)
-                        if _c25_c2_Unit >= 7: _c25_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c25_c2_Unit, 7, r.at(p))
-                        else: _c25_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c25_c2_Unit]
+                        _c27_c2_Unit = ((x >> 4) & 7)
+                        if _c27_c2_Unit >= 7: _c27_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c27_c2_Unit, 7, r.at(p))
+                        else: _c27_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c27_c2_Unit]
                         el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c25_c2_Value = _y >> 8
-                            elif not _y & 128:
+                                _c27_c2_Value = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c25_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
-                                _c25_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                                _c27_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
-                                r.pos = p; _c25_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                                r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
-                            _c25_c2_Value = (V >> (E - p)) & 127
+                            _c27_c2_Value = (V >> (E - p)) & 127
                         else:
-                            r.pos = p; _c25_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                            r.pos = p; _c27_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
                         if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('BodyType', p)
-                        if _neg: _c25_c2_Value = -_c25_c2_Value - 1
-                        if _c25_c2_Value < -32768 or _c25_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c25_c2_Value, r.at(p))
-                        _c25_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
-                        _c25_EVSEPresentVoltage.Multiplier = _c25_c2_Multiplier
-                        _c25_EVSEPresentVoltage.Unit = _c25_c2_Unit
-                        _c25_EVSEPresentVoltage.Value = _c25_c2_Value
+                        if _neg: _c27_c2_Value = -_c27_c2_Value - 1
+                        if _c27_c2_Value < -32768 or _c27_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c27_c2_Value, r.at(p))
+                        _c27_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c27_EVSEPresentVoltage.Multiplier = _c27_c2_Multiplier
+                        _c27_EVSEPresentVoltage.Unit = _c27_c2_Unit
+                        _c27_EVSEPresentVoltage.Value = _c27_c2_Value
                         _cv = _new(iso2_msgbody.WeldingDetectionResType)
-                        _cv.ResponseCode = _c25_ResponseCode
-                        _cv.DC_EVSEStatus = _c25_DC_EVSEStatus
-                        _cv.EVSEPresentVoltage = _c25_EVSEPresentVoltage
+                        _cv.ResponseCode = _c27_ResponseCode
+                        _cv.DC_EVSEStatus = _c27_DC_EVSEStatus
+                        _cv.EVSEPresentVoltage = _c27_EVSEPresentVoltage
                         s = 1
                     elif ec == 35:
                         pass
@@ -2544,9 +2751,94 @@ def _e_BodyType(w, o):
             el = 'ChargeParameterDiscoveryReq'
             v = (v << 6) | 9
             n += 6
-            w.v = v; w.n = n
-            _e_ChargeParameterDiscoveryReqType(w, v_ChargeParameterDiscoveryReq)
-            v = w.v; n = w.n
+            _c9_o = v_ChargeParameterDiscoveryReq
+            _c9_MaxEntriesSAScheduleTuple = _c9_o.MaxEntriesSAScheduleTuple
+            _c9_RequestedEnergyTransferMode = _c9_o.RequestedEnergyTransferMode
+            _c9_AC_EVChargeParameter = _c9_o.AC_EVChargeParameter
+            _c9_DC_EVChargeParameter = _c9_o.DC_EVChargeParameter
+            _c9_EVChargeParameter = _c9_o.EVChargeParameter
+            if _c9_MaxEntriesSAScheduleTuple is not None:
+                el = 'ChargeParameterDiscoveryReq/MaxEntriesSAScheduleTuple'
+                if _c9_MaxEntriesSAScheduleTuple < 0 or _c9_MaxEntriesSAScheduleTuple > 65535: raise EncodeError(f'value {_c9_MaxEntriesSAScheduleTuple!r} outside [0, 65535]')
+                v <<= 3
+                n += 3
+                if _c9_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | _c9_MaxEntriesSAScheduleTuple; n += 8
+                elif _c9_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | ((_c9_MaxEntriesSAScheduleTuple & 127) << 8) | 32768 | (_c9_MaxEntriesSAScheduleTuple >> 7); n += 16
+                elif _c9_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((_c9_MaxEntriesSAScheduleTuple & 127) << 16) | (((_c9_MaxEntriesSAScheduleTuple >> 7) & 127) << 8) | 8421376 | (_c9_MaxEntriesSAScheduleTuple >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c9_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
+                if not (_c9_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
+                el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                _c9_i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c9_RequestedEnergyTransferMode)
+                if _c9_i1 is None: raise EncodeError(f'{_c9_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                v = (v << 7) | (_c9_i1 << 1)
+                n += 7
+                _c9_MaxEntriesSAScheduleTuple = None
+                _c9_RequestedEnergyTransferMode = None
+                _c9_s = 2
+            elif _c9_RequestedEnergyTransferMode is not None:
+                el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
+                _c9_i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c9_RequestedEnergyTransferMode)
+                if _c9_i2 is None: raise EncodeError(f'{_c9_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                v = (v << 7) | (1 << 5) | (_c9_i2 << 1)
+                n += 7
+                _c9_RequestedEnergyTransferMode = None
+                _c9_s = 2
+            else:
+                raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
+            if _c9_s == 2:
+                if _c9_AC_EVChargeParameter is not None:
+                    el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, _c9_AC_EVChargeParameter)
+                    v = w.v; n = w.n
+                    _c9_AC_EVChargeParameter = None
+                    _c9_s = 3
+                elif _c9_DC_EVChargeParameter is not None:
+                    el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, _c9_DC_EVChargeParameter)
+                    v = w.v; n = w.n
+                    _c9_DC_EVChargeParameter = None
+                    _c9_s = 3
+                elif _c9_EVChargeParameter is not None:
+                    el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
+                    v = (v << 2) | 2
+                    n += 2
+                    _c9_c3_o = _c9_EVChargeParameter
+                    _c9_c3_DepartureTime = _c9_c3_o.DepartureTime
+                    if _c9_c3_DepartureTime is not None:
+                        el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                        if _c9_c3_DepartureTime < 0 or _c9_c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c9_c3_DepartureTime!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        if _c9_c3_DepartureTime < 128: v = (v << 8) | _c9_c3_DepartureTime; n += 8
+                        elif _c9_c3_DepartureTime < 16384: v = (v << 16) | ((_c9_c3_DepartureTime & 127) << 8) | 32768 | (_c9_c3_DepartureTime >> 7); n += 16
+                        elif _c9_c3_DepartureTime < 2097152: v = (v << 24) | ((_c9_c3_DepartureTime & 127) << 16) | (((_c9_c3_DepartureTime >> 7) & 127) << 8) | 8421376 | (_c9_c3_DepartureTime >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c9_c3_DepartureTime); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c9_c3_DepartureTime = None
+                        if _c9_c3_DepartureTime is not None: raise _leftover(_c9_c3_o)
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        if _c9_c3_DepartureTime is not None: raise _leftover(_c9_c3_o)
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c9_EVChargeParameter = None
+                    _c9_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
+            if _c9_s == 3:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c9_MaxEntriesSAScheduleTuple is not None or _c9_RequestedEnergyTransferMode is not None or _c9_AC_EVChargeParameter is not None or _c9_DC_EVChargeParameter is not None or _c9_EVChargeParameter is not None: raise _leftover(_c9_o)
+                    _c9_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ChargeParameterDiscoveryReq = None
             s = 1
         elif v_ChargeParameterDiscoveryRes is not None:
@@ -2596,9 +2888,79 @@ def _e_BodyType(w, o):
             el = 'MeteringReceiptReq'
             v = (v << 6) | 15
             n += 6
-            w.v = v; w.n = n
-            _e_MeteringReceiptReqType(w, v_MeteringReceiptReq)
-            v = w.v; n = w.n
+            _c11_o = v_MeteringReceiptReq
+            _c11_Id = _c11_o.Id
+            _c11_SessionID = _c11_o.SessionID
+            _c11_SAScheduleTupleID = _c11_o.SAScheduleTupleID
+            _c11_MeterInfo = _c11_o.MeterInfo
+            if _c11_Id is not None:
+                el = 'MeteringReceiptReq/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c11_Id)
+                if _l < 126 and _c11_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c11_Id); v = w.v; n = w.n
+                if not (_c11_SessionID is not None): raise EncodeError('missing content: SessionID')
+                el = 'MeteringReceiptReq/SessionID'
+                v <<= 2
+                n += 2
+                _c11_Id = None
+                if len(_c11_SessionID) > 8: raise EncodeError(f'length {len(_c11_SessionID)} outside [0, 8]')
+                _l = len(_c11_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c11_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c11_SessionID = None
+                _c11_s = 2
+            elif _c11_SessionID is not None:
+                el = 'MeteringReceiptReq/SessionID'
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if len(_c11_SessionID) > 8: raise EncodeError(f'length {len(_c11_SessionID)} outside [0, 8]')
+                _l = len(_c11_SessionID)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c11_SessionID, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c11_SessionID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c11_SessionID = None
+                _c11_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, SessionID')
+            if _c11_s == 2:
+                if _c11_SAScheduleTupleID is not None:
+                    el = 'MeteringReceiptReq/SAScheduleTupleID'
+                    if not 1 <= _c11_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c11_SAScheduleTupleID!r} outside [1, 255]')
+                    if not (_c11_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                    el = 'MeteringReceiptReq/MeterInfo'
+                    v = (v << 13) | ((_c11_SAScheduleTupleID - 1) << 2)
+                    n += 13
+                    _c11_SAScheduleTupleID = None
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
+                    v = w.v; n = w.n
+                    _c11_MeterInfo = None
+                    _c11_s = 4
+                elif _c11_MeterInfo is not None:
+                    el = 'MeteringReceiptReq/MeterInfo'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
+                    v = w.v; n = w.n
+                    _c11_MeterInfo = None
+                    _c11_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+            if _c11_s == 4:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c11_Id is not None or _c11_SessionID is not None or _c11_SAScheduleTupleID is not None or _c11_MeterInfo is not None: raise _leftover(_c11_o)
+                    _c11_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_MeteringReceiptReq = None
             s = 1
         elif v_MeteringReceiptRes is not None:
@@ -2613,80 +2975,80 @@ def _e_BodyType(w, o):
         elif v_PaymentDetailsReq is not None:
             el = 'PaymentDetailsReq'
             _o = v_PaymentDetailsReq
-            _c10_eMAID = _o.eMAID
-            _c10_ContractSignatureCertChain = _o.ContractSignatureCertChain
-            if not (_c10_eMAID is not None): raise EncodeError('missing content: eMAID')
+            _c12_eMAID = _o.eMAID
+            _c12_ContractSignatureCertChain = _o.ContractSignatureCertChain
+            if not (_c12_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'PaymentDetailsReq/eMAID'
             v = (v << 8) | (17 << 2)
             n += 8
-            if len(_c10_eMAID) < 14 or len(_c10_eMAID) > 15: raise EncodeError(f'length {len(_c10_eMAID)} outside [14, 15]')
-            _l = len(_c10_eMAID)
-            if _l < 126 and _c10_eMAID.isascii():
-                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_eMAID.encode(), 'big')
+            if len(_c12_eMAID) < 14 or len(_c12_eMAID) > 15: raise EncodeError(f'length {len(_c12_eMAID)} outside [14, 15]')
+            _l = len(_c12_eMAID)
+            if _l < 126 and _c12_eMAID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_eMAID.encode(), 'big')
                 n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.string(_c10_eMAID); v = w.v; n = w.n
-            if not (_c10_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+            else: w.v = v; w.n = n; w.string(_c12_eMAID); v = w.v; n = w.n
+            if not (_c12_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'PaymentDetailsReq/ContractSignatureCertChain'
             v <<= 2
             n += 2
-            _c10_c1_o = _c10_ContractSignatureCertChain
-            _c10_c1_Id = _c10_c1_o.Id
-            _c10_c1_Certificate = _c10_c1_o.Certificate
-            _c10_c1_SubCertificates = _c10_c1_o.SubCertificates
-            if _c10_c1_Id is not None:
+            _c12_c1_o = _c12_ContractSignatureCertChain
+            _c12_c1_Id = _c12_c1_o.Id
+            _c12_c1_Certificate = _c12_c1_o.Certificate
+            _c12_c1_SubCertificates = _c12_c1_o.SubCertificates
+            if _c12_c1_Id is not None:
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/@Id'
                 v <<= 2
                 n += 2
-                _l = len(_c10_c1_Id)
-                if _l < 126 and _c10_c1_Id.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_c1_Id.encode(), 'big')
+                _l = len(_c12_c1_Id)
+                if _l < 126 and _c12_c1_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_c1_Id.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c10_c1_Id); v = w.v; n = w.n
-                if not (_c10_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
+                else: w.v = v; w.n = n; w.string(_c12_c1_Id); v = w.v; n = w.n
+                if not (_c12_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                 v <<= 2
                 n += 2
-                _c10_c1_Id = None
-                if len(_c10_c1_Certificate) > 800: raise EncodeError(f'length {len(_c10_c1_Certificate)} outside [0, 800]')
-                _l = len(_c10_c1_Certificate)
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_c1_Certificate, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c10_c1_Certificate); v = w.v; n = w.n
+                _c12_c1_Id = None
+                if len(_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 800]')
+                _l = len(_c12_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c10_c1_Certificate = None
-                _c10_c1_s = 2
-            elif _c10_c1_Certificate is not None:
+                _c12_c1_Certificate = None
+                _c12_c1_s = 2
+            elif _c12_c1_Certificate is not None:
                 el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if len(_c10_c1_Certificate) > 800: raise EncodeError(f'length {len(_c10_c1_Certificate)} outside [0, 800]')
-                _l = len(_c10_c1_Certificate)
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c10_c1_Certificate, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c10_c1_Certificate); v = w.v; n = w.n
+                if len(_c12_c1_Certificate) > 800: raise EncodeError(f'length {len(_c12_c1_Certificate)} outside [0, 800]')
+                _l = len(_c12_c1_Certificate)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c12_c1_Certificate, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c12_c1_Certificate); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c10_c1_Certificate = None
-                _c10_c1_s = 2
+                _c12_c1_Certificate = None
+                _c12_c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c10_c1_s == 2:
-                if _c10_c1_SubCertificates is not None:
+            if _c12_c1_s == 2:
+                if _c12_c1_SubCertificates is not None:
                     el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c10_c1_SubCertificates)
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c12_c1_SubCertificates)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c10_c1_SubCertificates = None
-                    if _c10_c1_Id is not None or _c10_c1_Certificate is not None or _c10_c1_SubCertificates is not None: raise _leftover(_c10_c1_o)
-                    _c10_c1_s = -1
+                    _c12_c1_SubCertificates = None
+                    if _c12_c1_Id is not None or _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
+                    _c12_c1_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c10_c1_Id is not None or _c10_c1_Certificate is not None or _c10_c1_SubCertificates is not None: raise _leftover(_c10_c1_o)
-                    _c10_c1_s = -1
+                    if _c12_c1_Id is not None or _c12_c1_Certificate is not None or _c12_c1_SubCertificates is not None: raise _leftover(_c12_c1_o)
+                    _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2695,27 +3057,27 @@ def _e_BodyType(w, o):
         elif v_PaymentDetailsRes is not None:
             el = 'PaymentDetailsRes'
             _o = v_PaymentDetailsRes
-            _c11_ResponseCode = _o.ResponseCode
-            _c11_GenChallenge = _o.GenChallenge
-            _c11_EVSETimeStamp = _o.EVSETimeStamp
-            if not (_c11_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c13_ResponseCode = _o.ResponseCode
+            _c13_GenChallenge = _o.GenChallenge
+            _c13_EVSETimeStamp = _o.EVSETimeStamp
+            if not (_c13_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'PaymentDetailsRes/ResponseCode'
-            _c11_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c11_ResponseCode)
-            if _c11_i1 is None: raise EncodeError(f'{_c11_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c11_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+            _c13_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c13_ResponseCode)
+            if _c13_i1 is None: raise EncodeError(f'{_c13_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c13_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
             el = 'PaymentDetailsRes/GenChallenge'
-            v = (v << 16) | (18 << 10) | (_c11_i1 << 3)
+            v = (v << 16) | (18 << 10) | (_c13_i1 << 3)
             n += 16
-            if len(_c11_GenChallenge) < 16 or len(_c11_GenChallenge) > 16: raise EncodeError(f'length {len(_c11_GenChallenge)} outside [16, 16]')
-            _l = len(_c11_GenChallenge)
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c11_GenChallenge, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c11_GenChallenge); v = w.v; n = w.n
-            if not (_c11_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
+            if len(_c13_GenChallenge) < 16 or len(_c13_GenChallenge) > 16: raise EncodeError(f'length {len(_c13_GenChallenge)} outside [16, 16]')
+            _l = len(_c13_GenChallenge)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c13_GenChallenge, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c13_GenChallenge); v = w.v; n = w.n
+            if not (_c13_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
             el = 'PaymentDetailsRes/EVSETimeStamp'
-            if _c11_EVSETimeStamp < -9223372036854775808 or _c11_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c11_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-            v = (v << 4) | (_c11_EVSETimeStamp < 0)
+            if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c13_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+            v = (v << 4) | (_c13_EVSETimeStamp < 0)
             n += 4
-            _m = (-_c11_EVSETimeStamp - 1 if _c11_EVSETimeStamp < 0 else _c11_EVSETimeStamp)
+            _m = (-_c13_EVSETimeStamp - 1 if _c13_EVSETimeStamp < 0 else _c13_EVSETimeStamp)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
@@ -2727,18 +3089,18 @@ def _e_BodyType(w, o):
         elif v_PaymentServiceSelectionReq is not None:
             el = 'PaymentServiceSelectionReq'
             _o = v_PaymentServiceSelectionReq
-            _c12_SelectedPaymentOption = _o.SelectedPaymentOption
-            _c12_SelectedServiceList = _o.SelectedServiceList
-            if not (_c12_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+            _c14_SelectedPaymentOption = _o.SelectedPaymentOption
+            _c14_SelectedServiceList = _o.SelectedServiceList
+            if not (_c14_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
             el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
-            _c12_i1 = _I_iso2_msgdatatypes_paymentOptionType.get(_c12_SelectedPaymentOption)
-            if _c12_i1 is None: raise EncodeError(f'{_c12_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-            if not (_c12_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+            _c14_i1 = _I_iso2_msgdatatypes_paymentOptionType.get(_c14_SelectedPaymentOption)
+            if _c14_i1 is None: raise EncodeError(f'{_c14_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            if not (_c14_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
             el = 'PaymentServiceSelectionReq/SelectedServiceList'
-            v = (v << 11) | (19 << 5) | (_c12_i1 << 2)
+            v = (v << 11) | (19 << 5) | (_c14_i1 << 2)
             n += 11
             w.v = v; w.n = n
-            c_iso2_msgdatatypes._e_SelectedServiceListType(w, _c12_SelectedServiceList)
+            c_iso2_msgdatatypes._e_SelectedServiceListType(w, _c14_SelectedServiceList)
             v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2747,12 +3109,12 @@ def _e_BodyType(w, o):
         elif v_PaymentServiceSelectionRes is not None:
             el = 'PaymentServiceSelectionRes'
             _o = v_PaymentServiceSelectionRes
-            _c13_ResponseCode = _o.ResponseCode
-            if not (_c13_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c15_ResponseCode = _o.ResponseCode
+            if not (_c15_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'PaymentServiceSelectionRes/ResponseCode'
-            _c13_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c13_ResponseCode)
-            if _c13_i1 is None: raise EncodeError(f'{_c13_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 15) | (20 << 9) | (_c13_i1 << 2)
+            _c15_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c15_ResponseCode)
+            if _c15_i1 is None: raise EncodeError(f'{_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 15) | (20 << 9) | (_c15_i1 << 2)
             n += 15
             v_PaymentServiceSelectionRes = None
             s = 1
@@ -2777,67 +3139,67 @@ def _e_BodyType(w, o):
         elif v_PreChargeReq is not None:
             el = 'PreChargeReq'
             _o = v_PreChargeReq
-            _c14_DC_EVStatus = _o.DC_EVStatus
-            _c14_EVTargetVoltage = _o.EVTargetVoltage
-            _c14_EVTargetCurrent = _o.EVTargetCurrent
-            if not (_c14_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c16_DC_EVStatus = _o.DC_EVStatus
+            _c16_EVTargetVoltage = _o.EVTargetVoltage
+            _c16_EVTargetCurrent = _o.EVTargetCurrent
+            if not (_c16_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'PreChargeReq/DC_EVStatus'
-            _o = _c14_DC_EVStatus
-            _c14_c1_EVReady = _o.EVReady
-            _c14_c1_EVErrorCode = _o.EVErrorCode
-            _c14_c1_EVRESSSOC = _o.EVRESSSOC
-            if not (_c14_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            _o = _c16_DC_EVStatus
+            _c16_c1_EVReady = _o.EVReady
+            _c16_c1_EVErrorCode = _o.EVErrorCode
+            _c16_c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c16_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
             el = 'PreChargeReq/DC_EVStatus/EVReady'
-            if _c14_c1_EVReady is not True and _c14_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVReady!r}')
-            if not (_c14_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            if _c16_c1_EVReady is not True and _c16_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c16_c1_EVReady!r}')
+            if not (_c16_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
             el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-            _c14_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c14_c1_EVErrorCode)
-            if _c14_c1_i1 is None: raise EncodeError(f'{_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-            if not (_c14_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            _c16_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c16_c1_EVErrorCode)
+            if _c16_c1_i1 is None: raise EncodeError(f'{_c16_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c16_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
-            if not 0 <= _c14_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c14_c1_EVRESSSOC!r} outside [0, 100]')
-            if not (_c14_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+            if not 0 <= _c16_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c16_c1_EVRESSSOC!r} outside [0, 100]')
+            if not (_c16_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'PreChargeReq/EVTargetVoltage'
-            _o = _c14_EVTargetVoltage
-            _c14_c2_Multiplier = _o.Multiplier
-            _c14_c2_Unit = _o.Unit
-            _c14_c2_Value = _o.Value
-            if not (_c14_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _o = _c16_EVTargetVoltage
+            _c16_c2_Multiplier = _o.Multiplier
+            _c16_c2_Unit = _o.Unit
+            _c16_c2_Value = _o.Value
+            if not (_c16_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'PreChargeReq/EVTargetVoltage/Multiplier'
-            if not -3 <= _c14_c2_Multiplier <= 3: raise EncodeError(f'value {_c14_c2_Multiplier!r} outside [-3, 3]')
-            if not (_c14_c2_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c16_c2_Multiplier <= 3: raise EncodeError(f'value {_c16_c2_Multiplier!r} outside [-3, 3]')
+            if not (_c16_c2_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'PreChargeReq/EVTargetVoltage/Unit'
-            _c14_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c14_c2_Unit)
-            if _c14_c2_i1 is None: raise EncodeError(f'{_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c14_c2_Value is not None): raise EncodeError('missing content: Value')
+            _c16_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c16_c2_Unit)
+            if _c16_c2_i1 is None: raise EncodeError(f'{_c16_c2_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c16_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'PreChargeReq/EVTargetVoltage/Value'
-            if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 45) | (23 << 39) | (_c14_c1_EVReady << 35) | (_c14_c1_i1 << 28) | (_c14_c1_EVRESSSOC << 18) | ((_c14_c2_Multiplier - -3) << 10) | (_c14_c2_i1 << 4) | (_c14_c2_Value < 0)
+            if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: raise EncodeError(f'value {_c16_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 45) | (23 << 39) | (_c16_c1_EVReady << 35) | (_c16_c1_i1 << 28) | (_c16_c1_EVRESSSOC << 18) | ((_c16_c2_Multiplier - -3) << 10) | (_c16_c2_i1 << 4) | (_c16_c2_Value < 0)
             n += 45
-            _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
+            _m = (-_c16_c2_Value - 1 if _c16_c2_Value < 0 else _c16_c2_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            if not (_c14_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+            if not (_c16_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'PreChargeReq/EVTargetCurrent'
-            _o = _c14_EVTargetCurrent
-            _c14_c3_Multiplier = _o.Multiplier
-            _c14_c3_Unit = _o.Unit
-            _c14_c3_Value = _o.Value
-            if not (_c14_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _o = _c16_EVTargetCurrent
+            _c16_c3_Multiplier = _o.Multiplier
+            _c16_c3_Unit = _o.Unit
+            _c16_c3_Value = _o.Value
+            if not (_c16_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'PreChargeReq/EVTargetCurrent/Multiplier'
-            if not -3 <= _c14_c3_Multiplier <= 3: raise EncodeError(f'value {_c14_c3_Multiplier!r} outside [-3, 3]')
-            if not (_c14_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c16_c3_Multiplier <= 3: raise EncodeError(f'value {_c16_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c16_c3_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'PreChargeReq/EVTargetCurrent/Unit'
-            _c14_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c14_c3_Unit)
-            if _c14_c3_i1 is None: raise EncodeError(f'{_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c14_c3_Value is not None): raise EncodeError('missing content: Value')
+            _c16_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c16_c3_Unit)
+            if _c16_c3_i1 is None: raise EncodeError(f'{_c16_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c16_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'PreChargeReq/EVTargetCurrent/Value'
-            if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c14_c3_Multiplier - -3) << 10) | (_c14_c3_i1 << 4) | (_c14_c3_Value < 0)
+            if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c16_c3_Multiplier - -3) << 10) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
             n += 18
-            _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
+            _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
@@ -2849,92 +3211,92 @@ def _e_BodyType(w, o):
         elif v_PreChargeRes is not None:
             el = 'PreChargeRes'
             _o = v_PreChargeRes
-            _c15_ResponseCode = _o.ResponseCode
-            _c15_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c15_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c15_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c17_ResponseCode = _o.ResponseCode
+            _c17_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c17_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c17_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'PreChargeRes/ResponseCode'
-            _c15_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c15_ResponseCode)
-            if _c15_i1 is None: raise EncodeError(f'{_c15_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c15_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            _c17_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c17_ResponseCode)
+            if _c17_i1 is None: raise EncodeError(f'{_c17_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c17_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'PreChargeRes/DC_EVSEStatus'
-            v = (v << 15) | (24 << 9) | (_c15_i1 << 2)
+            v = (v << 15) | (24 << 9) | (_c17_i1 << 2)
             n += 15
-            _c15_c2_o = _c15_DC_EVSEStatus
-            _c15_c2_NotificationMaxDelay = _c15_c2_o.NotificationMaxDelay
-            _c15_c2_EVSENotification = _c15_c2_o.EVSENotification
-            _c15_c2_EVSEIsolationStatus = _c15_c2_o.EVSEIsolationStatus
-            _c15_c2_EVSEStatusCode = _c15_c2_o.EVSEStatusCode
-            if _c15_c2_NotificationMaxDelay is not None:
+            _c17_c2_o = _c17_DC_EVSEStatus
+            _c17_c2_NotificationMaxDelay = _c17_c2_o.NotificationMaxDelay
+            _c17_c2_EVSENotification = _c17_c2_o.EVSENotification
+            _c17_c2_EVSEIsolationStatus = _c17_c2_o.EVSEIsolationStatus
+            _c17_c2_EVSEStatusCode = _c17_c2_o.EVSEStatusCode
+            if _c17_c2_NotificationMaxDelay is not None:
                 el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                if _c15_c2_NotificationMaxDelay < 0 or _c15_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c15_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                if _c17_c2_NotificationMaxDelay < 0 or _c17_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c17_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c15_c2_NotificationMaxDelay < 128: v = (v << 8) | _c15_c2_NotificationMaxDelay; n += 8
-                elif _c15_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c15_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c15_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c15_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c15_c2_NotificationMaxDelay & 127) << 16) | (((_c15_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c15_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c15_c2_NotificationMaxDelay); v = w.v; n = w.n
-                if not (_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                if _c17_c2_NotificationMaxDelay < 128: v = (v << 8) | _c17_c2_NotificationMaxDelay; n += 8
+                elif _c17_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c17_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c17_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c17_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c17_c2_NotificationMaxDelay & 127) << 16) | (((_c17_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c17_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c17_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c17_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                _c15_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c15_c2_EVSENotification)
-                if _c15_c2_i1 is None: raise EncodeError(f'{_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c15_c2_i1 << 1)
+                _c17_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c17_c2_EVSENotification)
+                if _c17_c2_i1 is None: raise EncodeError(f'{_c17_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c17_c2_i1 << 1)
                 n += 6
-                _c15_c2_NotificationMaxDelay = None
-                _c15_c2_EVSENotification = None
-                _c15_c2_s = 2
+                _c17_c2_NotificationMaxDelay = None
+                _c17_c2_EVSENotification = None
+                _c17_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c15_c2_s == 2:
-                if _c15_c2_EVSEIsolationStatus is not None:
+            if _c17_c2_s == 2:
+                if _c17_c2_EVSEIsolationStatus is not None:
                     el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c15_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c15_c2_EVSEIsolationStatus)
-                    if _c15_c2_i2 is None: raise EncodeError(f'{_c15_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c15_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    _c17_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c17_c2_EVSEIsolationStatus)
+                    if _c17_c2_i2 is None: raise EncodeError(f'{_c17_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c17_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c15_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c15_c2_EVSEStatusCode)
-                    if _c15_c2_i3 is None: raise EncodeError(f'{_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c15_c2_i2 << 8) | (_c15_c2_i3 << 1)
+                    _c17_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c17_c2_EVSEStatusCode)
+                    if _c17_c2_i3 is None: raise EncodeError(f'{_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c17_c2_i2 << 8) | (_c17_c2_i3 << 1)
                     n += 14
-                    _c15_c2_EVSEIsolationStatus = None
-                    _c15_c2_EVSEStatusCode = None
-                    _c15_c2_s = 4
-                elif _c15_c2_EVSEStatusCode is not None:
+                    _c17_c2_EVSEIsolationStatus = None
+                    _c17_c2_EVSEStatusCode = None
+                    _c17_c2_s = 4
+                elif _c17_c2_EVSEStatusCode is not None:
                     el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c15_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c15_c2_EVSEStatusCode)
-                    if _c15_c2_i4 is None: raise EncodeError(f'{_c15_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c15_c2_i4 << 1)
+                    _c17_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c17_c2_EVSEStatusCode)
+                    if _c17_c2_i4 is None: raise EncodeError(f'{_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c17_c2_i4 << 1)
                     n += 8
-                    _c15_c2_EVSEStatusCode = None
-                    _c15_c2_s = 4
+                    _c17_c2_EVSEStatusCode = None
+                    _c17_c2_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c15_c2_s == 4:
+            if _c17_c2_s == 4:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c15_c2_NotificationMaxDelay is not None or _c15_c2_EVSENotification is not None or _c15_c2_EVSEIsolationStatus is not None or _c15_c2_EVSEStatusCode is not None: raise _leftover(_c15_c2_o)
-                    _c15_c2_s = -1
+                    if _c17_c2_NotificationMaxDelay is not None or _c17_c2_EVSENotification is not None or _c17_c2_EVSEIsolationStatus is not None or _c17_c2_EVSEStatusCode is not None: raise _leftover(_c17_c2_o)
+                    _c17_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c15_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            if not (_c17_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'PreChargeRes/EVSEPresentVoltage'
-            _o = _c15_EVSEPresentVoltage
-            _c15_c3_Multiplier = _o.Multiplier
-            _c15_c3_Unit = _o.Unit
-            _c15_c3_Value = _o.Value
-            if not (_c15_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _o = _c17_EVSEPresentVoltage
+            _c17_c3_Multiplier = _o.Multiplier
+            _c17_c3_Unit = _o.Unit
+            _c17_c3_Value = _o.Value
+            if not (_c17_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
-            if not -3 <= _c15_c3_Multiplier <= 3: raise EncodeError(f'value {_c15_c3_Multiplier!r} outside [-3, 3]')
-            if not (_c15_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c17_c3_Multiplier <= 3: raise EncodeError(f'value {_c17_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c17_c3_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-            _c15_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c15_c3_Unit)
-            if _c15_c3_i1 is None: raise EncodeError(f'{_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c15_c3_Value is not None): raise EncodeError('missing content: Value')
+            _c17_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c17_c3_Unit)
+            if _c17_c3_i1 is None: raise EncodeError(f'{_c17_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c17_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'PreChargeRes/EVSEPresentVoltage/Value'
-            if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c15_c3_Multiplier - -3) << 10) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
+            if _c17_c3_Value < -32768 or _c17_c3_Value > 32767: raise EncodeError(f'value {_c17_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c17_c3_Multiplier - -3) << 10) | (_c17_c3_i1 << 4) | (_c17_c3_Value < 0)
             n += 16
-            _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
+            _m = (-_c17_c3_Value - 1 if _c17_c3_Value < 0 else _c17_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
@@ -2946,16 +3308,16 @@ def _e_BodyType(w, o):
         elif v_ServiceDetailReq is not None:
             el = 'ServiceDetailReq'
             _o = v_ServiceDetailReq
-            _c16_ServiceID = _o.ServiceID
-            if not (_c16_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+            _c18_ServiceID = _o.ServiceID
+            if not (_c18_ServiceID is not None): raise EncodeError('missing content: ServiceID')
             el = 'ServiceDetailReq/ServiceID'
-            if _c16_ServiceID < 0 or _c16_ServiceID > 65535: raise EncodeError(f'value {_c16_ServiceID!r} outside [0, 65535]')
+            if _c18_ServiceID < 0 or _c18_ServiceID > 65535: raise EncodeError(f'value {_c18_ServiceID!r} outside [0, 65535]')
             v = (v << 8) | (25 << 2)
             n += 8
-            if _c16_ServiceID < 128: v = (v << 8) | _c16_ServiceID; n += 8
-            elif _c16_ServiceID < 16384: v = (v << 16) | ((_c16_ServiceID & 127) << 8) | 32768 | (_c16_ServiceID >> 7); n += 16
-            elif _c16_ServiceID < 2097152: v = (v << 24) | ((_c16_ServiceID & 127) << 16) | (((_c16_ServiceID >> 7) & 127) << 8) | 8421376 | (_c16_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c16_ServiceID); v = w.v; n = w.n
+            if _c18_ServiceID < 128: v = (v << 8) | _c18_ServiceID; n += 8
+            elif _c18_ServiceID < 16384: v = (v << 16) | ((_c18_ServiceID & 127) << 8) | 32768 | (_c18_ServiceID >> 7); n += 16
+            elif _c18_ServiceID < 2097152: v = (v << 24) | ((_c18_ServiceID & 127) << 16) | (((_c18_ServiceID >> 7) & 127) << 8) | 8421376 | (_c18_ServiceID >> 14); n += 24
+            else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_ServiceDetailReq = None
@@ -2964,48 +3326,48 @@ def _e_BodyType(w, o):
             el = 'ServiceDetailRes'
             v = (v << 6) | 26
             n += 6
-            _c17_o = v_ServiceDetailRes
-            _c17_ResponseCode = _c17_o.ResponseCode
-            _c17_ServiceID = _c17_o.ServiceID
-            _c17_ServiceParameterList = _c17_o.ServiceParameterList
-            if _c17_ResponseCode is not None:
+            _c19_o = v_ServiceDetailRes
+            _c19_ResponseCode = _c19_o.ResponseCode
+            _c19_ServiceID = _c19_o.ServiceID
+            _c19_ServiceParameterList = _c19_o.ServiceParameterList
+            if _c19_ResponseCode is not None:
                 el = 'ServiceDetailRes/ResponseCode'
-                _c17_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c17_ResponseCode)
-                if _c17_i1 is None: raise EncodeError(f'{_c17_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c17_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                _c19_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c19_ResponseCode)
+                if _c19_i1 is None: raise EncodeError(f'{_c19_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c19_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                 el = 'ServiceDetailRes/ServiceID'
-                if _c17_ServiceID < 0 or _c17_ServiceID > 65535: raise EncodeError(f'value {_c17_ServiceID!r} outside [0, 65535]')
-                v = (v << 10) | (_c17_i1 << 3)
+                if _c19_ServiceID < 0 or _c19_ServiceID > 65535: raise EncodeError(f'value {_c19_ServiceID!r} outside [0, 65535]')
+                v = (v << 10) | (_c19_i1 << 3)
                 n += 10
-                _c17_ResponseCode = None
-                if _c17_ServiceID < 128: v = (v << 8) | _c17_ServiceID; n += 8
-                elif _c17_ServiceID < 16384: v = (v << 16) | ((_c17_ServiceID & 127) << 8) | 32768 | (_c17_ServiceID >> 7); n += 16
-                elif _c17_ServiceID < 2097152: v = (v << 24) | ((_c17_ServiceID & 127) << 16) | (((_c17_ServiceID >> 7) & 127) << 8) | 8421376 | (_c17_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = w.v; n = w.n
+                _c19_ResponseCode = None
+                if _c19_ServiceID < 128: v = (v << 8) | _c19_ServiceID; n += 8
+                elif _c19_ServiceID < 16384: v = (v << 16) | ((_c19_ServiceID & 127) << 8) | 32768 | (_c19_ServiceID >> 7); n += 16
+                elif _c19_ServiceID < 2097152: v = (v << 24) | ((_c19_ServiceID & 127) << 16) | (((_c19_ServiceID >> 7) & 127) << 8) | 8421376 | (_c19_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c19_ServiceID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c17_ServiceID = None
-                _c17_s = 2
+                _c19_ServiceID = None
+                _c19_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c17_s == 2:
-                if _c17_ServiceParameterList is not None:
+            if _c19_s == 2:
+                if _c19_ServiceParameterList is not None:
                     el = 'ServiceDetailRes/ServiceParameterList'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ServiceParameterListType(w, _c17_ServiceParameterList)
+                    c_iso2_msgdatatypes._e_ServiceParameterListType(w, _c19_ServiceParameterList)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c17_ServiceParameterList = None
-                    if _c17_ResponseCode is not None or _c17_ServiceID is not None or _c17_ServiceParameterList is not None: raise _leftover(_c17_o)
-                    _c17_s = -1
+                    _c19_ServiceParameterList = None
+                    if _c19_ResponseCode is not None or _c19_ServiceID is not None or _c19_ServiceParameterList is not None: raise _leftover(_c19_o)
+                    _c19_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c17_ResponseCode is not None or _c17_ServiceID is not None or _c17_ServiceParameterList is not None: raise _leftover(_c17_o)
-                    _c17_s = -1
+                    if _c19_ResponseCode is not None or _c19_ServiceID is not None or _c19_ServiceParameterList is not None: raise _leftover(_c19_o)
+                    _c19_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDetailRes = None
             s = 1
@@ -3013,56 +3375,56 @@ def _e_BodyType(w, o):
             el = 'ServiceDiscoveryReq'
             v = (v << 6) | 27
             n += 6
-            _c18_o = v_ServiceDiscoveryReq
-            _c18_ServiceScope = _c18_o.ServiceScope
-            _c18_ServiceCategory = _c18_o.ServiceCategory
-            if _c18_ServiceScope is not None:
+            _c20_o = v_ServiceDiscoveryReq
+            _c20_ServiceScope = _c20_o.ServiceScope
+            _c20_ServiceCategory = _c20_o.ServiceCategory
+            if _c20_ServiceScope is not None:
                 el = 'ServiceDiscoveryReq/ServiceScope'
                 v <<= 3
                 n += 3
-                if len(_c18_ServiceScope) > 64: raise EncodeError(f'length {len(_c18_ServiceScope)} outside [0, 64]')
-                _l = len(_c18_ServiceScope)
-                if _l < 126 and _c18_ServiceScope.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_ServiceScope.encode(), 'big')
+                if len(_c20_ServiceScope) > 64: raise EncodeError(f'length {len(_c20_ServiceScope)} outside [0, 64]')
+                _l = len(_c20_ServiceScope)
+                if _l < 126 and _c20_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c20_ServiceScope.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c18_ServiceScope); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.string(_c20_ServiceScope); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c18_ServiceScope = None
-                _c18_s = 1
-            elif _c18_ServiceCategory is not None:
+                _c20_ServiceScope = None
+                _c20_s = 1
+            elif _c20_ServiceCategory is not None:
                 el = 'ServiceDiscoveryReq/ServiceCategory'
-                _c18_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c18_ServiceCategory)
-                if _c18_i1 is None: raise EncodeError(f'{_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (1 << 4) | (_c18_i1 << 1)
+                _c20_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c20_ServiceCategory)
+                if _c20_i1 is None: raise EncodeError(f'{_c20_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c20_i1 << 1)
                 n += 6
-                _c18_ServiceCategory = None
-                _c18_s = 2
+                _c20_ServiceCategory = None
+                _c20_s = 2
             elif True:
                 v = (v << 2) | 2
                 n += 2
-                if _c18_ServiceScope is not None or _c18_ServiceCategory is not None: raise _leftover(_c18_o)
-                _c18_s = -1
-            if _c18_s == 1:
-                if _c18_ServiceCategory is not None:
+                if _c20_ServiceScope is not None or _c20_ServiceCategory is not None: raise _leftover(_c20_o)
+                _c20_s = -1
+            if _c20_s == 1:
+                if _c20_ServiceCategory is not None:
                     el = 'ServiceDiscoveryReq/ServiceCategory'
-                    _c18_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c18_ServiceCategory)
-                    if _c18_i2 is None: raise EncodeError(f'{_c18_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c18_i2 << 1)
+                    _c20_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c20_ServiceCategory)
+                    if _c20_i2 is None: raise EncodeError(f'{_c20_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c20_i2 << 1)
                     n += 6
-                    _c18_ServiceCategory = None
-                    _c18_s = 2
+                    _c20_ServiceCategory = None
+                    _c20_s = 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c18_ServiceScope is not None or _c18_ServiceCategory is not None: raise _leftover(_c18_o)
-                    _c18_s = -1
-            if _c18_s == 2:
+                    if _c20_ServiceScope is not None or _c20_ServiceCategory is not None: raise _leftover(_c20_o)
+                    _c20_s = -1
+            if _c20_s == 2:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c18_ServiceScope is not None or _c18_ServiceCategory is not None: raise _leftover(_c18_o)
-                    _c18_s = -1
+                    if _c20_ServiceScope is not None or _c20_ServiceCategory is not None: raise _leftover(_c20_o)
+                    _c20_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDiscoveryReq = None
             s = 1
@@ -3070,68 +3432,68 @@ def _e_BodyType(w, o):
             el = 'ServiceDiscoveryRes'
             v = (v << 6) | 28
             n += 6
-            _c19_o = v_ServiceDiscoveryRes
-            _c19_ResponseCode = _c19_o.ResponseCode
-            _c19_PaymentOptionList = _c19_o.PaymentOptionList
-            _c19_ChargeService = _c19_o.ChargeService
-            _c19_ServiceList = _c19_o.ServiceList
-            if _c19_ResponseCode is not None:
+            _c21_o = v_ServiceDiscoveryRes
+            _c21_ResponseCode = _c21_o.ResponseCode
+            _c21_PaymentOptionList = _c21_o.PaymentOptionList
+            _c21_ChargeService = _c21_o.ChargeService
+            _c21_ServiceList = _c21_o.ServiceList
+            if _c21_ResponseCode is not None:
                 el = 'ServiceDiscoveryRes/ResponseCode'
-                _c19_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c19_ResponseCode)
-                if _c19_i1 is None: raise EncodeError(f'{_c19_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c19_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
+                _c21_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
+                if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c21_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
                 el = 'ServiceDiscoveryRes/PaymentOptionList'
-                v = (v << 9) | (_c19_i1 << 2)
+                v = (v << 9) | (_c21_i1 << 2)
                 n += 9
-                _c19_ResponseCode = None
+                _c21_ResponseCode = None
                 w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_PaymentOptionListType(w, _c19_PaymentOptionList)
+                c_iso2_msgdatatypes._e_PaymentOptionListType(w, _c21_PaymentOptionList)
                 v = w.v; n = w.n
-                if not (_c19_ChargeService is not None): raise EncodeError('missing content: ChargeService')
+                if not (_c21_ChargeService is not None): raise EncodeError('missing content: ChargeService')
                 el = 'ServiceDiscoveryRes/ChargeService'
                 v <<= 1
                 n += 1
-                _c19_PaymentOptionList = None
+                _c21_PaymentOptionList = None
                 w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_ChargeServiceType(w, _c19_ChargeService)
+                c_iso2_msgdatatypes._e_ChargeServiceType(w, _c21_ChargeService)
                 v = w.v; n = w.n
-                _c19_ChargeService = None
-                _c19_s = 3
+                _c21_ChargeService = None
+                _c21_s = 3
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c19_s == 3:
-                if _c19_ServiceList is not None:
+            if _c21_s == 3:
+                if _c21_ServiceList is not None:
                     el = 'ServiceDiscoveryRes/ServiceList'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ServiceListType(w, _c19_ServiceList)
+                    c_iso2_msgdatatypes._e_ServiceListType(w, _c21_ServiceList)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c19_ServiceList = None
-                    if _c19_ResponseCode is not None or _c19_PaymentOptionList is not None or _c19_ChargeService is not None or _c19_ServiceList is not None: raise _leftover(_c19_o)
-                    _c19_s = -1
+                    _c21_ServiceList = None
+                    if _c21_ResponseCode is not None or _c21_PaymentOptionList is not None or _c21_ChargeService is not None or _c21_ServiceList is not None: raise _leftover(_c21_o)
+                    _c21_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c19_ResponseCode is not None or _c19_PaymentOptionList is not None or _c19_ChargeService is not None or _c19_ServiceList is not None: raise _leftover(_c19_o)
-                    _c19_s = -1
+                    if _c21_ResponseCode is not None or _c21_PaymentOptionList is not None or _c21_ChargeService is not None or _c21_ServiceList is not None: raise _leftover(_c21_o)
+                    _c21_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_ServiceDiscoveryRes = None
             s = 1
         elif v_SessionSetupReq is not None:
             el = 'SessionSetupReq'
             _o = v_SessionSetupReq
-            _c20_EVCCID = _o.EVCCID
-            if not (_c20_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+            _c22_EVCCID = _o.EVCCID
+            if not (_c22_EVCCID is not None): raise EncodeError('missing content: EVCCID')
             el = 'SessionSetupReq/EVCCID'
             v = (v << 8) | (29 << 2)
             n += 8
-            if len(_c20_EVCCID) > 6: raise EncodeError(f'length {len(_c20_EVCCID)} outside [0, 6]')
-            _l = len(_c20_EVCCID)
-            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c20_EVCCID, 'big'); n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.binary(_c20_EVCCID); v = w.v; n = w.n
+            if len(_c22_EVCCID) > 6: raise EncodeError(f'length {len(_c22_EVCCID)} outside [0, 6]')
+            _l = len(_c22_EVCCID)
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c22_EVCCID, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c22_EVCCID); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_SessionSetupReq = None
@@ -3140,192 +3502,192 @@ def _e_BodyType(w, o):
             el = 'SessionSetupRes'
             v = (v << 6) | 30
             n += 6
-            _c21_o = v_SessionSetupRes
-            _c21_ResponseCode = _c21_o.ResponseCode
-            _c21_EVSEID = _c21_o.EVSEID
-            _c21_EVSETimeStamp = _c21_o.EVSETimeStamp
-            if _c21_ResponseCode is not None:
+            _c23_o = v_SessionSetupRes
+            _c23_ResponseCode = _c23_o.ResponseCode
+            _c23_EVSEID = _c23_o.EVSEID
+            _c23_EVSETimeStamp = _c23_o.EVSETimeStamp
+            if _c23_ResponseCode is not None:
                 el = 'SessionSetupRes/ResponseCode'
-                _c21_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c21_ResponseCode)
-                if _c21_i1 is None: raise EncodeError(f'{_c21_ResponseCode!r} is not one of the enumeration responseCodeType')
-                if not (_c21_EVSEID is not None): raise EncodeError('missing content: EVSEID')
+                _c23_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
+                if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
+                if not (_c23_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                 el = 'SessionSetupRes/EVSEID'
-                v = (v << 10) | (_c21_i1 << 3)
+                v = (v << 10) | (_c23_i1 << 3)
                 n += 10
-                _c21_ResponseCode = None
-                if len(_c21_EVSEID) < 7 or len(_c21_EVSEID) > 37: raise EncodeError(f'length {len(_c21_EVSEID)} outside [7, 37]')
-                _l = len(_c21_EVSEID)
-                if _l < 126 and _c21_EVSEID.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c21_EVSEID.encode(), 'big')
+                _c23_ResponseCode = None
+                if len(_c23_EVSEID) < 7 or len(_c23_EVSEID) > 37: raise EncodeError(f'length {len(_c23_EVSEID)} outside [7, 37]')
+                _l = len(_c23_EVSEID)
+                if _l < 126 and _c23_EVSEID.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c23_EVSEID.encode(), 'big')
                     n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c21_EVSEID); v = w.v; n = w.n
+                else: w.v = v; w.n = n; w.string(_c23_EVSEID); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                _c21_EVSEID = None
-                _c21_s = 2
+                _c23_EVSEID = None
+                _c23_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c21_s == 2:
-                if _c21_EVSETimeStamp is not None:
+            if _c23_s == 2:
+                if _c23_EVSETimeStamp is not None:
                     el = 'SessionSetupRes/EVSETimeStamp'
-                    if _c21_EVSETimeStamp < -9223372036854775808 or _c21_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c21_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c21_EVSETimeStamp < 0)
+                    if _c23_EVSETimeStamp < -9223372036854775808 or _c23_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c23_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c23_EVSETimeStamp < 0)
                     n += 4
-                    _m = (-_c21_EVSETimeStamp - 1 if _c21_EVSETimeStamp < 0 else _c21_EVSETimeStamp)
+                    _m = (-_c23_EVSETimeStamp - 1 if _c23_EVSETimeStamp < 0 else _c23_EVSETimeStamp)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c21_EVSETimeStamp = None
-                    if _c21_ResponseCode is not None or _c21_EVSEID is not None or _c21_EVSETimeStamp is not None: raise _leftover(_c21_o)
-                    _c21_s = -1
+                    _c23_EVSETimeStamp = None
+                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_EVSETimeStamp is not None: raise _leftover(_c23_o)
+                    _c23_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if _c21_ResponseCode is not None or _c21_EVSEID is not None or _c21_EVSETimeStamp is not None: raise _leftover(_c21_o)
-                    _c21_s = -1
+                    if _c23_ResponseCode is not None or _c23_EVSEID is not None or _c23_EVSETimeStamp is not None: raise _leftover(_c23_o)
+                    _c23_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_SessionSetupRes = None
             s = 1
         elif v_SessionStopReq is not None:
             el = 'SessionStopReq'
             _o = v_SessionStopReq
-            _c22_ChargingSession = _o.ChargingSession
-            if not (_c22_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
+            _c24_ChargingSession = _o.ChargingSession
+            if not (_c24_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
             el = 'SessionStopReq/ChargingSession'
-            _c22_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c22_ChargingSession)
-            if _c22_i1 is None: raise EncodeError(f'{_c22_ChargingSession!r} is not one of the enumeration chargingSessionType')
-            v = (v << 11) | (31 << 5) | (_c22_i1 << 2)
+            _c24_i1 = _I_iso2_msgdatatypes_chargingSessionType.get(_c24_ChargingSession)
+            if _c24_i1 is None: raise EncodeError(f'{_c24_ChargingSession!r} is not one of the enumeration chargingSessionType')
+            v = (v << 11) | (31 << 5) | (_c24_i1 << 2)
             n += 11
             v_SessionStopReq = None
             s = 1
         elif v_SessionStopRes is not None:
             el = 'SessionStopRes'
             _o = v_SessionStopRes
-            _c23_ResponseCode = _o.ResponseCode
-            if not (_c23_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c25_ResponseCode = _o.ResponseCode
+            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'SessionStopRes/ResponseCode'
-            _c23_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c23_ResponseCode)
-            if _c23_i1 is None: raise EncodeError(f'{_c23_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 15) | (32 << 9) | (_c23_i1 << 2)
+            _c25_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
+            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 15) | (32 << 9) | (_c25_i1 << 2)
             n += 15
             v_SessionStopRes = None
             s = 1
         elif v_WeldingDetectionReq is not None:
             el = 'WeldingDetectionReq'
             _o = v_WeldingDetectionReq
-            _c24_DC_EVStatus = _o.DC_EVStatus
-            if not (_c24_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+            _c26_DC_EVStatus = _o.DC_EVStatus
+            if not (_c26_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'WeldingDetectionReq/DC_EVStatus'
-            _o = _c24_DC_EVStatus
-            _c24_c1_EVReady = _o.EVReady
-            _c24_c1_EVErrorCode = _o.EVErrorCode
-            _c24_c1_EVRESSSOC = _o.EVRESSSOC
-            if not (_c24_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+            _o = _c26_DC_EVStatus
+            _c26_c1_EVReady = _o.EVReady
+            _c26_c1_EVErrorCode = _o.EVErrorCode
+            _c26_c1_EVRESSSOC = _o.EVRESSSOC
+            if not (_c26_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
             el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
-            if _c24_c1_EVReady is not True and _c24_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c24_c1_EVReady!r}')
-            if not (_c24_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            if _c26_c1_EVReady is not True and _c26_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c26_c1_EVReady!r}')
+            if not (_c26_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
             el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-            _c24_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c24_c1_EVErrorCode)
-            if _c24_c1_i1 is None: raise EncodeError(f'{_c24_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-            if not (_c24_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            _c26_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c26_c1_EVErrorCode)
+            if _c26_c1_i1 is None: raise EncodeError(f'{_c26_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c26_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
-            if not 0 <= _c24_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c24_c1_EVRESSSOC!r} outside [0, 100]')
-            v = (v << 30) | (33 << 24) | (_c24_c1_EVReady << 20) | (_c24_c1_i1 << 13) | (_c24_c1_EVRESSSOC << 3)
+            if not 0 <= _c26_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c26_c1_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 30) | (33 << 24) | (_c26_c1_EVReady << 20) | (_c26_c1_i1 << 13) | (_c26_c1_EVRESSSOC << 3)
             n += 30
             v_WeldingDetectionReq = None
             s = 1
         elif v_WeldingDetectionRes is not None:
             el = 'WeldingDetectionRes'
             _o = v_WeldingDetectionRes
-            _c25_ResponseCode = _o.ResponseCode
-            _c25_DC_EVSEStatus = _o.DC_EVSEStatus
-            _c25_EVSEPresentVoltage = _o.EVSEPresentVoltage
-            if not (_c25_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+            _c27_ResponseCode = _o.ResponseCode
+            _c27_DC_EVSEStatus = _o.DC_EVSEStatus
+            _c27_EVSEPresentVoltage = _o.EVSEPresentVoltage
+            if not (_c27_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'WeldingDetectionRes/ResponseCode'
-            _c25_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c25_ResponseCode)
-            if _c25_i1 is None: raise EncodeError(f'{_c25_ResponseCode!r} is not one of the enumeration responseCodeType')
-            if not (_c25_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+            _c27_i1 = _I_iso2_msgdatatypes_responseCodeType.get(_c27_ResponseCode)
+            if _c27_i1 is None: raise EncodeError(f'{_c27_ResponseCode!r} is not one of the enumeration responseCodeType')
+            if not (_c27_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'WeldingDetectionRes/DC_EVSEStatus'
-            v = (v << 15) | (34 << 9) | (_c25_i1 << 2)
+            v = (v << 15) | (34 << 9) | (_c27_i1 << 2)
             n += 15
-            _c25_c2_o = _c25_DC_EVSEStatus
-            _c25_c2_NotificationMaxDelay = _c25_c2_o.NotificationMaxDelay
-            _c25_c2_EVSENotification = _c25_c2_o.EVSENotification
-            _c25_c2_EVSEIsolationStatus = _c25_c2_o.EVSEIsolationStatus
-            _c25_c2_EVSEStatusCode = _c25_c2_o.EVSEStatusCode
-            if _c25_c2_NotificationMaxDelay is not None:
+            _c27_c2_o = _c27_DC_EVSEStatus
+            _c27_c2_NotificationMaxDelay = _c27_c2_o.NotificationMaxDelay
+            _c27_c2_EVSENotification = _c27_c2_o.EVSENotification
+            _c27_c2_EVSEIsolationStatus = _c27_c2_o.EVSEIsolationStatus
+            _c27_c2_EVSEStatusCode = _c27_c2_o.EVSEStatusCode
+            if _c27_c2_NotificationMaxDelay is not None:
                 el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                if _c25_c2_NotificationMaxDelay < 0 or _c25_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c25_c2_NotificationMaxDelay!r} outside [0, 65535]')
+                if _c27_c2_NotificationMaxDelay < 0 or _c27_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c27_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c25_c2_NotificationMaxDelay < 128: v = (v << 8) | _c25_c2_NotificationMaxDelay; n += 8
-                elif _c25_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c25_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c25_c2_NotificationMaxDelay >> 7); n += 16
-                elif _c25_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c25_c2_NotificationMaxDelay & 127) << 16) | (((_c25_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c25_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c25_c2_NotificationMaxDelay); v = w.v; n = w.n
-                if not (_c25_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                if _c27_c2_NotificationMaxDelay < 128: v = (v << 8) | _c27_c2_NotificationMaxDelay; n += 8
+                elif _c27_c2_NotificationMaxDelay < 16384: v = (v << 16) | ((_c27_c2_NotificationMaxDelay & 127) << 8) | 32768 | (_c27_c2_NotificationMaxDelay >> 7); n += 16
+                elif _c27_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_c27_c2_NotificationMaxDelay & 127) << 16) | (((_c27_c2_NotificationMaxDelay >> 7) & 127) << 8) | 8421376 | (_c27_c2_NotificationMaxDelay >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c27_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if not (_c27_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                _c25_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c25_c2_EVSENotification)
-                if _c25_c2_i1 is None: raise EncodeError(f'{_c25_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c25_c2_i1 << 1)
+                _c27_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c27_c2_EVSENotification)
+                if _c27_c2_i1 is None: raise EncodeError(f'{_c27_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c27_c2_i1 << 1)
                 n += 6
-                _c25_c2_NotificationMaxDelay = None
-                _c25_c2_EVSENotification = None
-                _c25_c2_s = 2
+                _c27_c2_NotificationMaxDelay = None
+                _c27_c2_EVSENotification = None
+                _c27_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c25_c2_s == 2:
-                if _c25_c2_EVSEIsolationStatus is not None:
+            if _c27_c2_s == 2:
+                if _c27_c2_EVSEIsolationStatus is not None:
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c25_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c25_c2_EVSEIsolationStatus)
-                    if _c25_c2_i2 is None: raise EncodeError(f'{_c25_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c25_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    _c27_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c27_c2_EVSEIsolationStatus)
+                    if _c27_c2_i2 is None: raise EncodeError(f'{_c27_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c27_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c25_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c25_c2_EVSEStatusCode)
-                    if _c25_c2_i3 is None: raise EncodeError(f'{_c25_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c25_c2_i2 << 8) | (_c25_c2_i3 << 1)
+                    _c27_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                    if _c27_c2_i3 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c27_c2_i2 << 8) | (_c27_c2_i3 << 1)
                     n += 14
-                    _c25_c2_EVSEIsolationStatus = None
-                    _c25_c2_EVSEStatusCode = None
-                    _c25_c2_s = 4
-                elif _c25_c2_EVSEStatusCode is not None:
+                    _c27_c2_EVSEIsolationStatus = None
+                    _c27_c2_EVSEStatusCode = None
+                    _c27_c2_s = 4
+                elif _c27_c2_EVSEStatusCode is not None:
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c25_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c25_c2_EVSEStatusCode)
-                    if _c25_c2_i4 is None: raise EncodeError(f'{_c25_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c25_c2_i4 << 1)
+                    _c27_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c27_c2_EVSEStatusCode)
+                    if _c27_c2_i4 is None: raise EncodeError(f'{_c27_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c27_c2_i4 << 1)
                     n += 8
-                    _c25_c2_EVSEStatusCode = None
-                    _c25_c2_s = 4
+                    _c27_c2_EVSEStatusCode = None
+                    _c27_c2_s = 4
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c25_c2_s == 4:
+            if _c27_c2_s == 4:
                 if True:
                     v <<= 1
                     n += 1
-                    if _c25_c2_NotificationMaxDelay is not None or _c25_c2_EVSENotification is not None or _c25_c2_EVSEIsolationStatus is not None or _c25_c2_EVSEStatusCode is not None: raise _leftover(_c25_c2_o)
-                    _c25_c2_s = -1
+                    if _c27_c2_NotificationMaxDelay is not None or _c27_c2_EVSENotification is not None or _c27_c2_EVSEIsolationStatus is not None or _c27_c2_EVSEStatusCode is not None: raise _leftover(_c27_c2_o)
+                    _c27_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-            if not (_c25_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+            if not (_c27_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
-            _o = _c25_EVSEPresentVoltage
-            _c25_c3_Multiplier = _o.Multiplier
-            _c25_c3_Unit = _o.Unit
-            _c25_c3_Value = _o.Value
-            if not (_c25_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _o = _c27_EVSEPresentVoltage
+            _c27_c3_Multiplier = _o.Multiplier
+            _c27_c3_Unit = _o.Unit
+            _c27_c3_Value = _o.Value
+            if not (_c27_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
-            if not -3 <= _c25_c3_Multiplier <= 3: raise EncodeError(f'value {_c25_c3_Multiplier!r} outside [-3, 3]')
-            if not (_c25_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c27_c3_Multiplier <= 3: raise EncodeError(f'value {_c27_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c27_c3_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-            _c25_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c25_c3_Unit)
-            if _c25_c3_i1 is None: raise EncodeError(f'{_c25_c3_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c25_c3_Value is not None): raise EncodeError('missing content: Value')
+            _c27_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c27_c3_Unit)
+            if _c27_c3_i1 is None: raise EncodeError(f'{_c27_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c27_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-            if _c25_c3_Value < -32768 or _c25_c3_Value > 32767: raise EncodeError(f'value {_c25_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c25_c3_Multiplier - -3) << 10) | (_c25_c3_i1 << 4) | (_c25_c3_Value < 0)
+            if _c27_c3_Value < -32768 or _c27_c3_Value > 32767: raise EncodeError(f'value {_c27_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c27_c3_Multiplier - -3) << 10) | (_c27_c3_i1 << 4) | (_c27_c3_Value < 0)
             n += 16
-            _m = (-_c25_c3_Value - 1 if _c25_c3_Value < 0 else _c25_c3_Value)
+            _m = (-_c27_c3_Value - 1 if _c27_c3_Value < 0 else _c27_c3_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
@@ -3443,20 +3805,20 @@ def _d_CableCheckResType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -4760,20 +5122,20 @@ def _d_CertificateUpdateResType(r):
                 if x & 2: raise r.deviation('CertificateUpdateResType', p)
                 el = 'RetryCounter'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_RetryCounter = _y >> 8
-                    elif not _y & 128:
+                        f_RetryCounter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_RetryCounter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_RetryCounter = (V >> (E - p)) & 127
                 else:
@@ -5079,20 +5441,20 @@ def _d_ChargeParameterDiscoveryReqType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
             el = 'MaxEntriesSAScheduleTuple'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_MaxEntriesSAScheduleTuple = _y >> 8
-                elif not _y & 128:
+                    f_MaxEntriesSAScheduleTuple = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_MaxEntriesSAScheduleTuple = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_MaxEntriesSAScheduleTuple = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_MaxEntriesSAScheduleTuple = (V >> (E - p)) & 127
             else:
@@ -5146,20 +5508,20 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
                     el = 'EVChargeParameter/DepartureTime'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c1_DepartureTime = _y >> 8
-                        elif not _y & 128:
+                            _c1_DepartureTime = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c1_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c1_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c1_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c1_DepartureTime = (V >> (E - p)) & 127
                     else:
@@ -5339,20 +5701,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c1_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c2_c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -5381,20 +5743,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else: _c2_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c2_Unit]
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -5418,20 +5780,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c2_c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_c3_Value = (V >> (E - p)) & 127
                 else:
@@ -5474,20 +5836,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if p > E: V, E, p = r.slide(p, 3)
                 if (V >> (E - p)) & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_c1_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c4_c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_c1_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -5516,20 +5878,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else: _c4_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c2_Unit]
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_c2_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_c2_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_c2_Value = (V >> (E - p)) & 127
                 else:
@@ -5553,20 +5915,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else: _c4_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_c3_Unit]
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_c3_Value = (V >> (E - p)) & 127
                 else:
@@ -5950,20 +6312,20 @@ def _d_ChargingStatusResType(r):
                 else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
                 el = 'EVSEMaxCurrent/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
                 else:
@@ -5997,20 +6359,20 @@ def _d_ChargingStatusResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -6056,20 +6418,20 @@ def _d_ChargingStatusResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c3_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -6109,20 +6471,20 @@ def _d_ChargingStatusResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c4_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -6150,20 +6512,20 @@ def _d_ChargingStatusResType(r):
             if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('ChargingStatusResType', p)
             el = 'AC_EVSEStatus/NotificationMaxDelay'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c5_NotificationMaxDelay = _y >> 8
-                elif not _y & 128:
+                    _c5_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c5_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c5_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c5_NotificationMaxDelay = (V >> (E - p)) & 127
             else:
@@ -6476,20 +6838,20 @@ def _d_CurrentDemandReqType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -6522,20 +6884,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_Value = _y >> 8
-                    elif not _y & 128:
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_Value = (V >> (E - p)) & 127
                 else:
@@ -6564,20 +6926,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -6606,20 +6968,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -6670,20 +7032,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
                 el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
                 else:
@@ -6712,20 +7074,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -6776,20 +7138,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -6870,20 +7232,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'RemainingTimeToFullSoC/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -6912,20 +7274,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c10_Value = _y >> 8
-                    elif not _y & 128:
+                        _c10_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c10_Value = (V >> (E - p)) & 127
                 else:
@@ -6954,20 +7316,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c11_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c11_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c11_Value = _y >> 8
-                    elif not _y & 128:
+                        _c11_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c11_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c11_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c11_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c11_Value = (V >> (E - p)) & 127
                 else:
@@ -7002,20 +7364,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c12_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c12_Unit]
                 el = 'RemainingTimeToBulkSoC/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c12_Value = _y >> 8
-                    elif not _y & 128:
+                        _c12_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c12_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c12_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c12_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c12_Value = (V >> (E - p)) & 127
                 else:
@@ -7044,20 +7406,20 @@ def _d_CurrentDemandReqType(r):
                 else: _c13_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c13_Unit]
                 el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c13_Value = _y >> 8
-                    elif not _y & 128:
+                        _c13_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c13_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c13_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c13_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c13_Value = (V >> (E - p)) & 127
                 else:
@@ -7088,20 +7450,20 @@ def _d_CurrentDemandReqType(r):
             else: _c14_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c14_Unit]
             el = 'EVTargetVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c14_Value = _y >> 8
-                elif not _y & 128:
+                    _c14_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c14_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c14_Value = (V >> (E - p)) & 127
             else:
@@ -7659,20 +8021,20 @@ def _d_CurrentDemandResType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -7740,20 +8102,20 @@ def _d_CurrentDemandResType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -7777,20 +8139,20 @@ def _d_CurrentDemandResType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEPresentCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -7830,20 +8192,20 @@ def _d_CurrentDemandResType(r):
                 else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -7872,20 +8234,20 @@ def _d_CurrentDemandResType(r):
                 else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -7914,20 +8276,20 @@ def _d_CurrentDemandResType(r):
                 else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
                 else:
@@ -7975,20 +8337,20 @@ def _d_CurrentDemandResType(r):
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -8017,20 +8379,20 @@ def _d_CurrentDemandResType(r):
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -8078,20 +8440,20 @@ def _d_CurrentDemandResType(r):
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -8859,20 +9221,20 @@ def _d_MeteringReceiptResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -8903,20 +9265,20 @@ def _d_MeteringReceiptResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                 el = 'DC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -8977,20 +9339,20 @@ def _d_MeteringReceiptResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('MeteringReceiptResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c3_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -9402,20 +9764,20 @@ def _d_PaymentDetailsResType(r):
         if x & 14: raise r.deviation('PaymentDetailsResType', p)
         el = 'EVSETimeStamp'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_EVSETimeStamp = _y >> 8
-            elif not _y & 128:
+                f_EVSETimeStamp = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_EVSETimeStamp = (V >> (E - p)) & 127
         else:
@@ -9996,20 +10358,20 @@ def _d_PowerDeliveryResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('PowerDeliveryResType', p)
                 el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c1_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -10040,20 +10402,20 @@ def _d_PowerDeliveryResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
                 el = 'DC_EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c2_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c2_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c2_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -10114,20 +10476,20 @@ def _d_PowerDeliveryResType(r):
                 if p > E: V, E, p = r.slide(p, 2)
                 if (V >> (E - p)) & 3: raise r.deviation('PowerDeliveryResType', p)
                 el = 'EVSEStatus/NotificationMaxDelay'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_NotificationMaxDelay = _y >> 8
-                    elif not _y & 128:
+                        _c3_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_NotificationMaxDelay = (V >> (E - p)) & 127
                 else:
@@ -10342,20 +10704,20 @@ def _d_PreChargeReqType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -10379,20 +10741,20 @@ def _d_PreChargeReqType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -10526,20 +10888,20 @@ def _d_PreChargeResType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -10607,20 +10969,20 @@ def _d_PreChargeResType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -10764,20 +11126,20 @@ def _d_ServiceDetailReqType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ServiceID = _y >> 8
-            elif not _y & 128:
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
         else:
@@ -10839,20 +11201,20 @@ def _d_ServiceDetailResType(r):
         if f_ResponseCode >= 26: f_ResponseCode = r.enum_index('ServiceDetailResType/ResponseCode', f_ResponseCode, 26, r.at(p))
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         el = 'ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ServiceID = _y >> 8
-            elif not _y & 128:
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
         else:
@@ -11293,20 +11655,20 @@ def _d_SessionSetupResType(r):
                 if x & 2: raise r.deviation('SessionSetupResType', p)
                 el = 'EVSETimeStamp'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_EVSETimeStamp = _y >> 8
-                    elif not _y & 128:
+                        f_EVSETimeStamp = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_EVSETimeStamp = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_EVSETimeStamp = (V >> (E - p)) & 127
                 else:
@@ -11568,20 +11930,20 @@ def _d_WeldingDetectionResType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -11649,20 +12011,20 @@ def _d_WeldingDetectionResType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:

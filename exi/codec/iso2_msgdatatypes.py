@@ -46,20 +46,20 @@ def _d_AC_EVChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
             el = 'DepartureTime'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_DepartureTime = _y >> 8
-                elif not _y & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
             else:
@@ -78,20 +78,20 @@ def _d_AC_EVChargeParameterType(r):
             else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
             el = 'EAmount/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_Value = _y >> 8
-                elif not _y & 128:
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_Value = (V >> (E - p)) & 127
             else:
@@ -120,20 +120,20 @@ def _d_AC_EVChargeParameterType(r):
             else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
             el = 'EAmount/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c2_Value = _y >> 8
-                elif not _y & 128:
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c2_Value = (V >> (E - p)) & 127
             else:
@@ -164,20 +164,20 @@ def _d_AC_EVChargeParameterType(r):
             else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'EVMaxVoltage/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -201,20 +201,20 @@ def _d_AC_EVChargeParameterType(r):
             else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
             el = 'EVMaxCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c4_Value = _y >> 8
-                elif not _y & 128:
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c4_Value = (V >> (E - p)) & 127
             else:
@@ -238,20 +238,20 @@ def _d_AC_EVChargeParameterType(r):
             else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
             el = 'EVMinCurrent/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c5_Value = _y >> 8
-                elif not _y & 128:
+                    _c5_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c5_Value = (V >> (E - p)) & 127
             else:
@@ -452,20 +452,20 @@ def _d_AC_EVSEChargeParameterType(r):
         if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'AC_EVSEStatus/NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -494,20 +494,20 @@ def _d_AC_EVSEChargeParameterType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSENominalVoltage/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -531,20 +531,20 @@ def _d_AC_EVSEChargeParameterType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEMaxCurrent/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -671,20 +671,20 @@ def _d_AC_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('AC_EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -921,20 +921,20 @@ def _d_ChargeServiceType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ChargeServiceType', p)
         el = 'ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ServiceID = _y >> 8
-            elif not _y & 128:
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
         else:
@@ -1161,9 +1161,95 @@ def _d_ChargingProfileType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
         el = 'ProfileEntry'
-        r.pos = p
-        _v = _d_ProfileEntryType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_ChargingProfileEntryStart = None
+        _c1_ChargingProfileEntryMaxPower = None
+        _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+        el = 'ProfileEntry/ChargingProfileEntryStart'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ChargingProfileEntryStart = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ChargingProfileEntryStart = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 17
+        if p > E: V, E, p = r.slide(p, 17)
+        x = (V >> (E - p)) & 131071
+        if x & 123790: raise r.deviation('ProfileEntryType', p)
+        if _c1_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c1_ChargingProfileEntryStart, r.at(p))
+        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+        _c1_c1_Multiplier = ((x >> 10) & 7) + -3
+        if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(p))
+        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+        _c1_c1_Unit = ((x >> 4) & 7)
+        if _c1_c1_Unit >= 7: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 7, r.at(p))
+        else: _c1_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c1_Unit]
+        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+        _neg = (x & 1)
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_c1_Value = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_c1_Value = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(p))
+        _c1_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
+        _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c1_Multiplier
+        _c1_ChargingProfileEntryMaxPower.Unit = _c1_c1_Unit
+        _c1_ChargingProfileEntryMaxPower.Value = _c1_c1_Value
+        _c1_s = 2
+        if _c1_s == 2:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 19: raise r.deviation('ProfileEntryType', p)
+                el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c1_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('ProfileEntryType', p)
+        _v = _new(iso2_msgdatatypes.ProfileEntryType)
+        _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
+        _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
+        _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c1_ChargingProfileEntryMaxNumberOfPhasesInUse
         f_ProfileEntry.append(_v)
         s = 1
         if s == 1:
@@ -1174,9 +1260,95 @@ def _d_ChargingProfileType(r):
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ProfileEntry'
-                    r.pos = p
-                    _v = _d_ProfileEntryType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    _c2_ChargingProfileEntryStart = None
+                    _c2_ChargingProfileEntryMaxPower = None
+                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+                    el = 'ProfileEntry/ChargingProfileEntryStart'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_ChargingProfileEntryStart = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 17
+                    if p > E: V, E, p = r.slide(p, 17)
+                    x = (V >> (E - p)) & 131071
+                    if x & 123790: raise r.deviation('ProfileEntryType', p)
+                    if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(p))
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+                    _c2_c1_Multiplier = ((x >> 10) & 7) + -3
+                    if _c2_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c1_Multiplier, r.at(p))
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+                    _c2_c1_Unit = ((x >> 4) & 7)
+                    if _c2_c1_Unit >= 7: _c2_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c1_Unit, 7, r.at(p))
+                    else: _c2_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c1_Unit]
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                    _neg = (x & 1)
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_c1_Value = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_c1_Value = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
+                    if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(p))
+                    _c2_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
+                    _c2_ChargingProfileEntryMaxPower.Multiplier = _c2_c1_Multiplier
+                    _c2_ChargingProfileEntryMaxPower.Unit = _c2_c1_Unit
+                    _c2_ChargingProfileEntryMaxPower.Value = _c2_c1_Value
+                    _c2_s = 2
+                    if _c2_s == 2:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            p += 5
+                            if p > E: V, E, p = r.slide(p, 5)
+                            x = (V >> (E - p)) & 31
+                            if x & 19: raise r.deviation('ProfileEntryType', p)
+                            el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                            _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+                            if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c2_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(p))
+                            _c2_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_s = -1
+                        else:
+                            raise r.deviation('ProfileEntryType', p)
+                    _v = _new(iso2_msgdatatypes.ProfileEntryType)
+                    _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
+                    _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
+                    _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_ChargingProfileEntryMaxNumberOfPhasesInUse
                     f_ProfileEntry.append(_v)
                     _k += 1
                     if _k == 23:
@@ -1213,9 +1385,64 @@ def _e_ChargingProfileType(w, o):
             el = 'ProfileEntry'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
-            v = w.v; n = w.n
+            _c1_o = v_ProfileEntry[i_ProfileEntry]
+            _c1_ChargingProfileEntryStart = _c1_o.ChargingProfileEntryStart
+            _c1_ChargingProfileEntryMaxPower = _c1_o.ChargingProfileEntryMaxPower
+            _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = _c1_o.ChargingProfileEntryMaxNumberOfPhasesInUse
+            if _c1_ChargingProfileEntryStart is not None:
+                el = 'ProfileEntry/ChargingProfileEntryStart'
+                if _c1_ChargingProfileEntryStart < 0 or _c1_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c1_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c1_ChargingProfileEntryStart < 128: v = (v << 8) | _c1_ChargingProfileEntryStart; n += 8
+                elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c1_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c1_ChargingProfileEntryStart >> 7); n += 16
+                elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c1_ChargingProfileEntryStart & 127) << 16) | (((_c1_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c1_ChargingProfileEntryStart >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
+                if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+                _o = _c1_ChargingProfileEntryMaxPower
+                _c1_c1_Multiplier = _o.Multiplier
+                _c1_c1_Unit = _o.Unit
+                _c1_c1_Value = _o.Value
+                if not (_c1_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+                if not -3 <= _c1_c1_Multiplier <= 3: raise EncodeError(f'value {_c1_c1_Multiplier!r} outside [-3, 3]')
+                if not (_c1_c1_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+                _c1_c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_c1_Unit)
+                if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c1_c1_Multiplier - -3) << 10) | (_c1_c1_i1 << 4) | (_c1_c1_Value < 0)
+                n += 17
+                _c1_ChargingProfileEntryStart = None
+                _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
+                if _m < 128: v = (v << 8) | _m; n += 8
+                elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                _c1_ChargingProfileEntryMaxPower = None
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
+            if _c1_s == 2:
+                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
+                    el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                    if not 1 <= _c1_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
+                    v = (v << 7) | ((_c1_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
+                    n += 7
+                    _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = None
+                    if _c1_ChargingProfileEntryStart is not None or _c1_ChargingProfileEntryMaxPower is not None or _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    if _c1_ChargingProfileEntryStart is not None or _c1_ChargingProfileEntryMaxPower is not None or _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_ProfileEntry += 1
             s = 1
         else:
@@ -1227,9 +1454,64 @@ def _e_ChargingProfileType(w, o):
                     el = 'ProfileEntry'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
-                    v = w.v; n = w.n
+                    _c2_o = v_ProfileEntry[i_ProfileEntry]
+                    _c2_ChargingProfileEntryStart = _c2_o.ChargingProfileEntryStart
+                    _c2_ChargingProfileEntryMaxPower = _c2_o.ChargingProfileEntryMaxPower
+                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_o.ChargingProfileEntryMaxNumberOfPhasesInUse
+                    if _c2_ChargingProfileEntryStart is not None:
+                        el = 'ProfileEntry/ChargingProfileEntryStart'
+                        if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c2_ChargingProfileEntryStart < 128: v = (v << 8) | _c2_ChargingProfileEntryStart; n += 8
+                        elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c2_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c2_ChargingProfileEntryStart >> 7); n += 16
+                        elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_c2_ChargingProfileEntryStart & 127) << 16) | (((_c2_ChargingProfileEntryStart >> 7) & 127) << 8) | 8421376 | (_c2_ChargingProfileEntryStart >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
+                        if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+                        _o = _c2_ChargingProfileEntryMaxPower
+                        _c2_c1_Multiplier = _o.Multiplier
+                        _c2_c1_Unit = _o.Unit
+                        _c2_c1_Value = _o.Value
+                        if not (_c2_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+                        if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
+                        if not (_c2_c1_Unit is not None): raise EncodeError('missing content: Unit')
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+                        _c2_c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
+                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                        if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 17) | ((_c2_c1_Multiplier - -3) << 10) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
+                        n += 17
+                        _c2_ChargingProfileEntryStart = None
+                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        elif _m < 2097152: v = (v << 24) | ((_m & 127) << 16) | (((_m >> 7) & 127) << 8) | 8421376 | (_m >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c2_ChargingProfileEntryMaxPower = None
+                        _c2_s = 2
+                    else:
+                        raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
+                    if _c2_s == 2:
+                        if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
+                            el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                            if not 1 <= _c2_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
+                            v = (v << 7) | ((_c2_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
+                            n += 7
+                            _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
+                            if _c2_ChargingProfileEntryStart is not None or _c2_ChargingProfileEntryMaxPower is not None or _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c2_ChargingProfileEntryStart is not None or _c2_ChargingProfileEntryMaxPower is not None or _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_ProfileEntry += 1
                     _k += 1
                     if _k == 23:
@@ -1274,20 +1556,20 @@ def _d_ConsumptionCostType(r):
         else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
         el = 'startValue/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -1314,20 +1596,20 @@ def _d_ConsumptionCostType(r):
         if _c2_costKind >= 3: _c2_costKind = r.enum_index('CostType/costKind', _c2_costKind, 3, r.at(p))
         else: _c2_costKind = _E_iso2_msgdatatypes_costKindType[_c2_costKind]
         el = 'Cost/amount'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_amount = _y >> 8
-            elif not _y & 128:
+                _c2_amount = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_amount = (V >> (E - p)) & 127
         else:
@@ -1379,20 +1661,20 @@ def _d_ConsumptionCostType(r):
                 if _c3_costKind >= 3: _c3_costKind = r.enum_index('CostType/costKind', _c3_costKind, 3, r.at(p))
                 else: _c3_costKind = _E_iso2_msgdatatypes_costKindType[_c3_costKind]
                 el = 'Cost/amount'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c3_amount = _y >> 8
-                    elif not _y & 128:
+                        _c3_amount = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c3_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c3_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c3_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c3_amount = (V >> (E - p)) & 127
                 else:
@@ -1449,20 +1731,20 @@ def _d_ConsumptionCostType(r):
                 if _c4_costKind >= 3: _c4_costKind = r.enum_index('CostType/costKind', _c4_costKind, 3, r.at(p))
                 else: _c4_costKind = _E_iso2_msgdatatypes_costKindType[_c4_costKind]
                 el = 'Cost/amount'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_amount = _y >> 8
-                    elif not _y & 128:
+                        _c4_amount = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_amount = (V >> (E - p)) & 127
                 else:
@@ -1811,20 +2093,20 @@ def _d_CostType(r):
         if f_costKind >= 3: f_costKind = r.enum_index('CostType/costKind', f_costKind, 3, r.at(p))
         else: f_costKind = _E_iso2_msgdatatypes_costKindType[f_costKind]
         el = 'amount'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_amount = _y >> 8
-            elif not _y & 128:
+                f_amount = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_amount = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_amount = (V >> (E - p)) & 127
         else:
@@ -1933,20 +2215,20 @@ def _d_DC_EVChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
             el = 'DepartureTime'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_DepartureTime = _y >> 8
-                elif not _y & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
             else:
@@ -2005,20 +2287,20 @@ def _d_DC_EVChargeParameterType(r):
             else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'EVMaximumCurrentLimit/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -2051,20 +2333,20 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
                 el = 'EVMaximumPowerLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c4_Value = _y >> 8
-                    elif not _y & 128:
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c4_Value = (V >> (E - p)) & 127
                 else:
@@ -2088,20 +2370,20 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c5_Value = _y >> 8
-                    elif not _y & 128:
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c5_Value = (V >> (E - p)) & 127
                 else:
@@ -2130,20 +2412,20 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
                 el = 'EVMaximumVoltageLimit/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c6_Value = _y >> 8
-                    elif not _y & 128:
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c6_Value = (V >> (E - p)) & 127
                 else:
@@ -2178,20 +2460,20 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVEnergyCapacity/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -2220,20 +2502,20 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -2289,20 +2571,20 @@ def _d_DC_EVChargeParameterType(r):
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVEnergyRequest/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -2905,20 +3187,20 @@ def _d_DC_EVSEChargeParameterType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'DC_EVSEStatus/NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -2986,20 +3268,20 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_Unit]
         el = 'EVSEMaximumCurrentLimit/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c2_Value = _y >> 8
-            elif not _y & 128:
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c2_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c2_Value = (V >> (E - p)) & 127
         else:
@@ -3023,20 +3305,20 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
         el = 'EVSEMaximumPowerLimit/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c3_Value = _y >> 8
-            elif not _y & 128:
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c3_Value = (V >> (E - p)) & 127
         else:
@@ -3060,20 +3342,20 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
         el = 'EVSEMaximumVoltageLimit/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c4_Value = _y >> 8
-            elif not _y & 128:
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c4_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c4_Value = (V >> (E - p)) & 127
         else:
@@ -3097,20 +3379,20 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
         el = 'EVSEMinimumCurrentLimit/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c5_Value = _y >> 8
-            elif not _y & 128:
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c5_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c5_Value = (V >> (E - p)) & 127
         else:
@@ -3134,20 +3416,20 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
         el = 'EVSEMinimumVoltageLimit/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c6_Value = _y >> 8
-            elif not _y & 128:
+                _c6_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c6_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c6_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c6_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c6_Value = (V >> (E - p)) & 127
         else:
@@ -3180,20 +3462,20 @@ def _d_DC_EVSEChargeParameterType(r):
                 else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
                 el = 'EVSECurrentRegulationTolerance/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c7_Value = _y >> 8
-                    elif not _y & 128:
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c7_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c7_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c7_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c7_Value = (V >> (E - p)) & 127
                 else:
@@ -3217,20 +3499,20 @@ def _d_DC_EVSEChargeParameterType(r):
                 else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c8_Value = _y >> 8
-                    elif not _y & 128:
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c8_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c8_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c8_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c8_Value = (V >> (E - p)) & 127
                 else:
@@ -3259,20 +3541,20 @@ def _d_DC_EVSEChargeParameterType(r):
                 else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
                 el = 'EVSEPeakCurrentRipple/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c9_Value = _y >> 8
-                    elif not _y & 128:
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c9_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c9_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c9_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c9_Value = (V >> (E - p)) & 127
                 else:
@@ -3307,20 +3589,20 @@ def _d_DC_EVSEChargeParameterType(r):
                 else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
                 el = 'EVSEEnergyToBeDelivered/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c10_Value = _y >> 8
-                    elif not _y & 128:
+                        _c10_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c10_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c10_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c10_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c10_Value = (V >> (E - p)) & 127
                 else:
@@ -3691,20 +3973,20 @@ def _d_DC_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('DC_EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -4070,20 +4352,20 @@ def _d_EVChargeParameterType(r):
             if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
             el = 'DepartureTime'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    f_DepartureTime = _y >> 8
-                elif not _y & 128:
+                    f_DepartureTime = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     f_DepartureTime = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
             else:
@@ -4205,20 +4487,20 @@ def _d_EVSEStatusType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('EVSEStatusType', p)
         el = 'NotificationMaxDelay'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_NotificationMaxDelay = _y >> 8
-            elif not _y & 128:
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_NotificationMaxDelay = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
         else:
@@ -4323,20 +4605,20 @@ def _d_EntryType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
             el = 'RelativeTimeInterval/start'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_start = _y >> 8
-                elif not _y & 128:
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_start = (V >> (E - p)) & 127
             else:
@@ -4355,20 +4637,20 @@ def _d_EntryType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c1_duration = _y >> 8
-                        elif not _y & 128:
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c1_duration = (V >> (E - p)) & 127
                     else:
@@ -4544,20 +4826,20 @@ def _d_ListOfRootCertificateIDsType(r):
         if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
         el = 'RootCertificateID/X509SerialNumber'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_X509SerialNumber = _y >> 8
-            elif not _y & 128:
+                _c1_X509SerialNumber = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_X509SerialNumber = (V >> (E - p)) & 127
         else:
@@ -4602,20 +4884,20 @@ def _d_ListOfRootCertificateIDsType(r):
                     if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                     el = 'RootCertificateID/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c2_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c2_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -4781,20 +5063,20 @@ def _d_MeterInfoType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterReading'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterReading = _y >> 8
-                    elif not _y & 128:
+                        f_MeterReading = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterReading = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterReading = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterReading = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterReading = (V >> (E - p)) & 127
                 else:
@@ -4831,20 +5113,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -4862,20 +5144,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_TMeter = _y >> 8
-                    elif not _y & 128:
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
                 else:
@@ -4922,20 +5204,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -4953,20 +5235,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_TMeter = _y >> 8
-                    elif not _y & 128:
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
                 else:
@@ -4993,20 +5275,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'MeterStatus'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_MeterStatus = _y >> 8
-                    elif not _y & 128:
+                        f_MeterStatus = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_MeterStatus = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_MeterStatus = (V >> (E - p)) & 127
                 else:
@@ -5024,20 +5306,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_TMeter = _y >> 8
-                    elif not _y & 128:
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
                 else:
@@ -5064,20 +5346,20 @@ def _d_MeterInfoType(r):
                 if x & 2: raise r.deviation('MeterInfoType', p)
                 el = 'TMeter'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_TMeter = _y >> 8
-                    elif not _y & 128:
+                        f_TMeter = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_TMeter = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_TMeter = (V >> (E - p)) & 127
                 else:
@@ -5427,20 +5709,20 @@ def _d_PMaxScheduleEntryType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
             el = 'RelativeTimeInterval/start'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_start = _y >> 8
-                elif not _y & 128:
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_start = (V >> (E - p)) & 127
             else:
@@ -5459,20 +5741,20 @@ def _d_PMaxScheduleEntryType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c1_duration = _y >> 8
-                        elif not _y & 128:
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c1_duration = (V >> (E - p)) & 127
                     else:
@@ -5514,20 +5796,20 @@ def _d_PMaxScheduleEntryType(r):
             else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
             el = 'PMax/Value'
             _neg = (x & 1)
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c3_Value = _y >> 8
-                elif not _y & 128:
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c3_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c3_Value = (V >> (E - p)) & 127
             else:
@@ -5768,20 +6050,20 @@ def _d_ParameterSetType(r):
         if x & 6: raise r.deviation('ParameterSetType', p)
         el = 'ParameterSetID'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ParameterSetID = _y >> 8
-            elif not _y & 128:
+                f_ParameterSetID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ParameterSetID = (V >> (E - p)) & 127
         else:
@@ -5949,20 +6231,20 @@ def _d_ParameterType(r):
                 if x & 2: raise r.deviation('ParameterType', p)
                 el = 'shortValue'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_shortValue = _y >> 8
-                    elif not _y & 128:
+                        f_shortValue = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_shortValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_shortValue = (V >> (E - p)) & 127
                 else:
@@ -5980,20 +6262,20 @@ def _d_ParameterType(r):
                 if x & 2: raise r.deviation('ParameterType', p)
                 el = 'intValue'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_intValue = _y >> 8
-                    elif not _y & 128:
+                        f_intValue = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_intValue = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_intValue = (V >> (E - p)) & 127
                 else:
@@ -6018,20 +6300,20 @@ def _d_ParameterType(r):
                 else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
                 el = 'physicalValue/Value'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_Value = _y >> 8
-                    elif not _y & 128:
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_Value = (V >> (E - p)) & 127
                 else:
@@ -6311,20 +6593,20 @@ def _d_PhysicalValueType(r):
         else: f_Unit = _E_iso2_msgdatatypes_unitSymbolType[f_Unit]
         el = 'Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_Value = _y >> 8
-            elif not _y & 128:
+                f_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_Value = (V >> (E - p)) & 127
         else:
@@ -6396,20 +6678,20 @@ def _d_ProfileEntryType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ProfileEntryType', p)
         el = 'ChargingProfileEntryStart'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ChargingProfileEntryStart = _y >> 8
-            elif not _y & 128:
+                f_ChargingProfileEntryStart = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ChargingProfileEntryStart = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ChargingProfileEntryStart = (V >> (E - p)) & 127
         else:
@@ -6428,20 +6710,20 @@ def _d_ProfileEntryType(r):
         else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
         el = 'ChargingProfileEntryMaxPower/Value'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_Value = _y >> 8
-            elif not _y & 128:
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_Value = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_Value = (V >> (E - p)) & 127
         else:
@@ -6563,20 +6845,20 @@ def _d_RelativeTimeIntervalType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
         el = 'start'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_start = _y >> 8
-            elif not _y & 128:
+                f_start = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_start = (V >> (E - p)) & 127
         else:
@@ -6595,20 +6877,20 @@ def _d_RelativeTimeIntervalType(r):
                 if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                 el = 'duration'
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_duration = _y >> 8
-                    elif not _y & 128:
+                        f_duration = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_duration = (V >> (E - p)) & 127
                 else:
@@ -7151,20 +7433,20 @@ def _d_SalesTariffEntryType(r):
             if p > E: V, E, p = r.slide(p, 2)
             if (V >> (E - p)) & 3: raise r.deviation('RelativeTimeIntervalType', p)
             el = 'RelativeTimeInterval/start'
-            if p + 16 <= E:
-                _y = (V >> (E - p - 16)) & 65535
-                if _y < 32768:
+            if p + 24 <= E:
+                _y = (V >> (E - p - 24)) & 16777215
+                if _y < 8388608:
                     p += 8
-                    _c1_start = _y >> 8
-                elif not _y & 128:
+                    _c1_start = _y >> 16
+                elif not _y & 32768:
                     p += 16
-                    _c1_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                    _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                elif not _y & 128:
                     p += 24
                     _c1_start = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                 else:
                     r.pos = p; _c1_start = r.uint(); V = r.v; E = r.end; p = r.pos
-            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                 p += 8
                 _c1_start = (V >> (E - p)) & 127
             else:
@@ -7183,20 +7465,20 @@ def _d_SalesTariffEntryType(r):
                     if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'RelativeTimeInterval/duration'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c1_duration = _y >> 8
-                        elif not _y & 128:
+                            _c1_duration = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c1_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c1_duration = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c1_duration = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c1_duration = (V >> (E - p)) & 127
                     else:
@@ -7750,20 +8032,20 @@ def _d_SelectedServiceListType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
         el = 'SelectedService/ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                _c1_ServiceID = _y >> 8
-            elif not _y & 128:
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                _c1_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             _c1_ServiceID = (V >> (E - p)) & 127
         else:
@@ -7784,20 +8066,20 @@ def _d_SelectedServiceListType(r):
                 if x & 2: raise r.deviation('SelectedServiceType', p)
                 el = 'SelectedService/ParameterSetID'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        _c1_ParameterSetID = _y >> 8
-                    elif not _y & 128:
+                        _c1_ParameterSetID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        _c1_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         _c1_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; _c1_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     _c1_ParameterSetID = (V >> (E - p)) & 127
                 else:
@@ -7832,20 +8114,20 @@ def _d_SelectedServiceListType(r):
                     if p > E: V, E, p = r.slide(p, 2)
                     if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
                     el = 'SelectedService/ServiceID'
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_ServiceID = _y >> 8
-                        elif not _y & 128:
+                            _c2_ServiceID = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c2_ServiceID = (V >> (E - p)) & 127
                     else:
@@ -7866,20 +8148,20 @@ def _d_SelectedServiceListType(r):
                             if x & 2: raise r.deviation('SelectedServiceType', p)
                             el = 'SelectedService/ParameterSetID'
                             _neg = (x & 1)
-                            if p + 16 <= E:
-                                _y = (V >> (E - p - 16)) & 65535
-                                if _y < 32768:
+                            if p + 24 <= E:
+                                _y = (V >> (E - p - 24)) & 16777215
+                                if _y < 8388608:
                                     p += 8
-                                    _c2_ParameterSetID = _y >> 8
-                                elif not _y & 128:
+                                    _c2_ParameterSetID = _y >> 16
+                                elif not _y & 32768:
                                     p += 16
-                                    _c2_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                                elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                    _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                                elif not _y & 128:
                                     p += 24
                                     _c2_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                                 else:
                                     r.pos = p; _c2_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                            elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                                 p += 8
                                 _c2_ParameterSetID = (V >> (E - p)) & 127
                             else:
@@ -8060,20 +8342,20 @@ def _d_SelectedServiceType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('SelectedServiceType', p)
         el = 'ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ServiceID = _y >> 8
-            elif not _y & 128:
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
         else:
@@ -8094,20 +8376,20 @@ def _d_SelectedServiceType(r):
                 if x & 2: raise r.deviation('SelectedServiceType', p)
                 el = 'ParameterSetID'
                 _neg = (x & 1)
-                if p + 16 <= E:
-                    _y = (V >> (E - p - 16)) & 65535
-                    if _y < 32768:
+                if p + 24 <= E:
+                    _y = (V >> (E - p - 24)) & 16777215
+                    if _y < 8388608:
                         p += 8
-                        f_ParameterSetID = _y >> 8
-                    elif not _y & 128:
+                        f_ParameterSetID = _y >> 16
+                    elif not _y & 32768:
                         p += 16
-                        f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                        f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                    elif not _y & 128:
                         p += 24
                         f_ParameterSetID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                     else:
                         r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
-                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                     p += 8
                     f_ParameterSetID = (V >> (E - p)) & 127
                 else:
@@ -8192,9 +8474,125 @@ def _d_ServiceListType(r):
         if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
         el = 'Service'
-        r.pos = p
-        _v = _d_ServiceType(r)
-        V = r.v; E = r.end; p = r.pos
+        _c1_ServiceID = None
+        _c1_ServiceName = None
+        _c1_ServiceCategory = None
+        _c1_ServiceScope = None
+        _c1_FreeService = None
+        p += 2
+        if p > E: V, E, p = r.slide(p, 2)
+        if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
+        el = 'Service/ServiceID'
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
+                p += 8
+                _c1_ServiceID = _y >> 16
+            elif not _y & 32768:
+                p += 16
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
+                p += 24
+                _c1_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+            else:
+                r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+            p += 8
+            _c1_ServiceID = (V >> (E - p)) & 127
+        else:
+            r.pos = p; _c1_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+        p += 1
+        if p > E: V, E, p = r.slide(p, 1)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+        if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(p))
+        _c1_s = 1
+        if _c1_s == 1:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Service/ServiceName'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                    _c1_ServiceName = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                    if len(_c1_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                p += 5
+                if p > E: V, E, p = r.slide(p, 5)
+                x = (V >> (E - p)) & 31
+                if x & 25: raise r.deviation('ServiceType', p)
+                el = 'Service/ServiceCategory'
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            elif ec == 1:
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 9: raise r.deviation('ServiceType', p)
+                el = 'Service/ServiceCategory'
+                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                _c1_s = 3
+            else:
+                raise r.deviation('ServiceType', p)
+        if _c1_s == 3:
+            p += 2
+            if p > E: V, E, p = r.slide(p, 2)
+            ec = (V >> (E - p)) & 3
+            if ec == 0:
+                el = 'Service/ServiceScope'
+                p += 1
+                if p > E: V, E, p = r.slide(p, 1)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: V, E, p = r.slide(p, 3)
+                    if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                    _c1_ServiceScope = ''
+                else:
+                    r.pos = p
+                    _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                    if len(_c1_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                p += 4
+                if p > E: V, E, p = r.slide(p, 4)
+                x = (V >> (E - p)) & 15
+                if x & 13: raise r.deviation('ServiceType', p)
+                el = 'Service/FreeService'
+                _c1_FreeService = ((x >> 1) & 1) == 1
+                _c1_s = 5
+            elif ec == 1:
+                p += 3
+                if p > E: V, E, p = r.slide(p, 3)
+                x = (V >> (E - p)) & 7
+                if x & 5: raise r.deviation('ServiceType', p)
+                el = 'Service/FreeService'
+                _c1_FreeService = ((x >> 1) & 1) == 1
+                _c1_s = 5
+            else:
+                raise r.deviation('ServiceType', p)
+        if _c1_s == 5:
+            p += 1
+            if p > E: V, E, p = r.slide(p, 1)
+            if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+            _c1_s = -1
+        _v = _new(iso2_msgdatatypes.ServiceType)
+        _v.ServiceID = _c1_ServiceID
+        _v.ServiceName = _c1_ServiceName
+        _v.ServiceCategory = _c1_ServiceCategory
+        _v.ServiceScope = _c1_ServiceScope
+        _v.FreeService = _c1_FreeService
         f_Service.append(_v)
         s = 1
         if s == 1:
@@ -8205,9 +8603,125 @@ def _d_ServiceListType(r):
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Service'
-                    r.pos = p
-                    _v = _d_ServiceType(r)
-                    V = r.v; E = r.end; p = r.pos
+                    _c2_ServiceID = None
+                    _c2_ServiceName = None
+                    _c2_ServiceCategory = None
+                    _c2_ServiceScope = None
+                    _c2_FreeService = None
+                    p += 2
+                    if p > E: V, E, p = r.slide(p, 2)
+                    if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
+                    el = 'Service/ServiceID'
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
+                            p += 8
+                            _c2_ServiceID = _y >> 16
+                        elif not _y & 32768:
+                            p += 16
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
+                            p += 24
+                            _c2_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
+                        else:
+                            r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
+                        p += 8
+                        _c2_ServiceID = (V >> (E - p)) & 127
+                    else:
+                        r.pos = p; _c2_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
+                    p += 1
+                    if p > E: V, E, p = r.slide(p, 1)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+                    if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(p))
+                    _c2_s = 1
+                    if _c2_s == 1:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'Service/ServiceName'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                                _c2_ServiceName = ''
+                            else:
+                                r.pos = p
+                                _c2_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                                if len(_c2_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c2_ServiceName, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                            p += 5
+                            if p > E: V, E, p = r.slide(p, 5)
+                            x = (V >> (E - p)) & 31
+                            if x & 25: raise r.deviation('ServiceType', p)
+                            el = 'Service/ServiceCategory'
+                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c2_s = 3
+                        elif ec == 1:
+                            p += 4
+                            if p > E: V, E, p = r.slide(p, 4)
+                            x = (V >> (E - p)) & 15
+                            if x & 9: raise r.deviation('ServiceType', p)
+                            el = 'Service/ServiceCategory'
+                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 1) & 3)]
+                            _c2_s = 3
+                        else:
+                            raise r.deviation('ServiceType', p)
+                    if _c2_s == 3:
+                        p += 2
+                        if p > E: V, E, p = r.slide(p, 2)
+                        ec = (V >> (E - p)) & 3
+                        if ec == 0:
+                            el = 'Service/ServiceScope'
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1:
+                                p += 3
+                                if p > E: V, E, p = r.slide(p, 3)
+                                if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                                _c2_ServiceScope = ''
+                            else:
+                                r.pos = p
+                                _c2_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                                if len(_c2_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c2_ServiceScope, r.at(r.pos))
+                                V = r.v; E = r.end; p = r.pos
+                                p += 1
+                                if p > E: V, E, p = r.slide(p, 1)
+                                if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                            p += 4
+                            if p > E: V, E, p = r.slide(p, 4)
+                            x = (V >> (E - p)) & 15
+                            if x & 13: raise r.deviation('ServiceType', p)
+                            el = 'Service/FreeService'
+                            _c2_FreeService = ((x >> 1) & 1) == 1
+                            _c2_s = 5
+                        elif ec == 1:
+                            p += 3
+                            if p > E: V, E, p = r.slide(p, 3)
+                            x = (V >> (E - p)) & 7
+                            if x & 5: raise r.deviation('ServiceType', p)
+                            el = 'Service/FreeService'
+                            _c2_FreeService = ((x >> 1) & 1) == 1
+                            _c2_s = 5
+                        else:
+                            raise r.deviation('ServiceType', p)
+                    if _c2_s == 5:
+                        p += 1
+                        if p > E: V, E, p = r.slide(p, 1)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
+                        _c2_s = -1
+                    _v = _new(iso2_msgdatatypes.ServiceType)
+                    _v.ServiceID = _c2_ServiceID
+                    _v.ServiceName = _c2_ServiceName
+                    _v.ServiceCategory = _c2_ServiceCategory
+                    _v.ServiceScope = _c2_ServiceScope
+                    _v.FreeService = _c2_FreeService
                     f_Service.append(_v)
                     _k += 1
                     if _k == 7:
@@ -8244,9 +8758,92 @@ def _e_ServiceListType(w, o):
             el = 'Service'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            _e_ServiceType(w, v_Service[i_Service])
-            v = w.v; n = w.n
+            _c1_o = v_Service[i_Service]
+            _c1_ServiceID = _c1_o.ServiceID
+            _c1_ServiceName = _c1_o.ServiceName
+            _c1_ServiceCategory = _c1_o.ServiceCategory
+            _c1_ServiceScope = _c1_o.ServiceScope
+            _c1_FreeService = _c1_o.FreeService
+            if _c1_ServiceID is not None:
+                el = 'Service/ServiceID'
+                if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
+                elif _c1_ServiceID < 16384: v = (v << 16) | ((_c1_ServiceID & 127) << 8) | 32768 | (_c1_ServiceID >> 7); n += 16
+                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_c1_ServiceID & 127) << 16) | (((_c1_ServiceID >> 7) & 127) << 8) | 8421376 | (_c1_ServiceID >> 14); n += 24
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_ServiceID = None
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c1_s == 1:
+                if _c1_ServiceName is not None:
+                    el = 'Service/ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceName) > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
+                    _l = len(_c1_ServiceName)
+                    if _l < 126 and _c1_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
+                    if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'Service/ServiceCategory'
+                    _c1_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c1_i1 << 1)
+                    n += 6
+                    _c1_ServiceName = None
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                elif _c1_ServiceCategory is not None:
+                    el = 'Service/ServiceCategory'
+                    _c1_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                    if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
+                    n += 6
+                    _c1_ServiceCategory = None
+                    _c1_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_s == 3:
+                if _c1_ServiceScope is not None:
+                    el = 'Service/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    if len(_c1_ServiceScope) > 64: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 64]')
+                    _l = len(_c1_ServiceScope)
+                    if _l < 126 and _c1_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
+                    if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'Service/FreeService'
+                    if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
+                    v = (v << 5) | (_c1_FreeService << 1)
+                    n += 5
+                    _c1_ServiceScope = None
+                    _c1_FreeService = None
+                    _c1_s = 5
+                elif _c1_FreeService is not None:
+                    el = 'Service/FreeService'
+                    if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_FreeService << 1)
+                    n += 5
+                    _c1_FreeService = None
+                    _c1_s = 5
+                else:
+                    raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+            if _c1_s == 5:
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c1_ServiceID is not None or _c1_ServiceName is not None or _c1_ServiceCategory is not None or _c1_ServiceScope is not None or _c1_FreeService is not None: raise _leftover(_c1_o)
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_Service += 1
             s = 1
         else:
@@ -8258,9 +8855,92 @@ def _e_ServiceListType(w, o):
                     el = 'Service'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_ServiceType(w, v_Service[i_Service])
-                    v = w.v; n = w.n
+                    _c2_o = v_Service[i_Service]
+                    _c2_ServiceID = _c2_o.ServiceID
+                    _c2_ServiceName = _c2_o.ServiceName
+                    _c2_ServiceCategory = _c2_o.ServiceCategory
+                    _c2_ServiceScope = _c2_o.ServiceScope
+                    _c2_FreeService = _c2_o.FreeService
+                    if _c2_ServiceID is not None:
+                        el = 'Service/ServiceID'
+                        if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
+                        v <<= 2
+                        n += 2
+                        if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
+                        elif _c2_ServiceID < 16384: v = (v << 16) | ((_c2_ServiceID & 127) << 8) | 32768 | (_c2_ServiceID >> 7); n += 16
+                        elif _c2_ServiceID < 2097152: v = (v << 24) | ((_c2_ServiceID & 127) << 16) | (((_c2_ServiceID >> 7) & 127) << 8) | 8421376 | (_c2_ServiceID >> 14); n += 24
+                        else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c2_ServiceID = None
+                        _c2_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceID')
+                    if _c2_s == 1:
+                        if _c2_ServiceName is not None:
+                            el = 'Service/ServiceName'
+                            v <<= 3
+                            n += 3
+                            if len(_c2_ServiceName) > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
+                            _l = len(_c2_ServiceName)
+                            if _l < 126 and _c2_ServiceName.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c2_ServiceName); v = w.v; n = w.n
+                            if not (_c2_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                            el = 'Service/ServiceCategory'
+                            _c2_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                            if _c2_i1 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                            v = (v << 6) | (_c2_i1 << 1)
+                            n += 6
+                            _c2_ServiceName = None
+                            _c2_ServiceCategory = None
+                            _c2_s = 3
+                        elif _c2_ServiceCategory is not None:
+                            el = 'Service/ServiceCategory'
+                            _c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                            if _c2_i2 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                            v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
+                            n += 6
+                            _c2_ServiceCategory = None
+                            _c2_s = 3
+                        else:
+                            raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                    if _c2_s == 3:
+                        if _c2_ServiceScope is not None:
+                            el = 'Service/ServiceScope'
+                            v <<= 3
+                            n += 3
+                            if len(_c2_ServiceScope) > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
+                            _l = len(_c2_ServiceScope)
+                            if _l < 126 and _c2_ServiceScope.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceScope.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c2_ServiceScope); v = w.v; n = w.n
+                            if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                            el = 'Service/FreeService'
+                            if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                            v = (v << 5) | (_c2_FreeService << 1)
+                            n += 5
+                            _c2_ServiceScope = None
+                            _c2_FreeService = None
+                            _c2_s = 5
+                        elif _c2_FreeService is not None:
+                            el = 'Service/FreeService'
+                            if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                            v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
+                            n += 5
+                            _c2_FreeService = None
+                            _c2_s = 5
+                        else:
+                            raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+                    if _c2_s == 5:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c2_ServiceID is not None or _c2_ServiceName is not None or _c2_ServiceCategory is not None or _c2_ServiceScope is not None or _c2_FreeService is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_Service += 1
                     _k += 1
                     if _k == 7:
@@ -8402,20 +9082,20 @@ def _d_ServiceType(r):
         if p > E: V, E, p = r.slide(p, 2)
         if (V >> (E - p)) & 3: raise r.deviation('ServiceType', p)
         el = 'ServiceID'
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_ServiceID = _y >> 8
-            elif not _y & 128:
+                f_ServiceID = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_ServiceID = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
         else:

@@ -755,9 +755,80 @@ def _d_KeyInfoType(r, key):
                         s = 4
                     elif ec == 3:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c1_Type = None
+                        _c1_URI = None
+                        _c1_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c1_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c1_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c1_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c1_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c1_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c1_s = 3
+                        elif ec == 3:
+                            pass
+                            _c1_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c1_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c1_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c1_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c1_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c1_s = 3
+                            elif ec == 2:
+                                pass
+                                _c1_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c1_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c1_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c1_s = 3
+                            elif ec == 1:
+                                pass
+                                _c1_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c1_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c1_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c1_Type
+                        _v.URI = _c1_URI
+                        _v.Transforms = _c1_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 5
                     elif ec == 4:
@@ -846,9 +917,80 @@ def _d_KeyInfoType(r, key):
                         s = 4
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c2_Type = None
+                        _c2_URI = None
+                        _c2_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c2_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c2_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c2_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c2_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c2_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c2_s = 3
+                        elif ec == 3:
+                            pass
+                            _c2_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c2_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c2_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c2_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c2_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c2_s = 3
+                            elif ec == 2:
+                                pass
+                                _c2_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c2_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c2_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c2_s = 3
+                            elif ec == 1:
+                                pass
+                                _c2_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c2_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c2_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c2_Type
+                        _v.URI = _c2_URI
+                        _v.Transforms = _c2_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 5
                     elif ec == 3:
@@ -937,9 +1079,80 @@ def _d_KeyInfoType(r, key):
                         s = 4
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c3_Type = None
+                        _c3_URI = None
+                        _c3_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c3_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c3_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c3_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c3_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c3_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c3_s = 3
+                        elif ec == 3:
+                            pass
+                            _c3_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c3_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c3_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c3_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c3_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c3_s = 3
+                            elif ec == 2:
+                                pass
+                                _c3_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c3_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c3_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c3_s = 3
+                            elif ec == 1:
+                                pass
+                                _c3_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c3_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c3_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c3_Type
+                        _v.URI = _c3_URI
+                        _v.Transforms = _c3_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 5
                     elif ec == 3:
@@ -1028,9 +1241,80 @@ def _d_KeyInfoType(r, key):
                         s = 12
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c4_Type = None
+                        _c4_URI = None
+                        _c4_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c4_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c4_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c4_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c4_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c4_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c4_s = 3
+                        elif ec == 3:
+                            pass
+                            _c4_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c4_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c4_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c4_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c4_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c4_s = 3
+                            elif ec == 2:
+                                pass
+                                _c4_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c4_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c4_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c4_s = 3
+                            elif ec == 1:
+                                pass
+                                _c4_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c4_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c4_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c4_Type
+                        _v.URI = _c4_URI
+                        _v.Transforms = _c4_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                     elif ec == 3:
@@ -1122,9 +1406,80 @@ def _d_KeyInfoType(r, key):
                         s = 12
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c5_Type = None
+                        _c5_URI = None
+                        _c5_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c5_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c5_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c5_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c5_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c5_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c5_s = 3
+                        elif ec == 3:
+                            pass
+                            _c5_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c5_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c5_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c5_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c5_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c5_s = 3
+                            elif ec == 2:
+                                pass
+                                _c5_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c5_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c5_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c5_s = 3
+                            elif ec == 1:
+                                pass
+                                _c5_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c5_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c5_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c5_Type
+                        _v.URI = _c5_URI
+                        _v.Transforms = _c5_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                     elif ec == 3:
@@ -1216,9 +1571,80 @@ def _d_KeyInfoType(r, key):
                         s = 12
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c6_Type = None
+                        _c6_URI = None
+                        _c6_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c6_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c6_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c6_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c6_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c6_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c6_s = 3
+                        elif ec == 3:
+                            pass
+                            _c6_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c6_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c6_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c6_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c6_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c6_s = 3
+                            elif ec == 2:
+                                pass
+                                _c6_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c6_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c6_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c6_s = 3
+                            elif ec == 1:
+                                pass
+                                _c6_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c6_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c6_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c6_Type
+                        _v.URI = _c6_URI
+                        _v.Transforms = _c6_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                     elif ec == 3:
@@ -1310,9 +1736,80 @@ def _d_KeyInfoType(r, key):
                         s = 12
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c7_Type = None
+                        _c7_URI = None
+                        _c7_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c7_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c7_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c7_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c7_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c7_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c7_s = 3
+                        elif ec == 3:
+                            pass
+                            _c7_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c7_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c7_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c7_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c7_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c7_s = 3
+                            elif ec == 2:
+                                pass
+                                _c7_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c7_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c7_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c7_s = 3
+                            elif ec == 1:
+                                pass
+                                _c7_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c7_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c7_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c7_Type
+                        _v.URI = _c7_URI
+                        _v.Transforms = _c7_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                     elif ec == 3:
@@ -1404,9 +1901,80 @@ def _d_KeyInfoType(r, key):
                         s = 12
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c8_Type = None
+                        _c8_URI = None
+                        _c8_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c8_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c8_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c8_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c8_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c8_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c8_s = 3
+                        elif ec == 3:
+                            pass
+                            _c8_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c8_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c8_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c8_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c8_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c8_s = 3
+                            elif ec == 2:
+                                pass
+                                _c8_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c8_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c8_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c8_s = 3
+                            elif ec == 1:
+                                pass
+                                _c8_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c8_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c8_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c8_Type
+                        _v.URI = _c8_URI
+                        _v.Transforms = _c8_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                     elif ec == 3:
@@ -1498,9 +2066,80 @@ def _d_KeyInfoType(r, key):
                         s = 12
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c9_Type = None
+                        _c9_URI = None
+                        _c9_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c9_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c9_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c9_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c9_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c9_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c9_s = 3
+                        elif ec == 3:
+                            pass
+                            _c9_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c9_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c9_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c9_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 3
+                            elif ec == 2:
+                                pass
+                                _c9_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c9_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c9_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c9_s = 3
+                            elif ec == 1:
+                                pass
+                                _c9_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c9_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c9_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c9_Type
+                        _v.URI = _c9_URI
+                        _v.Transforms = _c9_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                     elif ec == 3:
@@ -1592,9 +2231,80 @@ def _d_KeyInfoType(r, key):
                         s = 12
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c10_Type = None
+                        _c10_URI = None
+                        _c10_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c10_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c10_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c10_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c10_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c10_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c10_s = 3
+                        elif ec == 3:
+                            pass
+                            _c10_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c10_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c10_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c10_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 3
+                            elif ec == 2:
+                                pass
+                                _c10_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c10_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c10_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c10_s = 3
+                            elif ec == 1:
+                                pass
+                                _c10_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c10_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c10_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c10_Type
+                        _v.URI = _c10_URI
+                        _v.Transforms = _c10_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                     elif ec == 3:
@@ -1686,9 +2396,80 @@ def _d_KeyInfoType(r, key):
                         s = 12
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c11_Type = None
+                        _c11_URI = None
+                        _c11_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c11_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c11_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c11_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c11_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c11_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c11_s = 3
+                        elif ec == 3:
+                            pass
+                            _c11_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c11_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c11_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c11_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 3
+                            elif ec == 2:
+                                pass
+                                _c11_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c11_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c11_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c11_s = 3
+                            elif ec == 1:
+                                pass
+                                _c11_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c11_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c11_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c11_Type
+                        _v.URI = _c11_URI
+                        _v.Transforms = _c11_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                     elif ec == 3:
@@ -1780,9 +2561,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c12_Type = None
+                        _c12_URI = None
+                        _c12_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c12_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c12_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c12_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c12_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c12_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c12_s = 3
+                        elif ec == 3:
+                            pass
+                            _c12_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c12_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c12_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c12_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c12_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c12_s = 3
+                            elif ec == 2:
+                                pass
+                                _c12_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c12_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c12_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c12_s = 3
+                            elif ec == 1:
+                                pass
+                                _c12_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c12_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c12_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c12_Type
+                        _v.URI = _c12_URI
+                        _v.Transforms = _c12_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -1879,9 +2731,80 @@ def _d_KeyInfoType(r, key):
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c13_Type = None
+                        _c13_URI = None
+                        _c13_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c13_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c13_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c13_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c13_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c13_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c13_s = 3
+                        elif ec == 3:
+                            pass
+                            _c13_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c13_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c13_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c13_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c13_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c13_s = 3
+                            elif ec == 2:
+                                pass
+                                _c13_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c13_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c13_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c13_s = 3
+                            elif ec == 1:
+                                pass
+                                _c13_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c13_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c13_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c13_Type
+                        _v.URI = _c13_URI
+                        _v.Transforms = _c13_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -1980,9 +2903,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c14_Type = None
+                        _c14_URI = None
+                        _c14_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c14_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c14_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c14_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c14_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c14_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c14_s = 3
+                        elif ec == 3:
+                            pass
+                            _c14_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c14_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c14_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c14_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 3
+                            elif ec == 2:
+                                pass
+                                _c14_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c14_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c14_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c14_s = 3
+                            elif ec == 1:
+                                pass
+                                _c14_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c14_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c14_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c14_Type
+                        _v.URI = _c14_URI
+                        _v.Transforms = _c14_Transforms
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
@@ -2079,9 +3073,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c15_Type = None
+                        _c15_URI = None
+                        _c15_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c15_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c15_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c15_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c15_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c15_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c15_s = 3
+                        elif ec == 3:
+                            pass
+                            _c15_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c15_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c15_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c15_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c15_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c15_s = 3
+                            elif ec == 2:
+                                pass
+                                _c15_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c15_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c15_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c15_s = 3
+                            elif ec == 1:
+                                pass
+                                _c15_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c15_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c15_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c15_Type
+                        _v.URI = _c15_URI
+                        _v.Transforms = _c15_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2178,9 +3243,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c16_Type = None
+                        _c16_URI = None
+                        _c16_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c16_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c16_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c16_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c16_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c16_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c16_s = 3
+                        elif ec == 3:
+                            pass
+                            _c16_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c16_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c16_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c16_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c16_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c16_s = 3
+                            elif ec == 2:
+                                pass
+                                _c16_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c16_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c16_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c16_s = 3
+                            elif ec == 1:
+                                pass
+                                _c16_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c16_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c16_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c16_Type
+                        _v.URI = _c16_URI
+                        _v.Transforms = _c16_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2277,9 +3413,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c17_Type = None
+                        _c17_URI = None
+                        _c17_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c17_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c17_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c17_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c17_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c17_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c17_s = 3
+                        elif ec == 3:
+                            pass
+                            _c17_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c17_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c17_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c17_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c17_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c17_s = 3
+                            elif ec == 2:
+                                pass
+                                _c17_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c17_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c17_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c17_s = 3
+                            elif ec == 1:
+                                pass
+                                _c17_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c17_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c17_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c17_Type
+                        _v.URI = _c17_URI
+                        _v.Transforms = _c17_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2376,9 +3583,80 @@ def _d_KeyInfoType(r, key):
                         break
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c18_Type = None
+                        _c18_URI = None
+                        _c18_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c18_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c18_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c18_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c18_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c18_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c18_s = 3
+                        elif ec == 3:
+                            pass
+                            _c18_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c18_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c18_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c18_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c18_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c18_s = 3
+                            elif ec == 2:
+                                pass
+                                _c18_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c18_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c18_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c18_s = 3
+                            elif ec == 1:
+                                pass
+                                _c18_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c18_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c18_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c18_Type
+                        _v.URI = _c18_URI
+                        _v.Transforms = _c18_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2473,9 +3751,80 @@ def _d_KeyInfoType(r, key):
                         s = 12
                     elif ec == 2:
                         el = 'RetrievalMethod'
-                        r.pos = p
-                        _v = _d_RetrievalMethodType(r)
-                        V = r.v; E = r.end; p = r.pos
+                        _c19_Type = None
+                        _c19_URI = None
+                        _c19_Transforms = None
+                        p += 3
+                        if p > E: V, E, p = r.slide(p, 3)
+                        ec = (V >> (E - p)) & 7
+                        if ec == 0:
+                            el = 'RetrievalMethod/@Type'
+                            r.pos = p
+                            _c19_Type = r.string('Type')
+                            V = r.v; E = r.end; p = r.pos
+                            _c19_s = 1
+                        elif ec == 1:
+                            el = 'RetrievalMethod/@URI'
+                            r.pos = p
+                            _c19_URI = r.string('URI')
+                            V = r.v; E = r.end; p = r.pos
+                            _c19_s = 2
+                        elif ec == 2:
+                            el = 'RetrievalMethod/Transforms'
+                            r.pos = p
+                            _c19_Transforms = _d_TransformsType(r)
+                            V = r.v; E = r.end; p = r.pos
+                            _c19_s = 3
+                        elif ec == 3:
+                            pass
+                            _c19_s = -1
+                        else:
+                            raise r.deviation('RetrievalMethodType', p)
+                        if _c19_s == 1:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/@URI'
+                                r.pos = p
+                                _c19_URI = r.string('URI')
+                                V = r.v; E = r.end; p = r.pos
+                                _c19_s = 2
+                            elif ec == 1:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c19_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c19_s = 3
+                            elif ec == 2:
+                                pass
+                                _c19_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c19_s == 2:
+                            p += 2
+                            if p > E: V, E, p = r.slide(p, 2)
+                            ec = (V >> (E - p)) & 3
+                            if ec == 0:
+                                el = 'RetrievalMethod/Transforms'
+                                r.pos = p
+                                _c19_Transforms = _d_TransformsType(r)
+                                V = r.v; E = r.end; p = r.pos
+                                _c19_s = 3
+                            elif ec == 1:
+                                pass
+                                _c19_s = -1
+                            else:
+                                raise r.deviation('RetrievalMethodType', p)
+                        if _c19_s == 3:
+                            p += 1
+                            if p > E: V, E, p = r.slide(p, 1)
+                            if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
+                            _c19_s = -1
+                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v.Type = _c19_Type
+                        _v.URI = _c19_URI
+                        _v.Transforms = _c19_Transforms
                         f_RetrievalMethod.append(_v)
                         s = 13
                     elif ec == 3:
@@ -2617,9 +3966,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 3
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c1_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c1_Type = _c1_o.Type
+                    _c1_URI = _c1_o.URI
+                    _c1_Transforms = _c1_o.Transforms
+                    if _c1_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c1_Type)
+                        if _l < 126 and _c1_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c1_Type); v = w.v; n = w.n
+                        _c1_Type = None
+                        _c1_s = 1
+                    elif _c1_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c1_URI)
+                        if _l < 126 and _c1_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c1_URI); v = w.v; n = w.n
+                        _c1_URI = None
+                        _c1_s = 2
+                    elif _c1_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c1_Transforms)
+                        v = w.v; n = w.n
+                        _c1_Transforms = None
+                        _c1_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
+                        _c1_s = -1
+                    if _c1_s == 1:
+                        if _c1_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c1_URI)
+                            if _l < 126 and _c1_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c1_URI); v = w.v; n = w.n
+                            _c1_URI = None
+                            _c1_s = 2
+                        elif _c1_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c1_Transforms)
+                            v = w.v; n = w.n
+                            _c1_Transforms = None
+                            _c1_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
+                            _c1_s = -1
+                    if _c1_s == 2:
+                        if _c1_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c1_Transforms)
+                            v = w.v; n = w.n
+                            _c1_Transforms = None
+                            _c1_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
+                            _c1_s = -1
+                    if _c1_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c1_Type is not None or _c1_URI is not None or _c1_Transforms is not None: raise _leftover(_c1_o)
+                            _c1_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
@@ -2691,9 +4125,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c2_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c2_Type = _c2_o.Type
+                    _c2_URI = _c2_o.URI
+                    _c2_Transforms = _c2_o.Transforms
+                    if _c2_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c2_Type)
+                        if _l < 126 and _c2_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_Type); v = w.v; n = w.n
+                        _c2_Type = None
+                        _c2_s = 1
+                    elif _c2_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c2_URI)
+                        if _l < 126 and _c2_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c2_URI); v = w.v; n = w.n
+                        _c2_URI = None
+                        _c2_s = 2
+                    elif _c2_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c2_Transforms)
+                        v = w.v; n = w.n
+                        _c2_Transforms = None
+                        _c2_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
+                        _c2_s = -1
+                    if _c2_s == 1:
+                        if _c2_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c2_URI)
+                            if _l < 126 and _c2_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c2_URI); v = w.v; n = w.n
+                            _c2_URI = None
+                            _c2_s = 2
+                        elif _c2_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c2_Transforms)
+                            v = w.v; n = w.n
+                            _c2_Transforms = None
+                            _c2_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if _c2_s == 2:
+                        if _c2_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c2_Transforms)
+                            v = w.v; n = w.n
+                            _c2_Transforms = None
+                            _c2_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if _c2_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c2_Type is not None or _c2_URI is not None or _c2_Transforms is not None: raise _leftover(_c2_o)
+                            _c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
@@ -2765,9 +4284,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c3_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c3_Type = _c3_o.Type
+                    _c3_URI = _c3_o.URI
+                    _c3_Transforms = _c3_o.Transforms
+                    if _c3_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c3_Type)
+                        if _l < 126 and _c3_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c3_Type); v = w.v; n = w.n
+                        _c3_Type = None
+                        _c3_s = 1
+                    elif _c3_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c3_URI)
+                        if _l < 126 and _c3_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c3_URI); v = w.v; n = w.n
+                        _c3_URI = None
+                        _c3_s = 2
+                    elif _c3_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c3_Transforms)
+                        v = w.v; n = w.n
+                        _c3_Transforms = None
+                        _c3_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                    if _c3_s == 1:
+                        if _c3_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c3_URI)
+                            if _l < 126 and _c3_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c3_URI); v = w.v; n = w.n
+                            _c3_URI = None
+                            _c3_s = 2
+                        elif _c3_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c3_Transforms)
+                            v = w.v; n = w.n
+                            _c3_Transforms = None
+                            _c3_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                    if _c3_s == 2:
+                        if _c3_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c3_Transforms)
+                            v = w.v; n = w.n
+                            _c3_Transforms = None
+                            _c3_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                    if _c3_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c3_Type is not None or _c3_URI is not None or _c3_Transforms is not None: raise _leftover(_c3_o)
+                            _c3_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 5
                 elif i_X509Data < n_X509Data:
@@ -2839,9 +4443,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c4_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c4_Type = _c4_o.Type
+                    _c4_URI = _c4_o.URI
+                    _c4_Transforms = _c4_o.Transforms
+                    if _c4_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c4_Type)
+                        if _l < 126 and _c4_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c4_Type); v = w.v; n = w.n
+                        _c4_Type = None
+                        _c4_s = 1
+                    elif _c4_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c4_URI)
+                        if _l < 126 and _c4_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c4_URI); v = w.v; n = w.n
+                        _c4_URI = None
+                        _c4_s = 2
+                    elif _c4_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c4_Transforms)
+                        v = w.v; n = w.n
+                        _c4_Transforms = None
+                        _c4_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
+                        _c4_s = -1
+                    if _c4_s == 1:
+                        if _c4_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c4_URI)
+                            if _l < 126 and _c4_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c4_URI); v = w.v; n = w.n
+                            _c4_URI = None
+                            _c4_s = 2
+                        elif _c4_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c4_Transforms)
+                            v = w.v; n = w.n
+                            _c4_Transforms = None
+                            _c4_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
+                            _c4_s = -1
+                    if _c4_s == 2:
+                        if _c4_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c4_Transforms)
+                            v = w.v; n = w.n
+                            _c4_Transforms = None
+                            _c4_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
+                            _c4_s = -1
+                    if _c4_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c4_Type is not None or _c4_URI is not None or _c4_Transforms is not None: raise _leftover(_c4_o)
+                            _c4_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -2916,9 +4605,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c5_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c5_Type = _c5_o.Type
+                    _c5_URI = _c5_o.URI
+                    _c5_Transforms = _c5_o.Transforms
+                    if _c5_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c5_Type)
+                        if _l < 126 and _c5_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c5_Type); v = w.v; n = w.n
+                        _c5_Type = None
+                        _c5_s = 1
+                    elif _c5_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c5_URI)
+                        if _l < 126 and _c5_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c5_URI); v = w.v; n = w.n
+                        _c5_URI = None
+                        _c5_s = 2
+                    elif _c5_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c5_Transforms)
+                        v = w.v; n = w.n
+                        _c5_Transforms = None
+                        _c5_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
+                        _c5_s = -1
+                    if _c5_s == 1:
+                        if _c5_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c5_URI)
+                            if _l < 126 and _c5_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c5_URI); v = w.v; n = w.n
+                            _c5_URI = None
+                            _c5_s = 2
+                        elif _c5_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c5_Transforms)
+                            v = w.v; n = w.n
+                            _c5_Transforms = None
+                            _c5_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
+                            _c5_s = -1
+                    if _c5_s == 2:
+                        if _c5_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c5_Transforms)
+                            v = w.v; n = w.n
+                            _c5_Transforms = None
+                            _c5_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
+                            _c5_s = -1
+                    if _c5_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c5_Type is not None or _c5_URI is not None or _c5_Transforms is not None: raise _leftover(_c5_o)
+                            _c5_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -2993,9 +4767,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c6_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c6_Type = _c6_o.Type
+                    _c6_URI = _c6_o.URI
+                    _c6_Transforms = _c6_o.Transforms
+                    if _c6_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c6_Type)
+                        if _l < 126 and _c6_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c6_Type); v = w.v; n = w.n
+                        _c6_Type = None
+                        _c6_s = 1
+                    elif _c6_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c6_URI)
+                        if _l < 126 and _c6_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c6_URI); v = w.v; n = w.n
+                        _c6_URI = None
+                        _c6_s = 2
+                    elif _c6_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c6_Transforms)
+                        v = w.v; n = w.n
+                        _c6_Transforms = None
+                        _c6_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
+                        _c6_s = -1
+                    if _c6_s == 1:
+                        if _c6_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c6_URI)
+                            if _l < 126 and _c6_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c6_URI); v = w.v; n = w.n
+                            _c6_URI = None
+                            _c6_s = 2
+                        elif _c6_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c6_Transforms)
+                            v = w.v; n = w.n
+                            _c6_Transforms = None
+                            _c6_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
+                            _c6_s = -1
+                    if _c6_s == 2:
+                        if _c6_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c6_Transforms)
+                            v = w.v; n = w.n
+                            _c6_Transforms = None
+                            _c6_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
+                            _c6_s = -1
+                    if _c6_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c6_Type is not None or _c6_URI is not None or _c6_Transforms is not None: raise _leftover(_c6_o)
+                            _c6_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3070,9 +4929,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c7_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c7_Type = _c7_o.Type
+                    _c7_URI = _c7_o.URI
+                    _c7_Transforms = _c7_o.Transforms
+                    if _c7_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c7_Type)
+                        if _l < 126 and _c7_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c7_Type); v = w.v; n = w.n
+                        _c7_Type = None
+                        _c7_s = 1
+                    elif _c7_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c7_URI)
+                        if _l < 126 and _c7_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c7_URI); v = w.v; n = w.n
+                        _c7_URI = None
+                        _c7_s = 2
+                    elif _c7_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c7_Transforms)
+                        v = w.v; n = w.n
+                        _c7_Transforms = None
+                        _c7_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
+                        _c7_s = -1
+                    if _c7_s == 1:
+                        if _c7_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c7_URI)
+                            if _l < 126 and _c7_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c7_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c7_URI); v = w.v; n = w.n
+                            _c7_URI = None
+                            _c7_s = 2
+                        elif _c7_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c7_Transforms)
+                            v = w.v; n = w.n
+                            _c7_Transforms = None
+                            _c7_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
+                            _c7_s = -1
+                    if _c7_s == 2:
+                        if _c7_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c7_Transforms)
+                            v = w.v; n = w.n
+                            _c7_Transforms = None
+                            _c7_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
+                            _c7_s = -1
+                    if _c7_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c7_Type is not None or _c7_URI is not None or _c7_Transforms is not None: raise _leftover(_c7_o)
+                            _c7_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3147,9 +5091,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c8_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c8_Type = _c8_o.Type
+                    _c8_URI = _c8_o.URI
+                    _c8_Transforms = _c8_o.Transforms
+                    if _c8_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c8_Type)
+                        if _l < 126 and _c8_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c8_Type); v = w.v; n = w.n
+                        _c8_Type = None
+                        _c8_s = 1
+                    elif _c8_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c8_URI)
+                        if _l < 126 and _c8_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c8_URI); v = w.v; n = w.n
+                        _c8_URI = None
+                        _c8_s = 2
+                    elif _c8_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c8_Transforms)
+                        v = w.v; n = w.n
+                        _c8_Transforms = None
+                        _c8_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
+                        _c8_s = -1
+                    if _c8_s == 1:
+                        if _c8_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c8_URI)
+                            if _l < 126 and _c8_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c8_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c8_URI); v = w.v; n = w.n
+                            _c8_URI = None
+                            _c8_s = 2
+                        elif _c8_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c8_Transforms)
+                            v = w.v; n = w.n
+                            _c8_Transforms = None
+                            _c8_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
+                            _c8_s = -1
+                    if _c8_s == 2:
+                        if _c8_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c8_Transforms)
+                            v = w.v; n = w.n
+                            _c8_Transforms = None
+                            _c8_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
+                            _c8_s = -1
+                    if _c8_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c8_Type is not None or _c8_URI is not None or _c8_Transforms is not None: raise _leftover(_c8_o)
+                            _c8_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3224,9 +5253,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c9_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c9_Type = _c9_o.Type
+                    _c9_URI = _c9_o.URI
+                    _c9_Transforms = _c9_o.Transforms
+                    if _c9_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c9_Type)
+                        if _l < 126 and _c9_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c9_Type); v = w.v; n = w.n
+                        _c9_Type = None
+                        _c9_s = 1
+                    elif _c9_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c9_URI)
+                        if _l < 126 and _c9_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c9_URI); v = w.v; n = w.n
+                        _c9_URI = None
+                        _c9_s = 2
+                    elif _c9_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c9_Transforms)
+                        v = w.v; n = w.n
+                        _c9_Transforms = None
+                        _c9_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
+                        _c9_s = -1
+                    if _c9_s == 1:
+                        if _c9_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c9_URI)
+                            if _l < 126 and _c9_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c9_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c9_URI); v = w.v; n = w.n
+                            _c9_URI = None
+                            _c9_s = 2
+                        elif _c9_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c9_Transforms)
+                            v = w.v; n = w.n
+                            _c9_Transforms = None
+                            _c9_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
+                            _c9_s = -1
+                    if _c9_s == 2:
+                        if _c9_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c9_Transforms)
+                            v = w.v; n = w.n
+                            _c9_Transforms = None
+                            _c9_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
+                            _c9_s = -1
+                    if _c9_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c9_Type is not None or _c9_URI is not None or _c9_Transforms is not None: raise _leftover(_c9_o)
+                            _c9_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3301,9 +5415,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c10_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c10_Type = _c10_o.Type
+                    _c10_URI = _c10_o.URI
+                    _c10_Transforms = _c10_o.Transforms
+                    if _c10_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c10_Type)
+                        if _l < 126 and _c10_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c10_Type); v = w.v; n = w.n
+                        _c10_Type = None
+                        _c10_s = 1
+                    elif _c10_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c10_URI)
+                        if _l < 126 and _c10_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c10_URI); v = w.v; n = w.n
+                        _c10_URI = None
+                        _c10_s = 2
+                    elif _c10_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c10_Transforms)
+                        v = w.v; n = w.n
+                        _c10_Transforms = None
+                        _c10_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
+                        _c10_s = -1
+                    if _c10_s == 1:
+                        if _c10_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c10_URI)
+                            if _l < 126 and _c10_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c10_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c10_URI); v = w.v; n = w.n
+                            _c10_URI = None
+                            _c10_s = 2
+                        elif _c10_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c10_Transforms)
+                            v = w.v; n = w.n
+                            _c10_Transforms = None
+                            _c10_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
+                            _c10_s = -1
+                    if _c10_s == 2:
+                        if _c10_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c10_Transforms)
+                            v = w.v; n = w.n
+                            _c10_Transforms = None
+                            _c10_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
+                            _c10_s = -1
+                    if _c10_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c10_Type is not None or _c10_URI is not None or _c10_Transforms is not None: raise _leftover(_c10_o)
+                            _c10_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3378,9 +5577,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c11_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c11_Type = _c11_o.Type
+                    _c11_URI = _c11_o.URI
+                    _c11_Transforms = _c11_o.Transforms
+                    if _c11_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c11_Type)
+                        if _l < 126 and _c11_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c11_Type); v = w.v; n = w.n
+                        _c11_Type = None
+                        _c11_s = 1
+                    elif _c11_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c11_URI)
+                        if _l < 126 and _c11_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c11_URI); v = w.v; n = w.n
+                        _c11_URI = None
+                        _c11_s = 2
+                    elif _c11_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c11_Transforms)
+                        v = w.v; n = w.n
+                        _c11_Transforms = None
+                        _c11_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
+                        _c11_s = -1
+                    if _c11_s == 1:
+                        if _c11_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c11_URI)
+                            if _l < 126 and _c11_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c11_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c11_URI); v = w.v; n = w.n
+                            _c11_URI = None
+                            _c11_s = 2
+                        elif _c11_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c11_Transforms)
+                            v = w.v; n = w.n
+                            _c11_Transforms = None
+                            _c11_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
+                            _c11_s = -1
+                    if _c11_s == 2:
+                        if _c11_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c11_Transforms)
+                            v = w.v; n = w.n
+                            _c11_Transforms = None
+                            _c11_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
+                            _c11_s = -1
+                    if _c11_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c11_Type is not None or _c11_URI is not None or _c11_Transforms is not None: raise _leftover(_c11_o)
+                            _c11_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -3456,9 +5740,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c12_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c12_Type = _c12_o.Type
+                        _c12_URI = _c12_o.URI
+                        _c12_Transforms = _c12_o.Transforms
+                        if _c12_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c12_Type)
+                            if _l < 126 and _c12_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c12_Type); v = w.v; n = w.n
+                            _c12_Type = None
+                            _c12_s = 1
+                        elif _c12_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c12_URI)
+                            if _l < 126 and _c12_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c12_URI); v = w.v; n = w.n
+                            _c12_URI = None
+                            _c12_s = 2
+                        elif _c12_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c12_Transforms)
+                            v = w.v; n = w.n
+                            _c12_Transforms = None
+                            _c12_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
+                            _c12_s = -1
+                        if _c12_s == 1:
+                            if _c12_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c12_URI)
+                                if _l < 126 and _c12_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c12_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c12_URI); v = w.v; n = w.n
+                                _c12_URI = None
+                                _c12_s = 2
+                            elif _c12_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c12_Transforms)
+                                v = w.v; n = w.n
+                                _c12_Transforms = None
+                                _c12_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
+                                _c12_s = -1
+                        if _c12_s == 2:
+                            if _c12_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c12_Transforms)
+                                v = w.v; n = w.n
+                                _c12_Transforms = None
+                                _c12_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
+                                _c12_s = -1
+                        if _c12_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c12_Type is not None or _c12_URI is not None or _c12_Transforms is not None: raise _leftover(_c12_o)
+                                _c12_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3540,9 +5909,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c13_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c13_Type = _c13_o.Type
+                        _c13_URI = _c13_o.URI
+                        _c13_Transforms = _c13_o.Transforms
+                        if _c13_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c13_Type)
+                            if _l < 126 and _c13_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c13_Type); v = w.v; n = w.n
+                            _c13_Type = None
+                            _c13_s = 1
+                        elif _c13_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c13_URI)
+                            if _l < 126 and _c13_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c13_URI); v = w.v; n = w.n
+                            _c13_URI = None
+                            _c13_s = 2
+                        elif _c13_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c13_Transforms)
+                            v = w.v; n = w.n
+                            _c13_Transforms = None
+                            _c13_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
+                            _c13_s = -1
+                        if _c13_s == 1:
+                            if _c13_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c13_URI)
+                                if _l < 126 and _c13_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c13_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c13_URI); v = w.v; n = w.n
+                                _c13_URI = None
+                                _c13_s = 2
+                            elif _c13_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c13_Transforms)
+                                v = w.v; n = w.n
+                                _c13_Transforms = None
+                                _c13_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
+                                _c13_s = -1
+                        if _c13_s == 2:
+                            if _c13_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c13_Transforms)
+                                v = w.v; n = w.n
+                                _c13_Transforms = None
+                                _c13_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
+                                _c13_s = -1
+                        if _c13_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c13_Type is not None or _c13_URI is not None or _c13_Transforms is not None: raise _leftover(_c13_o)
+                                _c13_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3626,9 +6080,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c14_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c14_Type = _c14_o.Type
+                        _c14_URI = _c14_o.URI
+                        _c14_Transforms = _c14_o.Transforms
+                        if _c14_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c14_Type)
+                            if _l < 126 and _c14_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c14_Type); v = w.v; n = w.n
+                            _c14_Type = None
+                            _c14_s = 1
+                        elif _c14_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c14_URI)
+                            if _l < 126 and _c14_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c14_URI); v = w.v; n = w.n
+                            _c14_URI = None
+                            _c14_s = 2
+                        elif _c14_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c14_Transforms)
+                            v = w.v; n = w.n
+                            _c14_Transforms = None
+                            _c14_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
+                            _c14_s = -1
+                        if _c14_s == 1:
+                            if _c14_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c14_URI)
+                                if _l < 126 and _c14_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c14_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c14_URI); v = w.v; n = w.n
+                                _c14_URI = None
+                                _c14_s = 2
+                            elif _c14_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c14_Transforms)
+                                v = w.v; n = w.n
+                                _c14_Transforms = None
+                                _c14_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
+                                _c14_s = -1
+                        if _c14_s == 2:
+                            if _c14_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c14_Transforms)
+                                v = w.v; n = w.n
+                                _c14_Transforms = None
+                                _c14_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
+                                _c14_s = -1
+                        if _c14_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c14_Type is not None or _c14_URI is not None or _c14_Transforms is not None: raise _leftover(_c14_o)
+                                _c14_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                     elif i_X509Data < n_X509Data:
                         el = 'X509Data'
@@ -3710,9 +6249,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c15_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c15_Type = _c15_o.Type
+                        _c15_URI = _c15_o.URI
+                        _c15_Transforms = _c15_o.Transforms
+                        if _c15_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c15_Type)
+                            if _l < 126 and _c15_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c15_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c15_Type); v = w.v; n = w.n
+                            _c15_Type = None
+                            _c15_s = 1
+                        elif _c15_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c15_URI)
+                            if _l < 126 and _c15_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c15_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c15_URI); v = w.v; n = w.n
+                            _c15_URI = None
+                            _c15_s = 2
+                        elif _c15_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c15_Transforms)
+                            v = w.v; n = w.n
+                            _c15_Transforms = None
+                            _c15_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
+                            _c15_s = -1
+                        if _c15_s == 1:
+                            if _c15_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c15_URI)
+                                if _l < 126 and _c15_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c15_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c15_URI); v = w.v; n = w.n
+                                _c15_URI = None
+                                _c15_s = 2
+                            elif _c15_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c15_Transforms)
+                                v = w.v; n = w.n
+                                _c15_Transforms = None
+                                _c15_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
+                                _c15_s = -1
+                        if _c15_s == 2:
+                            if _c15_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c15_Transforms)
+                                v = w.v; n = w.n
+                                _c15_Transforms = None
+                                _c15_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
+                                _c15_s = -1
+                        if _c15_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c15_Type is not None or _c15_URI is not None or _c15_Transforms is not None: raise _leftover(_c15_o)
+                                _c15_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3794,9 +6418,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c16_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c16_Type = _c16_o.Type
+                        _c16_URI = _c16_o.URI
+                        _c16_Transforms = _c16_o.Transforms
+                        if _c16_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c16_Type)
+                            if _l < 126 and _c16_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c16_Type); v = w.v; n = w.n
+                            _c16_Type = None
+                            _c16_s = 1
+                        elif _c16_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c16_URI)
+                            if _l < 126 and _c16_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c16_URI); v = w.v; n = w.n
+                            _c16_URI = None
+                            _c16_s = 2
+                        elif _c16_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c16_Transforms)
+                            v = w.v; n = w.n
+                            _c16_Transforms = None
+                            _c16_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
+                            _c16_s = -1
+                        if _c16_s == 1:
+                            if _c16_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c16_URI)
+                                if _l < 126 and _c16_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c16_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c16_URI); v = w.v; n = w.n
+                                _c16_URI = None
+                                _c16_s = 2
+                            elif _c16_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c16_Transforms)
+                                v = w.v; n = w.n
+                                _c16_Transforms = None
+                                _c16_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
+                                _c16_s = -1
+                        if _c16_s == 2:
+                            if _c16_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c16_Transforms)
+                                v = w.v; n = w.n
+                                _c16_Transforms = None
+                                _c16_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
+                                _c16_s = -1
+                        if _c16_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c16_Type is not None or _c16_URI is not None or _c16_Transforms is not None: raise _leftover(_c16_o)
+                                _c16_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3878,9 +6587,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c17_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c17_Type = _c17_o.Type
+                        _c17_URI = _c17_o.URI
+                        _c17_Transforms = _c17_o.Transforms
+                        if _c17_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c17_Type)
+                            if _l < 126 and _c17_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c17_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c17_Type); v = w.v; n = w.n
+                            _c17_Type = None
+                            _c17_s = 1
+                        elif _c17_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c17_URI)
+                            if _l < 126 and _c17_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c17_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c17_URI); v = w.v; n = w.n
+                            _c17_URI = None
+                            _c17_s = 2
+                        elif _c17_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c17_Transforms)
+                            v = w.v; n = w.n
+                            _c17_Transforms = None
+                            _c17_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
+                            _c17_s = -1
+                        if _c17_s == 1:
+                            if _c17_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c17_URI)
+                                if _l < 126 and _c17_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c17_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c17_URI); v = w.v; n = w.n
+                                _c17_URI = None
+                                _c17_s = 2
+                            elif _c17_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c17_Transforms)
+                                v = w.v; n = w.n
+                                _c17_Transforms = None
+                                _c17_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
+                                _c17_s = -1
+                        if _c17_s == 2:
+                            if _c17_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c17_Transforms)
+                                v = w.v; n = w.n
+                                _c17_Transforms = None
+                                _c17_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
+                                _c17_s = -1
+                        if _c17_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c17_Type is not None or _c17_URI is not None or _c17_Transforms is not None: raise _leftover(_c17_o)
+                                _c17_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -3962,9 +6756,94 @@ def _e_KeyInfoType(w, o):
                         el = 'RetrievalMethod'
                         v = (v << 4) | 2
                         n += 4
-                        w.v = v; w.n = n
-                        _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                        v = w.v; n = w.n
+                        _c18_o = v_RetrievalMethod[i_RetrievalMethod]
+                        _c18_Type = _c18_o.Type
+                        _c18_URI = _c18_o.URI
+                        _c18_Transforms = _c18_o.Transforms
+                        if _c18_Type is not None:
+                            el = 'RetrievalMethod/@Type'
+                            v <<= 3
+                            n += 3
+                            _l = len(_c18_Type)
+                            if _l < 126 and _c18_Type.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_Type.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c18_Type); v = w.v; n = w.n
+                            _c18_Type = None
+                            _c18_s = 1
+                        elif _c18_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v = (v << 3) | 1
+                            n += 3
+                            _l = len(_c18_URI)
+                            if _l < 126 and _c18_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c18_URI); v = w.v; n = w.n
+                            _c18_URI = None
+                            _c18_s = 2
+                        elif _c18_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 3) | 2
+                            n += 3
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c18_Transforms)
+                            v = w.v; n = w.n
+                            _c18_Transforms = None
+                            _c18_s = 3
+                        elif True:
+                            v = (v << 3) | 3
+                            n += 3
+                            if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
+                            _c18_s = -1
+                        if _c18_s == 1:
+                            if _c18_URI is not None:
+                                el = 'RetrievalMethod/@URI'
+                                v <<= 2
+                                n += 2
+                                _l = len(_c18_URI)
+                                if _l < 126 and _c18_URI.isascii():
+                                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_URI.encode(), 'big')
+                                    n += (_l + 1) << 3
+                                else: w.v = v; w.n = n; w.string(_c18_URI); v = w.v; n = w.n
+                                _c18_URI = None
+                                _c18_s = 2
+                            elif _c18_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v = (v << 2) | 1
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c18_Transforms)
+                                v = w.v; n = w.n
+                                _c18_Transforms = None
+                                _c18_s = 3
+                            elif True:
+                                v = (v << 2) | 2
+                                n += 2
+                                if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
+                                _c18_s = -1
+                        if _c18_s == 2:
+                            if _c18_Transforms is not None:
+                                el = 'RetrievalMethod/Transforms'
+                                v <<= 2
+                                n += 2
+                                w.v = v; w.n = n
+                                _e_TransformsType(w, _c18_Transforms)
+                                v = w.v; n = w.n
+                                _c18_Transforms = None
+                                _c18_s = 3
+                            elif True:
+                                v = (v << 2) | 1
+                                n += 2
+                                if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
+                                _c18_s = -1
+                        if _c18_s == 3:
+                            if True:
+                                v <<= 1
+                                n += 1
+                                if _c18_Type is not None or _c18_URI is not None or _c18_Transforms is not None: raise _leftover(_c18_o)
+                                _c18_s = -1
+                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         i_RetrievalMethod += 1
                         s = 13
                         break
@@ -4043,9 +6922,94 @@ def _e_KeyInfoType(w, o):
                     el = 'RetrievalMethod'
                     v = (v << 4) | 2
                     n += 4
-                    w.v = v; w.n = n
-                    _e_RetrievalMethodType(w, v_RetrievalMethod[i_RetrievalMethod])
-                    v = w.v; n = w.n
+                    _c19_o = v_RetrievalMethod[i_RetrievalMethod]
+                    _c19_Type = _c19_o.Type
+                    _c19_URI = _c19_o.URI
+                    _c19_Transforms = _c19_o.Transforms
+                    if _c19_Type is not None:
+                        el = 'RetrievalMethod/@Type'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c19_Type)
+                        if _l < 126 and _c19_Type.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_Type.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c19_Type); v = w.v; n = w.n
+                        _c19_Type = None
+                        _c19_s = 1
+                    elif _c19_URI is not None:
+                        el = 'RetrievalMethod/@URI'
+                        v = (v << 3) | 1
+                        n += 3
+                        _l = len(_c19_URI)
+                        if _l < 126 and _c19_URI.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_URI.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c19_URI); v = w.v; n = w.n
+                        _c19_URI = None
+                        _c19_s = 2
+                    elif _c19_Transforms is not None:
+                        el = 'RetrievalMethod/Transforms'
+                        v = (v << 3) | 2
+                        n += 3
+                        w.v = v; w.n = n
+                        _e_TransformsType(w, _c19_Transforms)
+                        v = w.v; n = w.n
+                        _c19_Transforms = None
+                        _c19_s = 3
+                    elif True:
+                        v = (v << 3) | 3
+                        n += 3
+                        if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
+                        _c19_s = -1
+                    if _c19_s == 1:
+                        if _c19_URI is not None:
+                            el = 'RetrievalMethod/@URI'
+                            v <<= 2
+                            n += 2
+                            _l = len(_c19_URI)
+                            if _l < 126 and _c19_URI.isascii():
+                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_URI.encode(), 'big')
+                                n += (_l + 1) << 3
+                            else: w.v = v; w.n = n; w.string(_c19_URI); v = w.v; n = w.n
+                            _c19_URI = None
+                            _c19_s = 2
+                        elif _c19_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v = (v << 2) | 1
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c19_Transforms)
+                            v = w.v; n = w.n
+                            _c19_Transforms = None
+                            _c19_s = 3
+                        elif True:
+                            v = (v << 2) | 2
+                            n += 2
+                            if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
+                            _c19_s = -1
+                    if _c19_s == 2:
+                        if _c19_Transforms is not None:
+                            el = 'RetrievalMethod/Transforms'
+                            v <<= 2
+                            n += 2
+                            w.v = v; w.n = n
+                            _e_TransformsType(w, _c19_Transforms)
+                            v = w.v; n = w.n
+                            _c19_Transforms = None
+                            _c19_s = 3
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
+                            _c19_s = -1
+                    if _c19_s == 3:
+                        if True:
+                            v <<= 1
+                            n += 1
+                            if _c19_Type is not None or _c19_URI is not None or _c19_Transforms is not None: raise _leftover(_c19_o)
+                            _c19_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_RetrievalMethod += 1
                     s = 13
                 elif i_X509Data < n_X509Data:
@@ -6001,20 +8965,20 @@ def _d_SignatureMethodType(r, key):
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            f_HMACOutputLength = _y >> 8
-                        elif not _y & 128:
+                            f_HMACOutputLength = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
                     else:
@@ -6050,20 +9014,20 @@ def _d_SignatureMethodType(r, key):
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            f_HMACOutputLength = _y >> 8
-                        elif not _y & 128:
+                            f_HMACOutputLength = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             f_HMACOutputLength = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
                     else:
@@ -7607,20 +10571,20 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c1_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c1_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c1_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c1_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c1_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c1_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -7748,20 +10712,20 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c2_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c2_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c2_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c2_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c2_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c2_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -7892,20 +10856,20 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c3_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c3_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c3_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c3_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c3_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c3_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -8036,20 +11000,20 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c4_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c4_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c4_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c4_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c4_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c4_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -8180,20 +11144,20 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c5_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c5_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c5_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c5_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c5_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c5_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -8324,20 +11288,20 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c6_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c6_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c6_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c6_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c6_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c6_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -8468,20 +11432,20 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c7_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c7_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c7_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c7_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c7_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c7_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -8613,20 +11577,20 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c8_X509SerialNumber = _y >> 8
-                            elif not _y & 128:
+                                _c8_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c8_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c8_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c8_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c8_X509SerialNumber = (V >> (E - p)) & 127
                         else:
@@ -8763,20 +11727,20 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c9_X509SerialNumber = _y >> 8
-                            elif not _y & 128:
+                                _c9_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c9_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c9_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c9_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c9_X509SerialNumber = (V >> (E - p)) & 127
                         else:
@@ -8913,20 +11877,20 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c10_X509SerialNumber = _y >> 8
-                            elif not _y & 128:
+                                _c10_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c10_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c10_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c10_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c10_X509SerialNumber = (V >> (E - p)) & 127
                         else:
@@ -9063,20 +12027,20 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c11_X509SerialNumber = _y >> 8
-                            elif not _y & 128:
+                                _c11_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c11_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c11_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c11_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c11_X509SerialNumber = (V >> (E - p)) & 127
                         else:
@@ -9213,20 +12177,20 @@ def _d_X509DataType(r):
                         if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
-                        if p + 16 <= E:
-                            _y = (V >> (E - p - 16)) & 65535
-                            if _y < 32768:
+                        if p + 24 <= E:
+                            _y = (V >> (E - p - 24)) & 16777215
+                            if _y < 8388608:
                                 p += 8
-                                _c12_X509SerialNumber = _y >> 8
-                            elif not _y & 128:
+                                _c12_X509SerialNumber = _y >> 16
+                            elif not _y & 32768:
                                 p += 16
-                                _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                                _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                            elif not _y & 128:
                                 p += 24
                                 _c12_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                             else:
                                 r.pos = p; _c12_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                             p += 8
                             _c12_X509SerialNumber = (V >> (E - p)) & 127
                         else:
@@ -9362,20 +12326,20 @@ def _d_X509DataType(r):
                     if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
-                    if p + 16 <= E:
-                        _y = (V >> (E - p - 16)) & 65535
-                        if _y < 32768:
+                    if p + 24 <= E:
+                        _y = (V >> (E - p - 24)) & 16777215
+                        if _y < 8388608:
                             p += 8
-                            _c13_X509SerialNumber = _y >> 8
-                        elif not _y & 128:
+                            _c13_X509SerialNumber = _y >> 16
+                        elif not _y & 32768:
                             p += 16
-                            _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                            _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+                        elif not _y & 128:
                             p += 24
                             _c13_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
                         else:
                             r.pos = p; _c13_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+                    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
                         p += 8
                         _c13_X509SerialNumber = (V >> (E - p)) & 127
                     else:
@@ -10611,20 +13575,20 @@ def _d_X509IssuerSerialType(r):
         if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
-        if p + 16 <= E:
-            _y = (V >> (E - p - 16)) & 65535
-            if _y < 32768:
+        if p + 24 <= E:
+            _y = (V >> (E - p - 24)) & 16777215
+            if _y < 8388608:
                 p += 8
-                f_X509SerialNumber = _y >> 8
-            elif not _y & 128:
+                f_X509SerialNumber = _y >> 16
+            elif not _y & 32768:
                 p += 16
-                f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
-            elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+                f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+            elif not _y & 128:
                 p += 24
                 f_X509SerialNumber = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
             else:
                 r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
-        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+        elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
             p += 8
             f_X509SerialNumber = (V >> (E - p)) & 127
         else:
@@ -11004,20 +13968,20 @@ def _de13(r):  # HMACOutputLength
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:
@@ -11522,20 +14486,20 @@ def _de27(r):  # X509SerialNumber
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
-    if p + 16 <= E:
-        _y = (V >> (E - p - 16)) & 65535
-        if _y < 32768:
+    if p + 24 <= E:
+        _y = (V >> (E - p - 24)) & 16777215
+        if _y < 8388608:
             p += 8
-            val = _y >> 8
-        elif not _y & 128:
+            val = _y >> 16
+        elif not _y & 32768:
             p += 16
-            val = ((_y >> 8) & 127) | ((_y & 127) << 7)
-        elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:
+            val = ((_y >> 16) & 127) | ((_y >> 1) & 16256)
+        elif not _y & 128:
             p += 24
             val = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)
         else:
             r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
-    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet
+    elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end
         p += 8
         val = (V >> (E - p)) & 127
     else:

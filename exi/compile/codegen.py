@@ -606,23 +606,23 @@ class CodecWriter:
                     L.extend(lines)
                 i += 1
                 continue
-            if kind == "uint":  # one or two octets are the common case: read them inline from one 16-bit piece
+            if kind == "uint":  # up to three octets read inline from one 24-bit piece of the window
                 t = ops[i][1]
-                L.append("if p + 16 <= E:")
-                L.append("    _y = (V >> (E - p - 16)) & 65535")
-                L.append("    if _y < 32768:")
+                L.append("if p + 24 <= E:")
+                L.append("    _y = (V >> (E - p - 24)) & 16777215")
+                L.append("    if _y < 8388608:")
                 L.append("        p += 8")
-                L.append(f"        {t} = _y >> 8")
-                L.append("    elif not _y & 128:")
+                L.append(f"        {t} = _y >> 16")
+                L.append("    elif not _y & 32768:")
                 L.append("        p += 16")
-                L.append(f"        {t} = ((_y >> 8) & 127) | ((_y & 127) << 7)")
+                L.append(f"        {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256)")
                 # three octets: times in seconds past 4.5 hours, energies, meter readings
-                L.append("    elif p + 24 <= E and not (_y := (V >> (E - p - 24)) & 16777215) & 128:")
+                L.append("    elif not _y & 128:")
                 L.append("        p += 24")
                 L.append(f"        {t} = ((_y >> 16) & 127) | ((_y >> 1) & 16256) | ((_y & 127) << 14)")
                 L.append("    else:")
                 L.append(f"        r.pos = p; {t} = r.uint(); V = r.v; E = r.end; p = r.pos")
-                L.append("elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # the window's last octet")
+                L.append("elif p + 8 <= E and not (V >> (E - p - 8)) & 128:  # one octet at the window's end")
                 L.append("    p += 8")
                 L.append(f"    {t} = (V >> (E - p)) & 127")
                 L.append("else:")
@@ -939,7 +939,7 @@ class CodecWriter:
         return [("fix", 1, [], "0"), *self.enc_value_ops(t, expr), ("fix", 1, [], "0")]
 
     SMALL_FIELDS = 6  # inline a branching type of at most this many fields ...
-    SMALL_LINES = 80  # ... whose decoder and encoder bodies are at most this long
+    SMALL_LINES = 120  # ... whose decoder and encoder bodies are at most this long
 
     def _small(self, info: TypeInfo) -> bool:
         """A type that branches (optional fields, a choice) but is small and runs one pass over its states
